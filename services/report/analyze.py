@@ -1,0 +1,19 @@
+"""analyze: turns research sources into findings."""
+
+from choreograph import Agent, CompensationRequested, StepContext
+
+from ._events import AnalysisCompleted, ResearchCompleted, work
+
+agent = Agent(workflow="report", step="analyze")
+
+
+@agent.handler
+async def analyze(ctx: StepContext, research: ResearchCompleted) -> AnalysisCompleted:
+    await work(ctx.step, research.fail_at)
+    findings = [f"finding from {source}" for source in research.sources]
+    return AnalysisCompleted(topic=research.topic, fail_at=research.fail_at, findings=findings)
+
+
+@agent.compensation
+async def retract_findings(ctx: StepContext, request: CompensationRequested) -> None:
+    ctx.log.info("analyze: retracting findings of %s", ctx.workflow_id)

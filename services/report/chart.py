@@ -1,0 +1,19 @@
+"""chart: renders the findings (runs in parallel with draft)."""
+
+from choreograph import Agent, CompensationRequested, StepContext
+
+from ._events import AnalysisCompleted, ChartCompleted, work
+
+agent = Agent(workflow="report", step="chart")
+
+
+@agent.handler
+async def chart(ctx: StepContext, analysis: AnalysisCompleted) -> ChartCompleted:
+    await work(ctx.step, analysis.fail_at)
+    return ChartCompleted(topic=analysis.topic, fail_at=analysis.fail_at,
+                          chart_uri=f"charts/{ctx.workflow_id}.svg")
+
+
+@agent.compensation
+async def delete_chart(ctx: StepContext, request: CompensationRequested) -> None:
+    ctx.log.info("chart: deleting charts/%s.svg", ctx.workflow_id)

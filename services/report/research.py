@@ -1,0 +1,19 @@
+"""research: the entry step of `report`; collects sources for the goal's topic."""
+
+from choreograph import Agent, CompensationRequested, StepContext
+
+from ._events import ReportGoal, ResearchCompleted, work
+
+agent = Agent(workflow="report", step="research")
+
+
+@agent.handler
+async def research(ctx: StepContext, goal: ReportGoal) -> ResearchCompleted:
+    await work(ctx.step, goal.fail_at)
+    sources = [f"https://example.org/{goal.topic.replace(' ', '-')}/{i}" for i in range(3)]
+    return ResearchCompleted(topic=goal.topic, fail_at=goal.fail_at, sources=sources)
+
+
+@agent.compensation
+async def discard_sources(ctx: StepContext, request: CompensationRequested) -> None:
+    ctx.log.info("research: discarding sources of %s (%s failed)", ctx.workflow_id, request.failed_step)

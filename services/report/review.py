@@ -1,0 +1,18 @@
+"""review: joins chart and draft (it waits for both) and approves the report."""
+
+from choreograph import Agent, CompensationRequested, StepContext
+
+from ._events import ChartCompleted, DraftCompleted, ReviewCompleted, work
+
+agent = Agent(workflow="report", step="review")
+
+
+@agent.handler
+async def review(ctx: StepContext, chart: ChartCompleted, draft: DraftCompleted) -> ReviewCompleted:
+    await work(ctx.step, draft.fail_at)
+    return ReviewCompleted(topic=draft.topic, approved=True, notes=f"{len(draft.text)} chars, {chart.chart_uri}")
+
+
+@agent.compensation
+async def withdraw_approval(ctx: StepContext, request: CompensationRequested) -> None:
+    ctx.log.info("review: withdrawing approval of %s", ctx.workflow_id)

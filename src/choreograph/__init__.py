@@ -1,0 +1,81 @@
+"""choreograph: multi-agent workflows choreographed over a Kafka log, with saga compensation.
+
+Agents are independent stream services reacting to typed Avro events; a thin coordinator derives
+each workflow's state from the log and compensates completed steps when one fails.
+"""
+
+from ._runtime import AgentRuntime
+from .agent import Agent, StepContext
+from .broker import EmbeddedBroker
+from .client import Client, PublishedGoal
+from .coordinator import Coordinator
+from .envelope import Envelope, Kind
+from .errors import (
+    AgentDefinitionError,
+    BrokerUnavailable,
+    ChoreographError,
+    ConfigurationError,
+    DecodeError,
+    GoalValidationError,
+    InvalidPayloadError,
+    SchemaDriftError,
+    SchemaError,
+    UnknownSchemaError,
+    WorkflowError,
+)
+from .events import (
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationRequested,
+    Event,
+    OutcomeStatus,
+    StepContract,
+    StepFailed,
+    StepNode,
+    WorkflowOutcome,
+    WorkflowStarted,
+)
+from .graph import Graph
+from .history import HistoryEntry, history
+from .settings import BrokerProfile, Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentDefinitionError",
+    "AgentRuntime",
+    "BrokerProfile",
+    "BrokerUnavailable",
+    "ChoreographError",
+    "Client",
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationRequested",
+    "ConfigurationError",
+    "Coordinator",
+    "DecodeError",
+    "EmbeddedBroker",
+    "Envelope",
+    "Event",
+    "GoalValidationError",
+    "Graph",
+    "HistoryEntry",
+    "InvalidPayloadError",
+    "Kind",
+    "OutcomeStatus",
+    "PublishedGoal",
+    "SchemaDriftError",
+    "SchemaError",
+    "Settings",
+    "StepContext",
+    "StepContract",
+    "StepFailed",
+    "StepNode",
+    "UnknownSchemaError",
+    "WorkflowError",
+    "WorkflowOutcome",
+    "WorkflowStarted",
+    "__version__",
+    "history",
+]

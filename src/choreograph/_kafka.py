@@ -1,0 +1,113 @@
+"""The one seam to Kafka: every client choreograph creates is made here, with the broker profile.
+
+Nothing else imports aiokafka's constructors, so broker quirks and topic layout stay in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+from .errors import BrokerUnavailable
+from .settings import Settings
+
+Record = ConsumerRecord  # re-exported name for type hints elsewhere
+
+
+class Kafka:
+    """Factory for producers, consumers and topic administration under one Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def producer(self, **overrides: Any) -> AIOKafkaProducer:
+        profile = self.settings.broker
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.settings.bootstrap_servers, "linger_ms": profile.linger_ms,
+            "acks": profile.acks, "enable_idempotence": profile.enable_idempotence,
+        }
+        options.update(overrides)
+        return AIOKafkaProducer(**options)
+
+    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
+        profile = self.settings.broker
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.settings.bootstrap_servers, "group_id": group_id,
+            "fetch_max_wait_ms": profile.fetch_max_wait_ms, "enable_auto_commit": False,
+            "session_timeout_ms": profile.session_timeout_ms,
+            "heartbeat_interval_ms": profile.heartbeat_interval_ms,
+            "auto_offset_reset": "earliest", "max_poll_records": 500,
+        }
+        options.update(overrides)
+        return AIOKafkaConsumer(*topics, **options)
+
+    @contextlib.asynccontextmanager
+    async def admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
+        client = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}") from exc
+        try:
+            yield client
+        finally:
+            await client.close()
+
+    async def ensure_topics(self) -> None:
+        """Create the namespace's topics if missing: events, registry (compacted), dead letters."""
+        s = self.settings
+        wanted = [
+            NewTopic(s.events_topic, s.partitions, 1),
+            NewTopic(s.registry_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(s.deadletter_topic, 1, 1),
+        ]
+        async with self.admin() as admin:
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+
+    async def partition_count(self, topic: str) -> int:
+        async with self.admin() as admin:
+            described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"])
+
+    def partition_for(self, key: bytes, partitions: int) -> int:
+        """The partition the default (murmur2) partitioner assigns a key to, as Java clients do."""
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+    async def read(self, partitions: Iterable[TopicPartition], *, start: dict[TopicPartition, int] | None = None
+                   ) -> AsyncIterator[ConsumerRecord]:
+        """Records of the given partitions from `start` (default: beginning) to their current end."""
+        consumer = self.consumer(group_id=None)
+        await consumer.start()
+        try:
+            tps = list(partitions)
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                begin = (start or {}).get(tp)
+                if begin is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, begin)
+            remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset < ends[tp]:
+                            yield record
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                await asyncio.sleep(0)
+        finally:
+            await consumer.stop()

@@ -1,0 +1,31 @@
+"""Commit positions that never pass a record whose work is still pending (in flight, or waiting
+for a join, or an unfinished saga), so a crash redelivers exactly what was not done."""
+
+from __future__ import annotations
+
+
+class PartitionProgress:
+    """Next offset to read, plus pinned offsets the commit must not move past."""
+
+    __slots__ = ("_pins", "committed", "next")
+
+    def __init__(self, next_offset: int) -> None:
+        self.next = next_offset
+        self.committed = next_offset
+        self._pins: dict[int, int] = {}
+
+    def seen(self, offset: int) -> None:
+        self.next = offset + 1
+
+    def pin(self, offset: int) -> None:
+        self._pins[offset] = self._pins.get(offset, 0) + 1
+
+    def unpin(self, offset: int) -> None:
+        count = self._pins.get(offset, 0) - 1
+        if count > 0:
+            self._pins[offset] = count
+        else:
+            self._pins.pop(offset, None)
+
+    def committable(self) -> int:
+        return min(self._pins, default=self.next)

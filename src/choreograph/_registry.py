@@ -1,0 +1,80 @@
+"""The registry topic (compacted, one partition): each agent announces its StepContract there,
+keyed by workflow/step. It is how the coordinator learns step graphs and every consumer learns the
+writer schemas of event types it did not compile in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ._avro import SchemaStore
+from ._kafka import Kafka
+from .envelope import Envelope, Kind
+from .errors import DecodeError
+from .events import FRAMEWORK_EVENTS, StepContract
+from .graph import Graph
+
+
+class Registry:
+    """A reader of the registry topic that can catch up to its end on demand."""
+
+    def __init__(self, kafka: Kafka, store: SchemaStore | None = None) -> None:
+        self._kafka = kafka
+        self._tp = TopicPartition(kafka.settings.registry_topic, 0)
+        self._consumer: AIOKafkaConsumer  # made in start(), inside the running loop
+        self.store = store or framework_store()
+        self.contracts: dict[str, StepContract] = {}
+        self._catalog: dict[str, Graph] | None = None
+
+    async def start(self) -> None:
+        self._consumer = self._kafka.consumer(group_id=None)
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_beginning(self._tp)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def catch_up(self) -> None:
+        """Read every announcement made before this call."""
+        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        while await self._consumer.position(self._tp) < end:
+            batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+            for record in batch.get(self._tp, ()):
+                self._apply(record.value)
+
+    def _apply(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            contract = StepContract.decode(value, self.store)
+        except DecodeError:
+            return  # a registry entry we cannot read is someone else's newer format; skip it
+        self.contracts[f"{contract.workflow}/{contract.step}"] = contract
+        for schema in (*contract.consumes, contract.completes_with):
+            self.store.add_json(schema.avro_schema)
+        self._catalog = None
+
+    @property
+    def catalog(self) -> Mapping[str, Graph]:
+        """Current step graph of every announced workflow."""
+        if self._catalog is None:
+            workflows = {c.workflow for c in self.contracts.values()}
+            self._catalog = {w: Graph.from_contracts(w, self.contracts.values()) for w in workflows}
+        return self._catalog
+
+
+def framework_store() -> SchemaStore:
+    store = SchemaStore()
+    for event in (*FRAMEWORK_EVENTS, StepContract):
+        store.add(event.avro)
+    return store
+
+
+async def announce(producer: AIOKafkaProducer, topic: str, contract: StepContract, source: str) -> None:
+    """Publish a contract and wait until the broker has it."""
+    key = f"{contract.workflow}/{contract.step}"
+    envelope = Envelope.new(type=StepContract.type_name(), source=source, workflow=contract.workflow,
+                            workflow_id=key, kind=Kind.OTHER, step=contract.step)
+    await producer.send_and_wait(topic, value=contract.encode(), key=envelope.key, headers=envelope.headers())

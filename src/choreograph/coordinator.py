@@ -1,0 +1,234 @@
+"""The saga coordinator service: reads every workflow event, folds it with `saga.handle`, publishes
+the decisions (graph fixed at start, compensation requests, outcome). It never calls an agent.
+
+Its state is the log. The commit position of a partition never passes the goal of a saga that is
+still open, so after kill -9 a new instance re-reads every open saga from its goal. While it re-reads
+up to the end it only folds (its own earlier decisions are in the log too); then it settles each
+saga and publishes whatever is still owed. Decision ids are deterministic, so a re-publish is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+
+from ._deadletter import DeadLetters
+from ._kafka import Kafka
+from ._offsets import PartitionProgress
+from ._registry import Registry
+from .envelope import Envelope, Kind, derived_id
+from .errors import DecodeError, UnknownSchemaError
+from .events import CompensationFailed, StepFailed, WorkflowOutcome, WorkflowStarted
+from .graph import Graph
+from .saga import Decision, Fact, SagaState, evolve, handle, settle
+from .settings import Settings
+
+log = logging.getLogger("choreograph.coordinator")
+SOURCE = "choreo://coordinator"
+
+
+class _Partition:
+    """Open sagas of one partition, and where the silent replay after assignment ends."""
+
+    def __init__(self, position: int, replay_end: int) -> None:
+        self.progress = PartitionProgress(position)
+        self.replay_end = replay_end
+        self.sagas: dict[str, SagaState] = {}
+        self.goal_offsets: dict[str, int] = {}
+
+    @property
+    def replaying(self) -> bool:
+        return self.progress.next < self.replay_end
+
+
+class Coordinator:
+    """`async with Coordinator(settings) as c: await c.run()`"""
+
+    def __init__(self, settings: Settings, *, ready_file: Path | None = None,
+                 finished_capacity: int = 100_000) -> None:
+        self.settings = settings
+        self._kafka = Kafka(settings)
+        self._registry = Registry(self._kafka)
+        # aiokafka clients belong to the running loop, so they are made in start().
+        self._producer: AIOKafkaProducer
+        self._consumer: AIOKafkaConsumer
+        self._dead: DeadLetters
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._capacity = finished_capacity
+        self._pending: list[asyncio.Future[Any]] = []
+        self._ready_file = ready_file
+        self._assigned = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._kafka.ensure_topics()
+        self._producer = self._kafka.producer()
+        self._consumer = self._kafka.consumer(group_id=self.settings.coordinator_group,
+                                              auto_offset_reset="earliest")
+        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group)
+        await self._producer.start()
+        await self._registry.start()
+        await self._registry.catch_up()
+        await self._consumer.start()
+        self._consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+        while not self._assigned.is_set():
+            await asyncio.sleep(0.01)
+        if self._ready_file is not None:
+            self._ready_file.write_text("coordinator")
+        log.info("coordinator ready on %s", self.settings.events_topic)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        try:
+            await self._commit()
+        finally:
+            await self._consumer.stop()
+            await self._registry.stop()
+            await self._producer.stop()
+
+    async def __aenter__(self) -> Coordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
+            if any(dict(r.headers).get("ce_kind") == b"goal" for rs in batch.values() for r in rs):
+                await self._registry.catch_up()  # a goal fixes its graph: use every contract announced so far
+            for tp, records in batch.items():
+                part = self._partitions.get(tp)
+                if part is None:
+                    part = self._partitions[tp] = _Partition(records[0].offset, 0)
+                was_replaying = part.replaying
+                for record in records:
+                    await self._on_record(part, record)
+                if was_replaying and not part.replaying:
+                    await self._settle_all(part)
+            await self._commit()
+
+    async def _on_record(self, part: _Partition, record: ConsumerRecord) -> None:
+        part.progress.seen(record.offset)
+        try:
+            envelope = Envelope.from_record(record.key, record.headers)
+            fact = await self._fact(envelope, record.value)
+        except DecodeError as exc:
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            self._pending.append(await self._dead.send(record, str(exc)))
+            return
+        workflow_id = envelope.workflow_id
+        if workflow_id in self._finished:
+            return
+        state = part.sagas.get(workflow_id) or SagaState(workflow_id)
+        if part.replaying:
+            state, decisions = evolve(state, fact), []
+        else:
+            state, decisions = handle(state, fact, self._registry.catalog)
+        if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
+            part.goal_offsets[workflow_id] = record.offset
+            part.progress.pin(record.offset)
+        for decision in decisions:
+            await self._publish(state, decision, envelope)
+        self._keep(part, state)
+
+    async def _settle_all(self, part: _Partition) -> None:
+        """After the silent replay: publish what each open saga is still owed."""
+        for state in list(part.sagas.values()):
+            state, decisions = settle(state, self._registry.catalog)
+            for decision in decisions:
+                await self._publish(state, decision, None)
+            self._keep(part, state)
+
+    def _keep(self, part: _Partition, state: SagaState) -> None:
+        if not state.finished:
+            part.sagas[state.workflow_id] = state
+            return
+        part.sagas.pop(state.workflow_id, None)
+        if (offset := part.goal_offsets.pop(state.workflow_id, None)) is not None:
+            part.progress.unpin(offset)
+        self._finished[state.workflow_id] = None
+        if len(self._finished) > self._capacity:
+            self._finished.popitem(last=False)
+
+    async def _fact(self, envelope: Envelope, value: bytes) -> Fact:
+        """Validate the payload against its writer schema and extract what the saga needs."""
+        try:
+            record = self._registry.store.decode(value)
+        except UnknownSchemaError:
+            await self._registry.catch_up()
+            record = self._registry.store.decode(value)
+        fact = Fact(envelope.kind, envelope.workflow, step=envelope.step)
+        if envelope.type == WorkflowStarted.type_name():
+            started = WorkflowStarted.model_validate(record)
+            return Fact(Kind.OTHER, envelope.workflow, graph=Graph.of(started.workflow, started.steps))
+        if envelope.kind in (Kind.STEP_FAILED, Kind.COMPENSATION_FAILED):
+            model = StepFailed if envelope.kind is Kind.STEP_FAILED else CompensationFailed
+            failure = model.model_validate(record)
+            return Fact(envelope.kind, envelope.workflow, step=failure.step, reason=failure.reason)
+        if envelope.kind is Kind.OUTCOME:
+            return Fact(Kind.OUTCOME, envelope.workflow, status=WorkflowOutcome.model_validate(record).status)
+        return fact
+
+    async def _publish(self, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
+        event_id = derived_id(state.workflow_id, decision.kind.value, decision.step or "")
+        envelope = Envelope.new(
+            type=decision.event.type_name(), source=SOURCE, workflow=state.workflow,
+            workflow_id=state.workflow_id, kind=decision.kind, step=decision.step, cause=cause,
+        ).with_id(event_id)
+        future = await self._producer.send(self.settings.events_topic, value=decision.event.encode(),
+                                           key=envelope.key, headers=envelope.headers())
+        self._pending.append(future)
+
+    async def _commit(self) -> None:
+        while self._pending:
+            pending, self._pending = self._pending, []
+            await asyncio.gather(*pending)
+        offsets = {tp: p.progress.committable() for tp, p in self._partitions.items()
+                   if p.progress.committable() != p.progress.committed}
+        if offsets:
+            await self._consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self._partitions[tp].progress.committed = offset
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            position = committed if committed is not None else await self._consumer.position(tp)
+            part = self._partitions[tp] = _Partition(position, ends[tp])
+            if not part.replaying:
+                await self._settle_all(part)
+        self._assigned.set()
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._commit()
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._coordinator._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._coordinator._on_assigned(assigned)

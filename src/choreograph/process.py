@@ -1,0 +1,60 @@
+"""Running a service (an agent or the coordinator) as an OS process until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Protocol
+
+from .agent import load_agent
+from .settings import Settings
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+def ready_file() -> Path | None:
+    """Where to signal readiness (set by `choreo up`), if anywhere."""
+    path = os.environ.get("CHOREO_READY_FILE")
+    return Path(path) if path else None
+
+
+async def serve(service: Service) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.start()
+    try:
+        await service.run()
+    finally:
+        await service.stop()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("CHOREO_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def run_agent(spec: str) -> None:
+    """Body of `choreo agent run MODULE:ATTR`."""
+    from ._runtime import AgentRuntime
+
+    configure_logging()
+    agent = load_agent(spec)
+    asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
+
+
+def run_coordinator() -> None:
+    """Body of `choreo coordinator run` and of services/coordinator.py."""
+    from .coordinator import Coordinator
+
+    configure_logging()
+    asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))

@@ -1,0 +1,113 @@
+"""Where the broker is and how to talk to it. Broker quirks live here, in one place, per broker kind.
+
+Tansu (the embedded broker) does not answer a fetch early when data arrives, so consumers must
+poll with a short fetch_max_wait_ms; it also rejects InitProducerId, so idempotent producers are
+off there. Apache Kafka answers fetches as soon as data arrives and supports idempotence.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import orjson
+
+from .errors import BrokerUnavailable, ConfigurationError
+
+
+@dataclass(frozen=True)
+class BrokerProfile:
+    """Client settings that depend on which broker implementation we talk to."""
+
+    name: str
+    fetch_max_wait_ms: int
+    enable_idempotence: bool
+    acks: int | str
+    linger_ms: int = 1
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+
+PROFILES: dict[str, BrokerProfile] = {
+    # Measured on Tansu: hop p50 4.9 ms at 5 ms fetch wait, 27.5 ms at 50, 252 ms at 500.
+    "tansu": BrokerProfile("tansu", fetch_max_wait_ms=5, enable_idempotence=False, acks=1),
+    "kafka": BrokerProfile("kafka", fetch_max_wait_ms=500, enable_idempotence=True, acks="all"),
+}
+
+
+def run_dir() -> Path:
+    """Local state of `choreo broker` and `choreo up` (pids, ports): $CHOREO_HOME or ./.choreo."""
+    return Path(os.environ.get("CHOREO_HOME", ".choreo")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to find its broker, topics and groups."""
+
+    bootstrap_servers: str
+    broker: BrokerProfile = field(default_factory=lambda: PROFILES["kafka"])
+    namespace: str = "choreo"
+    partitions: int = 4
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def registry_topic(self) -> str:
+        return f"{self.namespace}.registry"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.namespace}.deadletter"
+
+    @property
+    def coordinator_group(self) -> str:
+        return f"{self.namespace}.coordinator"
+
+    def agent_group(self, workflow: str, step: str) -> str:
+        return f"{self.namespace}.agent.{workflow}.{step}"
+
+    def env(self) -> dict[str, str]:
+        """Environment that makes a child process resolve these same settings."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "CHOREO_BROKER": self.broker.name,
+            "CHOREO_NAMESPACE": self.namespace, "CHOREO_PARTITIONS": str(self.partitions),
+            "CHOREO_SESSION_TIMEOUT_MS": str(self.broker.session_timeout_ms),
+        }
+
+    @classmethod
+    def from_env(cls, bootstrap_servers: str | None = None, broker: str | None = None) -> Settings:
+        """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker `choreo broker start|up` left running."""
+        servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        kind = broker or os.environ.get("CHOREO_BROKER")
+        if not servers:
+            local = local_broker_address()
+            if local is None:
+                raise BrokerUnavailable(
+                    "no broker: set KAFKA_BOOTSTRAP_SERVERS, or run `choreo broker start` or `choreo up`")
+            servers, kind = local, kind or "tansu"
+        kind = kind or "kafka"
+        if kind not in PROFILES:
+            raise ConfigurationError(f"CHOREO_BROKER={kind!r}: expected one of {sorted(PROFILES)}")
+        profile = PROFILES[kind]
+        if timeout := os.environ.get("CHOREO_SESSION_TIMEOUT_MS"):
+            ms = int(timeout)
+            profile = replace(profile, session_timeout_ms=ms, heartbeat_interval_ms=max(100, ms // 3))
+        return cls(
+            bootstrap_servers=servers, broker=profile,
+            namespace=os.environ.get("CHOREO_NAMESPACE", "choreo"),
+            partitions=int(os.environ.get("CHOREO_PARTITIONS", "4")),
+        )
+
+
+def local_broker_address() -> str | None:
+    """The address in .choreo/broker.json if that broker process is still alive."""
+    state = run_dir() / "broker.json"
+    try:
+        info = orjson.loads(state.read_bytes())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(info["bootstrap_servers"])
