@@ -49,6 +49,24 @@ class Kafka:
         return AIOKafkaConsumer(*topics, **options)
 
     @contextlib.asynccontextmanager
+    async def reader(self, partitions: Iterable[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
+        """A group-less consumer assigned to `partitions`, stopped safely on exit."""
+        consumer = self.consumer(group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(list(partitions))
+            yield consumer
+        finally:
+            await self.stop_reader(consumer)
+
+    @staticmethod
+    async def stop_reader(consumer: AIOKafkaConsumer) -> None:
+        # aiokafka: stopping a group-less consumer before its background reset task first ran
+        # raises CancelledError out of stop(); one turn of the loop lets that task start.
+        await asyncio.sleep(0)
+        await consumer.stop()
+
+    @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
         client = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
         try:
@@ -84,15 +102,36 @@ class Kafka:
         """The partition the default (murmur2) partitioner assigns a key to, as Java clients do."""
         return (murmur2(key) & 0x7FFFFFFF) % partitions
 
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The true log end of each partition (the offset the next record will get)."""
+        tps = list(partitions)
+        if not tps:
+            return {}
+        async with self.reader(tps) as consumer:
+            listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            if self.settings.broker.list_offsets_exact:
+                return listed
+            for tp in tps:
+                consumer.seek(tp, listed[tp])
+            # Records past the listed end mean it was short, and their fetch carried the high
+            # watermark; no records within a few fetch waits mean the listed end is the end.
+            ends = dict(listed)
+            waiting = set(tps)
+            deadline = asyncio.get_running_loop().time() + max(0.05, 4 * self.settings.broker.fetch_max_wait_ms / 1000)
+            while waiting and asyncio.get_running_loop().time() < deadline:
+                await consumer.getmany(*waiting, timeout_ms=20)
+                for tp in list(waiting):
+                    if (highwater := consumer.highwater(tp)) is not None:
+                        ends[tp] = max(ends[tp], highwater)
+                        waiting.discard(tp)
+            return ends
+
     async def read(self, partitions: Iterable[TopicPartition], *, start: dict[TopicPartition, int] | None = None
                    ) -> AsyncIterator[ConsumerRecord]:
         """Records of the given partitions from `start` (default: beginning) to their current end."""
-        consumer = self.consumer(group_id=None)
-        await consumer.start()
-        try:
-            tps = list(partitions)
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
+        tps = list(partitions)
+        ends = await self.end_offsets(tps)
+        async with self.reader(tps) as consumer:
             for tp in tps:
                 begin = (start or {}).get(tp)
                 if begin is None:
@@ -109,5 +148,3 @@ class Kafka:
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
                 await asyncio.sleep(0)
-        finally:
-            await consumer.stop()

@@ -287,12 +287,18 @@ class AgentRuntime:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         start: dict[TopicPartition, int] = {}
+        ends = await self._kafka.end_offsets(assigned)
         for tp in assigned:
             committed = await self._consumer.committed(tp)
-            position = committed if committed is not None else await self._consumer.position(tp)
-            self._progress[tp] = PartitionProgress(position)
-            if committed is None:  # pin a fresh group's start so a restart does not jump ahead
+            if committed is None:
+                # A new agent starts from now. The true end, not auto_offset_reset=latest, which
+                # lands inside the last batch on Tansu. Committed at once so a restart resumes here.
+                position = ends[tp]
+                self._consumer.seek(tp, position)
                 await self._consumer.commit({tp: position})
+            else:
+                position = committed
+            self._progress[tp] = PartitionProgress(position)
             start[tp] = max(0, position - self._lookback)
         if start:
             async for record in self._kafka.read(start, start=start):

@@ -84,10 +84,7 @@ class Client:
             tp = TopicPartition(self.settings.events_topic, g.partition)
             start[tp] = min(start.get(tp, g.offset), g.offset)
         found: dict[str, WorkflowOutcome] = {}
-        consumer = self._kafka.consumer(group_id=None)
-        await consumer.start()
-        try:
-            consumer.assign(list(start))
+        async with self._kafka.reader(start) as consumer:
             for tp, offset in start.items():
                 consumer.seek(tp, offset)
             deadline = time.monotonic() + timeout_s
@@ -102,8 +99,6 @@ class Client:
                             except DecodeError:
                                 continue
                 await asyncio.sleep(0)
-        finally:
-            await consumer.stop()
         return found
 
 

@@ -208,7 +208,7 @@ class Coordinator:
                 self._partitions[tp].progress.committed = offset
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
+        ends = await self._kafka.end_offsets(assigned)
         for tp in assigned:
             committed = await self._consumer.committed(tp)
             position = committed if committed is not None else await self._consumer.position(tp)

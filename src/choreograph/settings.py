@@ -24,6 +24,10 @@ class BrokerProfile:
     fetch_max_wait_ms: int
     enable_idempotence: bool
     acks: int | str
+    # Tansu answers ListOffsets(latest) with the last batch's base offset + 1, not the log end, when
+    # that batch held several records (measured: acked 6..10, listed end 7); its fetch high watermark
+    # is right. Where this is False, end offsets are read from a fetch (see _kafka.Kafka.end_offsets).
+    list_offsets_exact: bool = True
     linger_ms: int = 1
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -31,7 +35,8 @@ class BrokerProfile:
 
 PROFILES: dict[str, BrokerProfile] = {
     # Measured on Tansu: hop p50 4.9 ms at 5 ms fetch wait, 27.5 ms at 50, 252 ms at 500.
-    "tansu": BrokerProfile("tansu", fetch_max_wait_ms=5, enable_idempotence=False, acks=1),
+    "tansu": BrokerProfile("tansu", fetch_max_wait_ms=5, enable_idempotence=False, acks=1,
+                           list_offsets_exact=False),
     "kafka": BrokerProfile("kafka", fetch_max_wait_ms=500, enable_idempotence=True, acks="all"),
 }
 

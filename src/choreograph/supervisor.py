@@ -51,7 +51,7 @@ def spawn(spec: ServiceSpec, root: Path, settings: Settings, ready: Path, log: P
           extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start one service in its own session with the stack's settings in its environment."""
     env = {**os.environ, **settings.env(), "CHOREO_READY_FILE": str(ready), **(extra_env or {})}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(root)]))
     with open(log, "ab") as out:
         return subprocess.Popen(spec.argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -1,0 +1,37 @@
+"""Assertions about a workflow's recorded history that several broker tests share."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from choreograph import HistoryEntry
+
+REPORT_DEPENDS = {"research": [], "analyze": ["research"], "chart": ["analyze"], "draft": ["analyze"],
+                  "review": ["chart", "draft"]}
+
+
+def steps_of(entries: list[HistoryEntry], kind: str) -> list[str]:
+    return [e.step for e in entries if e.kind == kind and e.step is not None]
+
+
+def assert_compensated_exactly_completed(entries: list[HistoryEntry]) -> None:
+    completed = steps_of(entries, "step_completed")
+    requested = steps_of(entries, "compensation_requested")
+    assert Counter(requested) == Counter(set(completed)), (completed, requested)
+    assert Counter(steps_of(entries, "compensation_completed")) == Counter(set(completed))
+
+
+def assert_reverse_dependency_order(entries: list[HistoryEntry], depends: dict[str, list[str]]) -> None:
+    """A step is asked to compensate only after every completed step depending on it was undone."""
+    requested_at = {e.step: e.offset for e in entries if e.kind == "compensation_requested"}
+    undone_at = {e.step: e.offset for e in entries if e.kind == "compensation_completed"}
+    for step, at in requested_at.items():
+        for dependent, deps in depends.items():
+            if step in deps and dependent in requested_at:
+                assert undone_at[dependent] < at, f"{step} compensated before its dependent {dependent}"
+
+
+def assert_single_outcome_last(entries: list[HistoryEntry]) -> None:
+    outcomes = [e for e in entries if e.kind == "outcome"]
+    assert len(outcomes) == 1, [e.kind for e in entries]
+    assert entries[-1].kind == "outcome"
