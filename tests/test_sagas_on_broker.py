@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer, TopicPartition
 from conftest import Stack, agent_spec, coordinator_spec, eventually
 from sagas import (
     REPORT_DEPENDS,
@@ -13,8 +14,6 @@ from sagas import (
     assert_single_outcome_last,
     steps_of,
 )
-
-from aiokafka import AIOKafkaProducer, TopicPartition
 
 from choreograph import Client, OutcomeStatus, history
 from choreograph._kafka import Kafka
@@ -94,7 +93,7 @@ async def test_a_duplicate_completion_changes_nothing(stack: Stack) -> None:
     original = next(e for e in before if e.kind == "step_completed" and e.step == "research")
     tp = TopicPartition(original.topic, original.partition)
     kafka = Kafka(settings)
-    raw = [r async for r in kafka.read([tp]) if r.offset == original.offset][0]
+    raw = [r async for r in kafka.read([tp]) if r.offset == original.offset].pop()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
     try:

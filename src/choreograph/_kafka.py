@@ -100,7 +100,7 @@ class Kafka:
 
     def partition_for(self, key: bytes, partitions: int) -> int:
         """The partition the default (murmur2) partitioner assigns a key to, as Java clients do."""
-        return (murmur2(key) & 0x7FFFFFFF) % partitions
+        return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The true log end of each partition (the offset the next record will get)."""

@@ -12,7 +12,7 @@ from ._avro import SchemaStore
 from ._kafka import Kafka
 from .envelope import Envelope, Kind
 from .errors import DecodeError
-from .events import FRAMEWORK_EVENTS, StepContract
+from .events import FRAMEWORK_EVENTS, Event, StepContract
 from .graph import Graph
 
 
@@ -68,7 +68,8 @@ class Registry:
 
 def framework_store() -> SchemaStore:
     store = SchemaStore()
-    for event in (*FRAMEWORK_EVENTS, StepContract):
+    events: tuple[type[Event], ...] = (*FRAMEWORK_EVENTS, StepContract)
+    for event in events:
         store.add(event.avro)
     return store
 

@@ -90,8 +90,7 @@ class AgentRuntime:
         await self._producer.start()
         await self._consumer.start()
         self._consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
-        while not self._assigned.is_set():  # the group join runs in aiokafka's background task
-            await asyncio.sleep(0.01)
+        await self._assigned.wait()  # set by the rebalance listener once partitions are ours
         await announce(self._producer, self.settings.registry_topic, self.contract, self.agent.source)
         if self._ready_file is not None:
             self._ready_file.write_text(self.agent.name)

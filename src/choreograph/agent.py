@@ -70,7 +70,8 @@ class Agent:
     def handler(self, fn: H) -> H:
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
-        if not inspect.iscoroutinefunction(fn) or len(params) < 2:
+        is_async = inspect.iscoroutinefunction(fn)  # kept in a name: narrowing would change fn's type
+        if not is_async or len(params) < 2:
             raise AgentDefinitionError(f"{self.name}: handler must be `async def f(ctx, event: SomeEvent, ...)`")
         consumes = tuple(hints.get(p) for p in params[1:])
         returns = hints.get("return")
@@ -87,7 +88,8 @@ class Agent:
         return fn
 
     def compensation(self, fn: C) -> C:
-        if not inspect.iscoroutinefunction(fn):
+        is_async = inspect.iscoroutinefunction(fn)
+        if not is_async:
             raise AgentDefinitionError(f"{self.name}: compensation must be an async function")
         self.compensation_fn = fn
         return fn

@@ -63,7 +63,7 @@ class EmbeddedBroker:
         for _ in range(3):  # the free port can be taken between probe and bind
             port = _free_port()
             url = f"tcp://127.0.0.1:{port}"
-            log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+            log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
             process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],

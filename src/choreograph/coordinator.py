@@ -83,8 +83,7 @@ class Coordinator:
         await self._registry.catch_up()
         await self._consumer.start()
         self._consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
-        while not self._assigned.is_set():
-            await asyncio.sleep(0.01)
+        await self._assigned.wait()  # set by the rebalance listener once partitions are ours
         if self._ready_file is not None:
             self._ready_file.write_text("coordinator")
         log.info("coordinator ready on %s", self.settings.events_topic)
@@ -137,8 +136,9 @@ class Coordinator:
         if workflow_id in self._finished:
             return
         state = part.sagas.get(workflow_id) or SagaState(workflow_id)
+        decisions: list[Decision] = []
         if part.replaying:
-            state, decisions = evolve(state, fact), []
+            state = evolve(state, fact)
         else:
             state, decisions = handle(state, fact, self._registry.catalog)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:

@@ -1,0 +1,118 @@
+"""The `choreo` command-line contract, run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from choreograph import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = {"goal", "step_completed", "step_failed", "compensation_requested", "compensation_completed",
+         "compensation_failed", "outcome", "other"}
+HISTORY_KEYS = {"topic", "partition", "offset", "timestamp", "type", "kind", "step", "event_id", "causation_id",
+                "source", "data"}
+
+
+def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
+    return {**env, **settings.env(), "CHOREO_HOME": str(tmp_path / "home")}
+
+
+def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str, str], tmp_path: Path) -> None:
+    up = choreo("up", env=cli_env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "coordinator" in up.stdout and "report.review" in up.stdout
+
+        done = choreo("publish", "report", "--data", '{"topic": "cli"}', "--wait", "60", env=cli_env)
+        assert done.returncode == 0, done.stderr
+        result = orjson.loads(done.stdout)
+        assert result["status"] == "completed" and result["workflow_id"]
+
+        failing = choreo("publish", "report", "--data", '{"topic": "cli", "fail_at": "draft"}', "--wait", "60",
+                         env=cli_env)
+        assert orjson.loads(failing.stdout)["status"] == "compensated"
+
+        history = choreo("history", orjson.loads(failing.stdout)["workflow_id"], "--json", env=cli_env)
+        assert history.returncode == 0, history.stderr
+        lines = [orjson.loads(line) for line in history.stdout.splitlines()]
+        assert lines[0]["kind"] == "goal" and lines[-1]["kind"] == "outcome"
+        for line in lines:
+            assert HISTORY_KEYS <= line.keys() and line["kind"] in KINDS
+        assert [line["offset"] for line in lines] == sorted(line["offset"] for line in lines)
+        assert {line["step"] for line in lines if line["kind"] == "step_failed"} == {"draft"}
+    finally:
+        down = choreo("down", env=cli_env)
+    assert down.returncode == 0 and "coordinator" in down.stdout
+    assert "broker" not in down.stdout, "a configured cluster is used, never a broker of our own"
+    assert not (tmp_path / "home" / "broker.json").exists()
+
+
+@pytest.mark.parametrize("data", ['{"topic": 42}', '{"fail_at": "chart"}', '{"topic": "x", "colour": "red"}',
+                                  "not json", "[1, 2]"])
+def test_publish_rejects_invalid_goal_data_with_exit_2_and_publishes_nothing(
+        cli_env: dict[str, str], data: str, settings: Settings) -> None:
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from choreograph._kafka import Kafka
+    from choreograph._runtime import AgentRuntime
+    from choreograph.agent import load_agent
+
+    async def announce_then_count() -> int:
+        kafka = Kafka(settings)
+        async with AgentRuntime(load_agent("services.report.research:agent"), settings):
+            pass  # announcing the contract is enough for publish to know the goal schema
+        ends = await kafka.end_offsets([TopicPartition(settings.events_topic, p) for p in range(settings.partitions)])
+        return sum(ends.values())
+
+    before = asyncio.run(announce_then_count())
+    result = choreo("publish", "report", "--data", data, env=cli_env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert re.search(r"error", result.stderr)
+    assert asyncio.run(announce_then_count()) == before
+
+
+def test_publish_to_an_unknown_workflow_says_which_ones_exist(cli_env: dict[str, str]) -> None:
+    result = choreo("publish", "nosuch", "--data", "{}", env=cli_env)
+    assert result.returncode == 1
+    assert "nosuch" in result.stderr
+
+
+def test_demo_runs_on_its_own_embedded_broker_and_ends_with_the_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
+    env.update(CHOREO_HOME=str(tmp_path / "home"), REPORT_STEP_DELAY_MS="20")
+    demo = choreo("demo", env=env, timeout=240)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert demo.stdout.splitlines()[-1] == "completed=3 compensated=3 failed=0"
+    assert not (tmp_path / "home" / "services.json").exists()
+    assert not (tmp_path / "home" / "broker.json").exists()
+
+
+def test_broker_start_status_stop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
+    env["CHOREO_HOME"] = str(tmp_path / "home")
+    assert choreo("broker", "status", env=env).returncode == 1
+    started = choreo("broker", "start", env=env)
+    try:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+\n", started.stdout)
+        assert choreo("broker", "status", env=env).stdout == started.stdout
+        assert choreo("broker", "start", env=env).stdout == started.stdout, "start is idempotent"
+    finally:
+        assert choreo("broker", "stop", env=env).stdout.strip() == "stopped"
+    assert choreo("broker", "status", env=env).returncode == 1

@@ -1,0 +1,43 @@
+"""docker-compose.yml cannot run here (no Docker engine), so its shape is checked instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from choreograph.supervisor import discover
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict[str, dict[str, object]]:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services: dict[str, dict[str, object]] = document["services"]
+    return services
+
+
+def test_compose_runs_kafka_in_kraft_mode_with_a_health_check() -> None:
+    kafka = compose()["kafka"]
+    assert str(kafka["image"]).startswith("apache/kafka:")
+    env = kafka["environment"]
+    assert isinstance(env, dict) and "controller" in env["KAFKA_PROCESS_ROLES"]
+    assert "healthcheck" in kafka
+
+
+def test_compose_runs_every_service_that_choreo_up_runs_against_kafka() -> None:
+    services = compose()
+    commands = {" ".join(map(str, s["command"])): s for s in services.values() if "command" in s}  # type: ignore[call-overload]
+    for spec in discover(ROOT):
+        target = spec.argv[-1] if spec.name != "coordinator" else "services.coordinator"
+        matching = [s for command, s in commands.items() if command.endswith(target)]
+        assert matching, f"docker-compose.yml has no service running {spec.name}"
+        service = matching[0]
+        assert service["environment"] == {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "CHOREO_BROKER": "kafka"}
+        assert "kafka" in service["depends_on"]  # type: ignore[operator]
+
+
+def test_the_image_contains_what_the_services_import() -> None:
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    for directory in ("src", "schemas", "services"):
+        assert f"COPY {directory} " in dockerfile
