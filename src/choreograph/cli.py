@@ -77,8 +77,10 @@ def coordinator_run() -> None:
 @app.command()
 def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 60.0) -> None:
     """Start broker (unless configured or running), coordinator and agents in the background."""
+    from .supervisor import exit_on_signals
     from .supervisor import up as start_stack
 
+    exit_on_signals()
     for name, pid in start_stack(timeout).items():
         print(f"{name}\tpid {pid}")
 

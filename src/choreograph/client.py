@@ -3,9 +3,9 @@ its entry agents announced it), and wait for a workflow's outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,29 +77,50 @@ class Client:
         return outcomes.get(goal.workflow_id)
 
     async def wait_many(self, goals: list[PublishedGoal], timeout_s: float) -> dict[str, WorkflowOutcome]:
-        """Outcomes of the given goals that arrive within `timeout_s` (read from their partitions)."""
-        wanted = {g.workflow_id for g in goals}
+        """Outcomes of the given goals that arrive within `timeout_s`."""
+        found: dict[str, WorkflowOutcome] = {}
+        async for update in self.follow(goals, timeout_s):
+            if update.outcome is not None:
+                found[update.workflow_id] = update.outcome
+        return found
+
+    async def follow(self, goals: list[PublishedGoal], timeout_s: float) -> AsyncIterator[Progress]:
+        """Each event of the given workflows as it is logged, until all have an outcome or time is up."""
         start: dict[TopicPartition, int] = {}
         for g in goals:
             tp = TopicPartition(self.settings.events_topic, g.partition)
             start[tp] = min(start.get(tp, g.offset), g.offset)
-        found: dict[str, WorkflowOutcome] = {}
+        open_ids = {g.workflow_id for g in goals}
         async with self._kafka.reader(start) as consumer:
             for tp, offset in start.items():
                 consumer.seek(tp, offset)
             deadline = time.monotonic() + timeout_s
-            while wanted - found.keys() and (left := deadline - time.monotonic()) > 0:
-                batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000) or 1)
+            while open_ids and (left := deadline - time.monotonic()) > 0:
+                batch = await consumer.getmany(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
                 for records in batch.values():
-                    for r in records:
-                        key = r.key.decode() if r.key else ""
-                        if key in wanted and dict(r.headers).get("ce_kind") == b"outcome":
-                            try:
-                                found.setdefault(key, WorkflowOutcome.decode(r.value, self._registry.store))
-                            except DecodeError:
-                                continue
-                await asyncio.sleep(0)
-        return found
+                    for record in records:
+                        key = record.key.decode() if record.key else ""
+                        if key not in open_ids:
+                            continue
+                        try:
+                            envelope = Envelope.from_record(record.key, record.headers)
+                            outcome = (WorkflowOutcome.decode(record.value, self._registry.store)
+                                       if envelope.kind is Kind.OUTCOME else None)
+                        except DecodeError:
+                            continue
+                        if outcome is not None:
+                            open_ids.discard(key)
+                        yield Progress(key, envelope.kind, envelope.step, outcome)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One event of a followed workflow."""
+
+    workflow_id: str
+    kind: Kind
+    step: str | None
+    outcome: WorkflowOutcome | None
 
 
 def conform(schema: AvroSchema, data: Any) -> dict[str, Any]:

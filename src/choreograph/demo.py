@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from .client import Client, PublishedGoal
+from .envelope import Kind
 from .events import WorkflowOutcome
 from .settings import Settings
-from .supervisor import down, up
+from .supervisor import down, exit_on_signals, ignore_signals, up
 
 GOALS: list[tuple[str, str | None]] = [
     ("heat pump market sizing", None),
@@ -24,50 +26,68 @@ GOALS: list[tuple[str, str | None]] = [
     ("solid-state batteries", "review"),
     ("grid-scale storage", "research"),
 ]
+COLOURS = {"completed": "green", "compensated": "yellow", "failed": "red", "running": "cyan"}
 
 
-def _table(goals: list[tuple[PublishedGoal, str, str | None]], outcomes: dict[str, WorkflowOutcome],
-           started: float) -> Table:
+@dataclass
+class Row:
+    goal: PublishedGoal
+    topic: str
+    fail_at: str | None
+    completed: list[str] = field(default_factory=list)
+    compensated: list[str] = field(default_factory=list)
+    latest: str = "goal published"
+    outcome: WorkflowOutcome | None = None
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status.value if self.outcome else "running"
+
+
+def _table(rows: list[Row], started: float) -> Table:
     table = Table(title=f"report workflows ({time.monotonic() - started:.1f} s)")
-    for column in ("workflow id", "topic", "fail_at", "status", "completed steps", "compensated steps"):
+    for column in ("workflow", "topic", "fail_at", "status", "steps done", "latest event", "compensated, in order"):
         table.add_column(column)
-    for goal, topic, fail_at in goals:
-        outcome = outcomes.get(goal.workflow_id)
-        status = outcome.status.value if outcome else "running"
-        colour = {"completed": "green", "compensated": "yellow", "failed": "red"}.get(status, "cyan")
-        table.add_row(goal.workflow_id[:8], topic, fail_at or "", f"[{colour}]{status}[/{colour}]",
-                      ", ".join(outcome.completed_steps) if outcome else "",
-                      ", ".join(outcome.compensated_steps) if outcome else "")
+    for row in rows:
+        colour = COLOURS[row.status]
+        table.add_row(row.goal.workflow_id[:8], row.topic, row.fail_at or "", f"[{colour}]{row.status}[/{colour}]",
+                      str(len(row.completed)), row.latest, " > ".join(row.compensated))
     return table
 
 
-async def _run(console: Console, timeout_s: float) -> dict[str, WorkflowOutcome]:
+async def _run(console: Console, timeout_s: float) -> list[Row]:
     async with Client(Settings.from_env(), source="choreo://demo") as client:
-        goals = []
-        for topic, fail_at in GOALS:
-            goals.append((await client.publish("report", {"topic": topic, "fail_at": fail_at}), topic, fail_at))
-        outcomes: dict[str, WorkflowOutcome] = {}
+        rows = [Row(await client.publish("report", {"topic": t, "fail_at": f}), t, f) for t, f in GOALS]
+        by_id = {row.goal.workflow_id: row for row in rows}
         started = time.monotonic()
-        with Live(_table(goals, outcomes, started), console=console, refresh_per_second=8) as live:
-            while len(outcomes) < len(goals) and time.monotonic() - started < timeout_s:
-                waiting = [g for g, _, _ in goals if g.workflow_id not in outcomes]
-                outcomes.update(await client.wait_many(waiting, 0.25))
-                live.update(_table(goals, outcomes, started))
-        return outcomes
+        with Live(_table(rows, started), console=console, refresh_per_second=8) as live:
+            async for update in client.follow([row.goal for row in rows], timeout_s):
+                row = by_id[update.workflow_id]
+                row.latest = f"{update.kind.value} {update.step or ''}".strip()
+                if update.kind is Kind.STEP_COMPLETED and update.step:
+                    row.completed.append(update.step)
+                elif update.kind is Kind.COMPENSATION_COMPLETED and update.step:
+                    row.compensated.append(update.step)
+                row.outcome = update.outcome or row.outcome
+                live.update(_table(rows, started))
+        console.line()
+        return rows
 
 
 def run_demo(timeout_s: float = 90.0) -> int:
+    exit_on_signals()  # a closed terminal or a kill must still stop what the demo started
     console = Console()
-    os.environ.setdefault("REPORT_STEP_DELAY_MS", "300")  # so progress is visible; agents read it
+    os.environ.setdefault("REPORT_STEP_DELAY_MS", "300")  # so progress is visible; the example agents read it
     console.print("[bold]starting broker, coordinator and agents...[/bold]")
     for name, pid in up().items():
         console.print(f"  {name} (pid {pid})")
     try:
-        outcomes = asyncio.run(_run(console, timeout_s))
+        rows = asyncio.run(_run(console, timeout_s))
     finally:
+        ignore_signals()  # a second signal must not cut the cleanup short
         console.print(f"stopped: {' '.join(down())}")
-    counts = {s: sum(o.status.value == s for o in outcomes.values()) for s in ("completed", "compensated", "failed")}
-    unfinished = len(GOALS) - len(outcomes)
+    counts = {s: sum(row.status == s for row in rows) for s in ("completed", "compensated", "failed")}
+    unfinished = sum(row.outcome is None for row in rows)
     if unfinished:
         console.print(f"[red]{unfinished} workflow(s) did not finish within {timeout_s:.0f} s[/red]")
     print(f"completed={counts['completed']} compensated={counts['compensated']} failed={counts['failed']}")

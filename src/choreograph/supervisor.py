@@ -7,6 +7,7 @@ of a services/<workflow>/ package is an agent (module-level `agent`). No list to
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +74,21 @@ def wait_ready(processes: dict[str, tuple[subprocess.Popen[bytes], Path, Path]],
         time.sleep(0.05)
 
 
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into SystemExit, so `finally` blocks stop what was started."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit)
+
+
+def ignore_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def up(timeout_s: float = 60.0) -> dict[str, int]:
     """Start broker (unless configured or running), coordinator and agents; return name -> pid."""
     state_file = run_dir() / "services.json"
@@ -98,6 +114,7 @@ def up(timeout_s: float = 60.0) -> dict[str, int]:
         wait_ready(processes, timeout_s)
         return pids
     except BaseException:
+        ignore_signals()
         for process, _, _ in processes.values():
             terminate(process.pid)
         if started_broker:
