@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import signal
 from pathlib import Path
 
@@ -203,3 +204,31 @@ async def test_unreadable_records_are_dead_lettered_and_the_next_event_is_proces
             assert int(d["dlq_partition"]) == meta.partition and int(d["dlq_offset"]) == meta.offset
             assert d["dlq_reason"]
             assert d["ce_type"] == b"report.ReportGoal"  # the original headers travel along
+
+
+def assigned_partitions(stack: Stack, name: str) -> set[int] | None:
+    """The partitions an agent process last logged as assigned to it."""
+    lines = [line for line in stack.log(name).splitlines() if "assigned partitions" in line]
+    return set(ast.literal_eval(lines[-1].split("assigned partitions ", 1)[1])) if lines else None
+
+
+async def test_copies_of_an_agent_share_partitions_and_take_over_from_a_killed_copy(stack: Stack) -> None:
+    stack.extra_env["REPORT_STEP_DELAY_MS"] = "100"
+    stack.start_examples()
+    stack.start(agent_spec("report.analyze-2", "services.report.analyze:agent"))
+    everything = set(range(stack.settings.partitions))
+
+    async def spread() -> bool:
+        first, second = assigned_partitions(stack, "report.analyze"), assigned_partitions(stack, "report.analyze-2")
+        return bool(first and second and not first & second and first | second == everything)
+
+    await eventually(spread, what="two analyze copies to split the partitions")
+    async with Client(stack.settings) as client:
+        goals = [await client.publish("report", {"topic": f"scale {i}"}) for i in range(8)]
+        stack.kill("report.analyze", signal.SIGKILL)  # some of its work is in flight or uncommitted
+        outcomes = await client.wait_many(goals, 90)
+    assert assigned_partitions(stack, "report.analyze-2") == everything
+    assert {o.status for o in outcomes.values()} == {OutcomeStatus.COMPLETED} and len(outcomes) == len(goals)
+    for goal in goals:
+        entries = await history(stack.settings, goal.workflow_id)
+        assert steps_of(entries, "step_completed").count("analyze") == 1, "one analyze result per workflow"

@@ -151,18 +151,18 @@ class AgentRuntime:
             if headers.get("ce_step") == self._step and self.agent.compensation_fn is not None:
                 key = workflow_id + _COMPENSATION
                 if key not in self._done and key not in self._running:
-                    request = await self._decode(record, CompensationRequested)
-                    if request is not None:
+                    decoded = await self._decode(record, CompensationRequested)
+                    if decoded is not None:
                         progress.pin(record.offset)
-                        await self._schedule(key, self._compensate(key, request, record, tp))
+                        await self._schedule(key, self._compensate(key, *decoded, tp, record.offset))
             return
         model = self._consumed.get(event_type)
         if model is None or workflow_id in self._done or workflow_id in self._running:
             return
-        event = await self._decode(record, model)
-        if event is None:
+        decoded = await self._decode(record, model)
+        if decoded is None:
             return
-        envelope = Envelope.from_record(record.key, record.headers)
+        event, envelope = decoded
         join = self._joins.setdefault(workflow_id, {})
         if event_type in join:
             return  # a duplicate of an input we already hold
@@ -172,15 +172,15 @@ class AgentRuntime:
             del self._joins[workflow_id]
             await self._schedule(workflow_id, self._run_step(workflow_id, join, envelope))
 
-    async def _decode(self, record: ConsumerRecord, model: type[Event]) -> Event | None:
-        """The typed event, or None after dead-lettering a record we cannot read."""
+    async def _decode(self, record: ConsumerRecord, model: type[Event]) -> tuple[Event, Envelope] | None:
+        """The typed event and its envelope, or None after dead-lettering a record we cannot read."""
         try:
-            Envelope.from_record(record.key, record.headers)
+            envelope = Envelope.from_record(record.key, record.headers)
             try:
-                return model.decode(record.value, self._store)
+                return model.decode(record.value, self._store), envelope
             except UnknownSchemaError:
                 await self._learn_schemas()  # maybe a newer writer schema was announced since
-                return model.decode(record.value, self._store)
+                return model.decode(record.value, self._store), envelope
         except DecodeError as exc:
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.agent.name, record.topic,
                         record.partition, record.offset, exc)
@@ -227,10 +227,9 @@ class AgentRuntime:
         await self._publish(ctx, result, kind)
         self._complete(workflow_id, [(tp, offset) for tp, offset, _, _ in inputs.values()])
 
-    async def _compensate(self, key: str, request: Event, record: ConsumerRecord, tp: TopicPartition) -> None:
+    async def _compensate(self, key: str, request: Event, cause: Envelope, tp: TopicPartition, offset: int) -> None:
         agent = self.agent
         assert agent.compensation_fn is not None and isinstance(request, CompensationRequested)
-        cause = Envelope.from_record(record.key, record.headers)
         ctx = StepContext(agent.workflow, cause.workflow_id, agent.step, cause, log)
         result: Event
         try:
@@ -242,7 +241,7 @@ class AgentRuntime:
                                         error_type=type(exc).__name__)
             kind = Kind.COMPENSATION_FAILED
         await self._publish(ctx, result, kind)
-        self._complete(key, [(tp, record.offset)])
+        self._complete(key, [(tp, offset)])
 
     async def _publish(self, ctx: StepContext, result: Event, kind: Kind) -> None:
         """Side events, then the result, on the workflow's partition; returns once all are stored."""
@@ -306,6 +305,7 @@ class AgentRuntime:
                     suffix = _RESULT_KINDS.get(headers.get("ce_kind", b""))
                     if suffix is not None and record.key:
                         self._remember(record.key.decode() + suffix)
+        log.info("%s assigned partitions %s", self.agent.name, sorted(tp.partition for tp in assigned))
         self._assigned.set()
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -49,9 +49,9 @@ class EmbeddedBroker:
             raise BrokerUnavailable("embedded broker not started")
         return f"127.0.0.1:{self.port}"
 
-    def settings(self, **overrides: object) -> Settings:
-        """Settings for this broker with the Tansu profile."""
-        return Settings(bootstrap_servers=self.bootstrap_servers, broker=PROFILES["tansu"], **overrides)  # type: ignore[arg-type]
+    def settings(self, namespace: str = "choreo", partitions: int = 4) -> Settings:
+        """Settings for this broker, with the Tansu profile."""
+        return Settings(self.bootstrap_servers, PROFILES["tansu"], namespace, partitions)
 
     def start(self, *, detach: bool = False) -> EmbeddedBroker:
         try:
@@ -116,7 +116,9 @@ def terminate(pid: int, grace_s: float = 5.0) -> None:
 class LocalBroker:
     """A detached embedded broker that outlives one command; its pid and port live in .choreo/."""
 
-    state_file = property(lambda self: run_dir() / "broker.json")
+    @property
+    def state_file(self) -> Path:
+        return run_dir() / "broker.json"
 
     def status(self) -> str | None:
         return local_broker_address()
