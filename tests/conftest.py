@@ -92,8 +92,7 @@ class Stack:
         process.wait(timeout=15)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            terminate(process.pid, grace_s=10)
+        terminate(*(process.pid for process in self.processes.values()), grace_s=10)
         self.processes.clear()
 
     def log(self, name: str) -> str:

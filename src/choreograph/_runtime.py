@@ -120,7 +120,7 @@ class AgentRuntime:
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
             for tp, records in batch.items():
-                progress = self._progress.setdefault(tp, PartitionProgress(records[0].offset))
+                progress = self._progress.get(tp) or self._progress.setdefault(tp, PartitionProgress(records[0].offset))
                 for record in records:
                     await self._on_record(tp, progress, record)
             if self._fatal is not None:

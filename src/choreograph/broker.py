@@ -88,29 +88,43 @@ class EmbeddedBroker:
         self.stop()
 
 
-def terminate(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after a grace period; silent if the process is already gone."""
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs. A zombie does not: an orphan waits for PID 1 to reap it, and some
+    init processes reap only every few seconds (measured here: about 2 s)."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: poll for existence instead
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            finished = 0
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child
         if finished:
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+            return False
+    except ChildProcessError:
         pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: signal 0 is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def terminate(*pids: int, grace_s: float = 5.0) -> None:
+    """SIGTERM every pid, wait for all of them together, SIGKILL whatever outlives the grace."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + grace_s
+    running = [pid for pid in pids if alive(pid)]
+    while running and time.monotonic() < end:
+        time.sleep(0.02)
+        running = [pid for pid in running if alive(pid)]
+    for pid in running:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class LocalBroker:

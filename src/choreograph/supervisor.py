@@ -115,8 +115,7 @@ def up(timeout_s: float = 60.0) -> dict[str, int]:
         return pids
     except BaseException:
         ignore_signals()
-        for process, _, _ in processes.values():
-            terminate(process.pid)
+        terminate(*(process.pid for process, _, _ in processes.values()))
         if started_broker:
             LocalBroker().stop()
         state_file.unlink(missing_ok=True)
@@ -130,10 +129,8 @@ def down() -> list[str]:
         state = orjson.loads(state_file.read_bytes())
     except (OSError, ValueError):
         return []
-    stopped = []
-    for name, pid in state["services"].items():
-        terminate(int(pid), grace_s=10)
-        stopped.append(name)
+    terminate(*(int(pid) for pid in state["services"].values()), grace_s=10)
+    stopped = list(state["services"])
     if state.get("broker_started"):
         LocalBroker().stop()
         stopped.append("broker")
