@@ -118,3 +118,24 @@ def test_a_reader_resolves_a_writer_with_an_added_optional_field_both_ways() -> 
 def test_bytes_that_are_not_a_readable_event_raise_decode_errors(payload: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         GoalV1.decode(payload, store_of(GoalV1, GoalV2))
+
+
+def test_envelope_follows_the_cloudevents_kafka_binding_and_round_trips() -> None:
+    from choreograph import Envelope, Kind
+
+    goal = Envelope.new(type="report.ReportGoal", source="choreo://cli", workflow="report", workflow_id="wf-1",
+                        kind=Kind.GOAL)
+    step = Envelope.new(type="report.ResearchCompleted", source="choreo://agent/report/research", workflow="report",
+                        workflow_id="wf-1", kind=Kind.STEP_COMPLETED, step="research", cause=goal)
+    headers = dict(step.headers())
+    assert {"ce_id", "ce_type", "ce_source", "ce_time", "ce_specversion", "content-type"} <= headers.keys()
+    assert headers["ce_specversion"] == b"1.0" and headers["content-type"] == b"application/avro"
+    assert headers["ce_causationid"] == goal.id.encode()
+    assert step.key == b"wf-1"
+    # W3C trace context: same trace as the cause, a new span.
+    assert step.traceparent and goal.traceparent
+    assert step.traceparent.split("-")[1] == goal.traceparent.split("-")[1]
+    assert step.traceparent.split("-")[2] != goal.traceparent.split("-")[2]
+    assert Envelope.from_record(step.key, step.headers()) == step
+    with pytest.raises(DecodeError, match="ce_id"):
+        Envelope.from_record(b"wf-1", [h for h in step.headers() if h[0] != "ce_id"])
