@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -138,14 +139,15 @@ def history(
         for entry in entries:
             print(entry.json())
         return
-    table = Table(title=f"workflow {workflow_id}")
-    for column in ("time", "offset", "kind", "step", "type", "source", "caused by"):
-        table.add_column(column)
-    ids = {e.event_id: e.offset for e in entries}
+    table = Table(title=f"workflow {workflow_id}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in ("#", "time", "kind", "step", "source", "cause"):
+        table.add_column(column, no_wrap=True)
+    offsets = {e.event_id: e.offset for e in entries}
     for e in entries:
-        cause = f"@{ids[e.causation_id]}" if e.causation_id in ids else ""
+        cause = f"@{offsets[e.causation_id]}" if e.causation_id in offsets else ""
         style = "yellow" if e.kind.startswith("compensation") else "bold" if e.kind == "outcome" else None
-        table.add_row(e.time, str(e.offset), e.kind, e.step or "", e.type, e.source, cause, style=style)
+        table.add_row(str(e.offset), e.time[11:23], e.kind, e.step or "", e.source.rsplit("/", 1)[-1], cause,
+                      style=style)
     Console().print(table)
 
 
