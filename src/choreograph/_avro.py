@@ -73,9 +73,6 @@ class SchemaStore:
         self.add(schema)
         return schema
 
-    def knows(self, payload: bytes) -> bool:
-        return payload[2:HEADER_SIZE] in self._by_fingerprint
-
     def writer_of(self, payload: bytes) -> AvroSchema:
         """The writer schema named by a payload's header; DecodeError if there is none to read."""
         if len(payload) < HEADER_SIZE or payload[:2] != MAGIC:

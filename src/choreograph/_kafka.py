@@ -18,8 +18,6 @@ from aiokafka.partitioner import murmur2
 from .errors import BrokerUnavailable
 from .settings import Settings
 
-Record = ConsumerRecord  # re-exported name for type hints elsewhere
-
 
 class Kafka:
     """Factory for producers, consumers and topic administration under one Settings."""
