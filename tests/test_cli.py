@@ -25,10 +25,15 @@ def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def clean_env(home: Path) -> dict[str, str]:
+    """This environment without any broker or choreograph settings, with its own run directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
+    return {**env, "CHOREO_HOME": str(home)}
+
+
 @pytest.fixture
 def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
-    return {**env, **settings.env(), "CHOREO_HOME": str(tmp_path / "home")}
+    return {**clean_env(tmp_path / "home"), **settings.env()}
 
 
 def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -95,8 +100,7 @@ def test_publish_to_an_unknown_workflow_says_which_ones_exist(cli_env: dict[str,
 
 
 def test_demo_runs_on_its_own_embedded_broker_and_ends_with_the_summary(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
-    env.update(CHOREO_HOME=str(tmp_path / "home"), REPORT_STEP_DELAY_MS="20")
+    env = {**clean_env(tmp_path / "home"), "REPORT_STEP_DELAY_MS": "20"}
     demo = choreo("demo", env=env, timeout=240)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert demo.stdout.splitlines()[-1] == "completed=3 compensated=3 failed=0"
@@ -105,8 +109,7 @@ def test_demo_runs_on_its_own_embedded_broker_and_ends_with_the_summary(tmp_path
 
 
 def test_broker_start_status_stop(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
-    env["CHOREO_HOME"] = str(tmp_path / "home")
+    env = clean_env(tmp_path / "home")
     assert choreo("broker", "status", env=env).returncode == 1
     started = choreo("broker", "start", env=env)
     try:

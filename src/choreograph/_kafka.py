@@ -106,30 +106,34 @@ class Kafka:
         if not tps:
             return {}
         async with self.reader(tps) as consumer:
-            listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            if self.settings.broker.list_offsets_exact:
-                return listed
-            for tp in tps:
-                consumer.seek(tp, listed[tp])
-            # Records past the listed end mean it was short, and their fetch carried the high
-            # watermark; no records within a few fetch waits mean the listed end is the end.
-            ends = dict(listed)
-            waiting = set(tps)
-            deadline = asyncio.get_running_loop().time() + max(0.05, 4 * self.settings.broker.fetch_max_wait_ms / 1000)
-            while waiting and asyncio.get_running_loop().time() < deadline:
-                await consumer.getmany(*waiting, timeout_ms=20)
-                for tp in list(waiting):
-                    if (highwater := consumer.highwater(tp)) is not None:
-                        ends[tp] = max(ends[tp], highwater)
-                        waiting.discard(tp)
-            return ends
+            return await self._true_ends(consumer, tps)
 
-    async def read(self, partitions: Iterable[TopicPartition], *, start: dict[TopicPartition, int] | None = None
-                   ) -> AsyncIterator[ConsumerRecord]:
-        """Records of the given partitions from `start` (default: beginning) to their current end."""
+    async def _true_ends(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets through a reader assigned to `tps`; moves its positions."""
+        listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        if self.settings.broker.list_offsets_exact:
+            return listed
+        for tp in tps:
+            consumer.seek(tp, listed[tp])
+        # Records past the listed end mean it was short, and their fetch carried the high
+        # watermark; no records within a few fetch waits mean the listed end is the end.
+        ends = dict(listed)
+        waiting = set(tps)
+        deadline = asyncio.get_running_loop().time() + max(0.05, 4 * self.settings.broker.fetch_max_wait_ms / 1000)
+        while waiting and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(*waiting, timeout_ms=20)
+            for tp in list(waiting):
+                if (highwater := consumer.highwater(tp)) is not None:
+                    ends[tp] = max(ends[tp], highwater)
+                    waiting.discard(tp)
+        return ends
+
+    async def read(self, partitions: Iterable[TopicPartition], *, start: dict[TopicPartition, int] | None = None,
+                   until: dict[TopicPartition, int] | None = None) -> AsyncIterator[ConsumerRecord]:
+        """Records of the given partitions from `start` (default: beginning) to `until` (default: their end now)."""
         tps = list(partitions)
-        ends = await self.end_offsets(tps)
         async with self.reader(tps) as consumer:
+            ends = until if until is not None else await self._true_ends(consumer, tps)
             for tp in tps:
                 begin = (start or {}).get(tp)
                 if begin is None:

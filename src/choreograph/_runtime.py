@@ -299,7 +299,7 @@ class AgentRuntime:
             self._progress[tp] = PartitionProgress(position)
             start[tp] = max(0, position - self._lookback)
         if start:
-            async for record in self._kafka.read(start, start=start):
+            async for record in self._kafka.read(start, start=start, until=ends):
                 headers = dict(record.headers)
                 if headers.get("ce_source") == self._source:
                     suffix = _RESULT_KINDS.get(headers.get("ce_kind", b""))

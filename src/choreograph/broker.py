@@ -63,12 +63,17 @@ class EmbeddedBroker:
         for _ in range(3):  # the free port can be taken between probe and bind
             port = _free_port()
             url = f"tcp://127.0.0.1:{port}"
-            log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-            process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach,
-            )
+            log = open(self._log_path, "ab") if self._log_path else None  # closed once Popen has it
+            try:
+                process = subprocess.Popen(
+                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                     "--storage-engine", "memory://tansu/"],
+                    stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=detach,
+                )
+            finally:
+                if log is not None:
+                    log.close()  # the broker holds its own descriptor
             if _wait_listening(port, process, 10.0):
                 self.port, self.process = port, process
                 return self

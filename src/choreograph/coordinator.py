@@ -69,6 +69,7 @@ class Coordinator:
         self._capacity = finished_capacity
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
+        self._registry_current = False  # caught up with the registry since this batch was fetched
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -110,8 +111,7 @@ class Coordinator:
     async def run(self) -> None:
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
-            if any(dict(r.headers).get("ce_kind") == b"goal" for rs in batch.values() for r in rs):
-                await self._registry.catch_up()  # a goal fixes its graph: use every contract announced so far
+            self._registry_current = False
             for tp, records in batch.items():
                 part = self._partitions.get(tp)
                 if part is None:
@@ -140,6 +140,8 @@ class Coordinator:
         if part.replaying:
             state = evolve(state, fact)
         else:
+            if fact.kind is Kind.GOAL:
+                await self._catch_up_registry()
             state, decisions = handle(state, fact, self._registry.catalog)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
             part.goal_offsets[workflow_id] = record.offset
@@ -150,11 +152,19 @@ class Coordinator:
 
     async def _settle_all(self, part: _Partition) -> None:
         """After the silent replay: publish what each open saga is still owed."""
+        if part.sagas:
+            await self._catch_up_registry()
         for state in list(part.sagas.values()):
             state, decisions = settle(state, self._registry.catalog)
             for decision in decisions:
                 await self._publish(state, decision, None)
             self._keep(part, state)
+
+    async def _catch_up_registry(self) -> None:
+        """A goal fixes its saga's graph: use every contract announced before it (once per batch)."""
+        if not self._registry_current:
+            await self._registry.catch_up()
+            self._registry_current = True
 
     def _keep(self, part: _Partition, state: SagaState) -> None:
         if not state.finished:
