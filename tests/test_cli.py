@@ -79,11 +79,12 @@ def test_publish_rejects_invalid_goal_data_with_exit_2_and_publishes_nothing(
     from choreograph.agent import load_agent
 
     async def announce_then_count() -> int:
+        """Goals in the log, after (re-)announcing the goal's consumer."""
         kafka = Kafka(settings)
         async with AgentRuntime(load_agent("services.report.research:agent"), settings):
             pass  # announcing the contract is enough for publish to know the goal schema
-        ends = await kafka.end_offsets([TopicPartition(settings.events_topic, p) for p in range(settings.partitions)])
-        return sum(ends.values())
+        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+        return sum([1 async for record in kafka.read(tps) if ("ce_kind", b"goal") in record.headers])
 
     before = asyncio.run(announce_then_count())
     result = choreo("publish", "report", "--data", data, env=cli_env)

@@ -30,6 +30,10 @@ class Kafka:
         options: dict[str, Any] = {
             "bootstrap_servers": self.settings.bootstrap_servers, "linger_ms": profile.linger_ms,
             "acks": profile.acks, "enable_idempotence": profile.enable_idempotence,
+            # aiokafka keeps one open batch per partition and one request in flight per broker; a
+            # send that finds its batch full waits for the drain. 16 KB (the default) is ~25 of our
+            # events, which made sends wait in bursts; 256 KB keeps them appending.
+            "max_batch_size": 256 * 1024,
         }
         options.update(overrides)
         return AIOKafkaProducer(**options)

@@ -4,6 +4,7 @@ writer schemas of event types it did not compile in."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -17,7 +18,12 @@ from .graph import Graph
 
 
 class Registry:
-    """A reader of the registry topic that can catch up to its end on demand."""
+    """A reader of the registry topic that catches up to its end on demand.
+
+    Between catch-ups its partition is paused: an idle consumer still fetches every few ms, and
+    on Tansu every fetching consumer slows the broker's produce path (measured: acknowledged-send
+    p50 1.7 ms with no other consumer, 9.9 ms with 7 consumer processes polling at 5 ms).
+    """
 
     def __init__(self, kafka: Kafka, store: SchemaStore | None = None) -> None:
         self._kafka = kafka
@@ -32,6 +38,7 @@ class Registry:
         await self._consumer.start()
         self._consumer.assign([self._tp])
         await self._consumer.seek_to_beginning(self._tp)
+        self._consumer.pause(self._tp)
 
     async def stop(self) -> None:
         await self._kafka.stop_reader(self._consumer)
@@ -40,12 +47,19 @@ class Registry:
         """Read every announcement made before this call."""
         # Plain ListOffsets is exact here even on Tansu: every announcement is its own batch.
         end = (await self._consumer.end_offsets([self._tp]))[self._tp]
-        while await self._consumer.position(self._tp) < end:
-            batch = await self._consumer.getmany(self._tp, timeout_ms=500)
-            for record in batch.get(self._tp, ()):
-                self._apply(record.value)
+        if await self._consumer.position(self._tp) >= end:
+            return
+        self._consumer.resume(self._tp)
+        try:
+            while await self._consumer.position(self._tp) < end:
+                batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+                for record in batch.get(self._tp, ()):
+                    self.apply(record.value)
+        finally:
+            self._consumer.pause(self._tp)
 
-    def _apply(self, value: bytes | None) -> None:
+    def apply(self, value: bytes | None) -> None:
+        """Learn one announced contract (a registry record or a marker on the events topic)."""
         if value is None:
             return
         try:
@@ -74,9 +88,21 @@ def framework_store() -> SchemaStore:
     return store
 
 
-async def announce(producer: AIOKafkaProducer, topic: str, contract: StepContract, source: str) -> None:
-    """Publish a contract and wait until the broker has it."""
+async def announce(producer: AIOKafkaProducer, registry_topic: str, events_topic: str, partitions: int,
+                   contract: StepContract, source: str) -> None:
+    """Publish a contract to the registry, and a copy (a marker) to every events partition; return
+    once the broker has all of them.
+
+    A marker puts the announcement in order with the goals of its partition: the coordinator reads
+    it before any goal published after this returns, so that goal's graph includes the step, and
+    no registry lookup is needed per goal (ListOffsets alone took about 7 ms on Tansu).
+    """
     key = f"{contract.workflow}/{contract.step}"
     envelope = Envelope.new(type=StepContract.type_name(), source=source, workflow=contract.workflow,
                             workflow_id=key, kind=Kind.OTHER, step=contract.step)
-    await producer.send_and_wait(topic, value=contract.encode(), key=envelope.key, headers=envelope.headers())
+    value, headers = contract.encode(), envelope.headers()
+    futures = [await producer.send(registry_topic, value=value, key=envelope.key, headers=headers)]
+    for partition in range(partitions):
+        futures.append(await producer.send(events_topic, value=value, key=envelope.key, headers=headers,
+                                           partition=partition))
+    await asyncio.gather(*futures)

@@ -39,6 +39,7 @@ class Client:
         self._registry = Registry(self._kafka)
         self._producer: AIOKafkaProducer  # made on entry, inside the running loop
         self._source = source
+        self._goal_schemas: dict[str, AvroSchema] = {}
 
     async def __aenter__(self) -> Client:
         await self._kafka.ensure_topics()
@@ -52,7 +53,13 @@ class Client:
         await self._producer.stop()
 
     async def goal_schema(self, workflow: str) -> AvroSchema:
-        """The one goal event type of `workflow`, from the registry."""
+        """The one goal event type of `workflow`, from the registry; looked up once per client.
+
+        Cached because a registry round trip per goal would cap publishing rates. A goal encoded
+        with the schema this client first saw stays readable after the schema evolves (resolution).
+        """
+        if (cached := self._goal_schemas.get(workflow)) is not None:
+            return cached
         await self._registry.catch_up()
         goals = goal_types(workflow, self._registry.contracts.values())
         if not goals:
@@ -60,7 +67,8 @@ class Client:
             raise WorkflowError(f"no agent has announced workflow {workflow!r}; known workflows: {known}")
         if len(goals) > 1:
             raise WorkflowError(f"workflow {workflow!r} has several goal types: {sorted(goals)}")
-        return AvroSchema.from_json(next(iter(goals.values())))
+        schema = self._goal_schemas[workflow] = AvroSchema.from_json(next(iter(goals.values())))
+        return schema
 
     async def publish(self, workflow: str, data: dict[str, Any], workflow_id: str | None = None) -> PublishedGoal:
         schema = await self.goal_schema(workflow)

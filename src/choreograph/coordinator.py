@@ -29,13 +29,14 @@ from ._offsets import PartitionProgress
 from ._registry import Registry
 from .envelope import Envelope, Kind, derived_id
 from .errors import DecodeError, UnknownSchemaError
-from .events import CompensationFailed, StepFailed, WorkflowOutcome, WorkflowStarted
+from .events import CompensationFailed, StepContract, StepFailed, WorkflowOutcome, WorkflowStarted
 from .graph import Graph
 from .saga import Decision, Fact, SagaState, evolve, handle, settle
 from .settings import Settings
 
 log = logging.getLogger("choreograph.coordinator")
 SOURCE = "choreo://coordinator"
+_CONTRACT_TYPE = StepContract.type_name()
 
 
 class _Partition:
@@ -56,7 +57,7 @@ class Coordinator:
     """`async with Coordinator(settings) as c: await c.run()`"""
 
     def __init__(self, settings: Settings, *, ready_file: Path | None = None,
-                 finished_capacity: int = 100_000) -> None:
+                 finished_capacity: int = 100_000, commit_interval_s: float = 0.25) -> None:
         self.settings = settings
         self._kafka = Kafka(settings)
         self._registry = Registry(self._kafka)
@@ -69,6 +70,8 @@ class Coordinator:
         self._capacity = finished_capacity
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
+        self._commit_interval = commit_interval_s
+        self._next_commit = 0.0
         self._registry_current = False  # caught up with the registry since this batch was fetched
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -121,12 +124,18 @@ class Coordinator:
                     await self._on_record(part, record)
                 if was_replaying and not part.replaying:
                     await self._settle_all(part)
-            await self._commit()
+            # Periodic, not per batch: a commit only bounds how much a restart re-reads.
+            if (now := asyncio.get_running_loop().time()) >= self._next_commit:
+                self._next_commit = now + self._commit_interval
+                await self._commit()
 
     async def _on_record(self, part: _Partition, record: ConsumerRecord) -> None:
         part.progress.seen(record.offset)
         try:
             envelope = Envelope.from_record(record.key, record.headers)
+            if envelope.type == _CONTRACT_TYPE:
+                self._registry.apply(record.value)  # an agent's announcement, in order with goals
+                return
             fact = await self._fact(envelope, record.value)
         except DecodeError as exc:
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
@@ -140,7 +149,7 @@ class Coordinator:
         if part.replaying:
             state = evolve(state, fact)
         else:
-            if fact.kind is Kind.GOAL:
+            if fact.kind is Kind.GOAL and fact.workflow not in self._registry.catalog:
                 await self._catch_up_registry()
             state, decisions = handle(state, fact, self._registry.catalog)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
@@ -161,7 +170,8 @@ class Coordinator:
             self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
-        """A goal fixes its saga's graph: use every contract announced before it (once per batch)."""
+        """A goal fixes its saga's graph from the followed registry. For a workflow not seen yet, or
+        after a silent replay, first read every contract announced before now (once per batch)."""
         if not self._registry_current:
             await self._registry.catch_up()
             self._registry_current = True

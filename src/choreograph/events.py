@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,6 +47,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     avro: ClassVar[AvroSchema]
+    _flat: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         kwargs.pop("schema", None)  # consumed by __pydantic_init_subclass__, once fields exist
@@ -58,6 +59,7 @@ class Event(BaseModel):
         if source is None:
             raise SchemaError(f"{cls.__qualname__}: an Event subclass must name its schema (schema=...)")
         cls.avro = load_schema(source)
+        cls._flat = not any(_holds_model(f.annotation) for f in cls.model_fields.values())
         problems = _schema_check.drift(cls, cls.avro.source)
         if problems:
             raise SchemaDriftError(f"{cls.__qualname__} drifted from {cls.avro.name}: " + "; ".join(problems))
@@ -68,7 +70,8 @@ class Event(BaseModel):
         return cls.avro.name
 
     def encode(self) -> bytes:
-        return self.avro.encode(self.model_dump())
+        # A model without nested models is its own field dict; model_dump() would copy it (~2 us).
+        return self.avro.encode(self.__dict__ if self._flat else self.model_dump())
 
     @classmethod
     def decode(cls, payload: bytes, store: SchemaStore) -> Self:
@@ -78,6 +81,13 @@ class Event(BaseModel):
             return cls.model_validate(record)
         except ValueError as exc:
             raise InvalidPayloadError(f"{cls.type_name()} fails validation: {exc}") from exc
+
+
+def _holds_model(annotation: Any) -> bool:
+    """Whether a field type is, or contains, a pydantic model (then encoding needs model_dump)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(arg) for arg in get_args(annotation))
 
 
 def _framework(name: str) -> Path:

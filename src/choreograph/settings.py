@@ -28,7 +28,9 @@ class BrokerProfile:
     # that batch held several records (measured: acked 6..10, listed end 7); its fetch high watermark
     # is right. Where this is False, end offsets are read from a fetch (see _kafka.Kafka.end_offsets).
     list_offsets_exact: bool = True
-    linger_ms: int = 1
+    # 0: aiokafka still batches whatever accumulates while a request is in flight. linger_ms=1
+    # measured 2.07 ms per acknowledged send on Tansu against 0.62 ms at 0.
+    linger_ms: int = 0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
 
@@ -84,6 +86,7 @@ class Settings:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "CHOREO_BROKER": self.broker.name,
             "CHOREO_NAMESPACE": self.namespace, "CHOREO_PARTITIONS": str(self.partitions),
             "CHOREO_SESSION_TIMEOUT_MS": str(self.broker.session_timeout_ms),
+            "CHOREO_FETCH_MAX_WAIT_MS": str(self.broker.fetch_max_wait_ms),
         }
 
     @classmethod
@@ -104,6 +107,8 @@ class Settings:
         if timeout := os.environ.get("CHOREO_SESSION_TIMEOUT_MS"):
             ms = int(timeout)
             profile = replace(profile, session_timeout_ms=ms, heartbeat_interval_ms=max(100, ms // 3))
+        if wait := os.environ.get("CHOREO_FETCH_MAX_WAIT_MS"):
+            profile = replace(profile, fetch_max_wait_ms=int(wait))
         return cls(
             bootstrap_servers=servers, broker=profile,
             namespace=os.environ.get("CHOREO_NAMESPACE", "choreo"),
