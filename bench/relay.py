@@ -1,0 +1,224 @@
+"""Relay throughput and hop latency: each contender's relay service in its own process, fed and
+drained by this driver with plain aiokafka (the same producer and sink for every contender)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+from choreograph._kafka import Kafka
+from choreograph.envelope import Envelope, Kind
+from choreograph.settings import Settings
+
+from ._procs import Processes, agent, cpu_seconds, python
+from .contenders.choreograph_agent import BenchPing, BenchPong
+
+BODY = "x" * 290  # with the sequence number: a 300-byte payload (Avro: 2 + 290 + up to 8)
+CHUNK = 500
+WINDOW = 4000
+PONG_TYPE = BenchPong.type_name().encode()
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    module: str
+    agent: bool = False  # run via `choreo agent run` on the namespace's events topic
+
+
+CONTENDERS = [
+    Contender("aiokafka", "bench.contenders.raw_aiokafka"),
+    Contender("choreograph", "bench.contenders.choreograph_agent:agent", agent=True),
+    Contender("faust", "bench.contenders.faust_agent"),
+    Contender("faststream", "bench.contenders.faststream_subscriber"),
+]
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    contender: str
+    events: int
+    events_per_s: float
+    hop_p50_ms: float
+    hop_p99_ms: float
+    hops: int
+    relay_cpu: float  # the relay process's CPU use over the run, in cores
+
+
+class _Lane:
+    """Where the driver writes pings and how the sink recognises relayed ones."""
+
+    def __init__(self, contender: Contender, settings: Settings, tag: str) -> None:
+        self.agent = contender.agent
+        self.settings = settings
+        self.source = settings.events_topic if contender.agent else f"{settings.namespace}.relay-in"
+        self.target = settings.events_topic if contender.agent else f"{settings.namespace}.relay-out"
+        self.group = f"{settings.namespace}.{contender.name}.{tag}"
+
+    def message(self, seq: int) -> tuple[bytes, bytes, list[tuple[str, bytes]] | None]:
+        key = f"w{seq}".encode()
+        if not self.agent:
+            return key, seq.to_bytes(8, "big") + BODY.encode()[:292], None
+        envelope = Envelope.new(type=BenchPing.type_name(), source="choreo://bench", workflow="bench",
+                                workflow_id=key.decode(), kind=Kind.GOAL)
+        return key, BenchPing(seq=seq, body=BODY).encode(), envelope.headers()
+
+    def relayed(self) -> Callable[[ConsumerRecord], bool]:
+        if not self.agent:
+            return lambda record: True
+        return lambda record: any(k == "ce_type" and v == PONG_TYPE for k, v in record.headers)
+
+
+async def _ensure(kafka: Kafka, *topics: str) -> None:
+    from aiokafka.admin import NewTopic
+
+    async with kafka.admin() as admin:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(t, kafka.settings.partitions, 1) for t in topics if t not in existing]
+        if wanted:
+            await admin.create_topics(wanted)
+
+
+class _Sink:
+    """Counts relayed records on the target topic from its end at start; notes arrival times."""
+
+    def __init__(self, kafka: Kafka, lane: _Lane) -> None:
+        self._kafka, self._lane = kafka, lane
+        self.count = 0
+        self.last_at = 0.0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        tps = [TopicPartition(self._lane.target, p) for p in range(self._kafka.settings.partitions)]
+        ends = await self._kafka.end_offsets(tps)
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._run(ends, ready))
+        await ready.wait()
+
+    async def _run(self, ends: dict, ready: asyncio.Event) -> None:  # type: ignore[type-arg]
+        relayed = self._lane.relayed()
+        async with self._kafka.reader(ends) as consumer:
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
+            ready.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.perf_counter()
+                n = sum(1 for records in batch.values() for r in records if relayed(r))
+                if n:
+                    self.count += n
+                    self.last_at = now
+                    self._changed.set()
+
+    async def wait_for(self, count: int, timeout_s: float) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while self.count < count:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError(f"sink saw {self.count} of {count} relayed events")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _drive(lane: _Lane, events: int, hops: int, max_seconds: float) -> tuple[float, list[float], float]:
+    kafka = Kafka(lane.settings)
+    producer: AIOKafkaProducer = kafka.producer()
+    sink = _Sink(kafka, lane)
+    began = time.perf_counter()
+    await producer.start()
+    await sink.start()
+    try:
+        # Warm-up: the relay has joined its group and relays (it started from the end).
+        seq = 0
+        deadline = time.perf_counter() + 120
+        while sink.count == 0:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{lane.group}: relay never answered")
+            key, value, headers = lane.message(seq)
+            await producer.send_and_wait(lane.source, value, key=key, headers=headers)
+            seq += 1
+            try:
+                await sink.wait_for(1, 1.0)
+            except TimeoutError:
+                pass
+        await asyncio.sleep(0.5)  # late warm-up echoes land before counting starts
+        # Throughput: N events end to end, produced in chunks with at most WINDOW unrelayed at a
+        # time, so a slow contender is rated on what it relays within max_seconds and leaves no
+        # backlog in front of the latency phase.
+        base = sink.count
+        started = time.perf_counter()
+        sent = 0
+        while sent < events and time.perf_counter() - started < max_seconds:
+            while sent - (sink.count - base) > WINDOW:
+                with contextlib.suppress(TimeoutError):
+                    await sink.wait_for(base + sent - WINDOW, 1.0)
+                if time.perf_counter() - started > max_seconds:
+                    break
+            futures = []
+            for i in range(sent, min(events, sent + CHUNK)):
+                key, value, headers = lane.message(seq + i)
+                futures.append(await producer.send(lane.source, value, key=key, headers=headers))
+            await asyncio.gather(*futures)
+            sent += len(futures)
+        with contextlib.suppress(TimeoutError):
+            await sink.wait_for(base + sent, max(1.0, max_seconds - (time.perf_counter() - started)))
+        rate = (sink.count - base) / (sink.last_at - started)
+        seq += sent
+        # Hop latency: one event at a time, produce to sink, once the throughput backlog has drained.
+        with contextlib.suppress(TimeoutError):
+            await sink.wait_for(base + sent, 60)
+        await asyncio.sleep(0.5)
+        latencies = []
+        for i in range(hops):
+            key, value, headers = lane.message(seq + i)
+            expected = sink.count + 1
+            sent = time.perf_counter()
+            await producer.send(lane.source, value, key=key, headers=headers)
+            await sink.wait_for(expected, 30)
+            latencies.append((sink.last_at - sent) * 1000)
+        return rate, latencies, time.perf_counter() - began
+    finally:
+        await sink.stop()
+        await producer.stop()
+
+
+def run(contender: Contender, settings: Settings, workdir: Path, events: int, hops: int,
+        max_seconds: float = 60) -> RelayResult:
+    tag = uuid.uuid4().hex[:6]
+    lane = _Lane(contender, settings, tag)
+    kafka = Kafka(settings)
+    asyncio.run(kafka.ensure_topics() if contender.agent else _ensure(kafka, lane.source, lane.target))
+    env = {"RELAY_SOURCE": lane.source, "RELAY_TARGET": lane.target, "RELAY_GROUP": lane.group,
+           "RELAY_FETCH_WAIT_MS": str(settings.broker.fetch_max_wait_ms),
+           "RELAY_DATADIR": str(workdir / contender.name / f"data-{tag}")}
+    with Processes(settings, workdir / contender.name, env) as processes:
+        if contender.agent:
+            processes.start(agent(contender.name, contender.module))
+        else:
+            argv = ["-m", contender.module] + (["worker", "-l", "warn"] if contender.name == "faust" else [])
+            processes.spawn_unready(python(contender.name, *argv))
+        cpu_before = sum(cpu_seconds(pid) for pid in processes.pids())
+        rate, latencies, seconds = asyncio.run(_drive(lane, events, hops, max_seconds))
+        cpu = sum(cpu_seconds(pid) for pid in processes.pids()) - cpu_before
+    ordered = sorted(latencies)
+    return RelayResult(contender.name, events, rate, statistics.median(ordered),
+                       ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], len(ordered), cpu / seconds)

@@ -1,0 +1,163 @@
+"""Saga scenarios: the example `report` workflow (5 steps, one parallel branch) with the coordinator
+and every agent as separate processes, as in production. Goals go in through the public Client."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from choreograph import Client
+from choreograph._kafka import Kafka
+from choreograph._registry import framework_store
+from choreograph.events import WorkflowOutcome
+from choreograph.settings import Settings
+from choreograph.supervisor import ServiceSpec, discover
+
+from ._procs import ROOT, Processes, agent
+
+STEPS = ("research", "analyze", "chart", "draft", "review")
+
+
+# Goals in flight for the headline figures: enough to keep every process busy, few enough that
+# the latency is a saga's, not a queue's (Little's law: in flight = rate x latency).
+IN_FLIGHT = 32
+
+
+@dataclass(frozen=True)
+class SagaRun:
+    in_flight: int
+    sagas: int
+    seconds: float
+    sagas_per_s: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+
+
+class Outcomes:
+    """Watches the events topic from its current end and resolves a future per workflow outcome."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._kafka = Kafka(settings)
+        self._settings = settings
+        self._waiting: dict[bytes, asyncio.Future[tuple[float, str]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._store = framework_store()
+
+    async def __aenter__(self) -> Outcomes:
+        s = self._settings
+        tps = [TopicPartition(s.events_topic, p) for p in range(s.partitions)]
+        ends = await self._kafka.end_offsets(tps)
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(ends, ready))
+        await ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def expect(self, workflow_id: str) -> asyncio.Future[tuple[float, str]]:
+        future = self._waiting[workflow_id.encode()] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def _watch(self, ends: dict[TopicPartition, int], ready: asyncio.Event) -> None:
+        async with self._kafka.reader(ends) as consumer:
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
+            ready.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for record in records:
+                        headers = dict(record.headers)
+                        if headers.get("ce_kind") != b"outcome":
+                            continue
+                        future = self._waiting.pop(record.key, None)
+                        if future is not None and not future.done():
+                            outcome = WorkflowOutcome.decode(record.value, self._store)
+                            future.set_result((now, outcome.status.value))
+
+
+async def _one(client: Client, outcomes: Outcomes, topic: str, fail_at: str | None,
+               latencies: list[float], statuses: dict[str, int], timeout_s: float) -> None:
+    started = time.perf_counter()
+    goal = await client.publish("report", {"topic": topic, "fail_at": fail_at}, workflow_id=None)
+    future = outcomes.expect(goal.workflow_id)
+    done_at, status = await asyncio.wait_for(future, timeout_s)
+    latencies.append((done_at - started) * 1000)
+    statuses[status] = statuses.get(status, 0) + 1
+
+
+def _summary(in_flight: int, latencies: list[float], seconds: float, statuses: dict[str, int]) -> SagaRun:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return SagaRun(in_flight, len(latencies), seconds, len(latencies) / seconds, statistics.median(ordered), p99,
+                   statuses)
+
+
+async def closed_loop(settings: Settings, total: int, concurrency: int, fail_ratio: float = 0.0,
+                      timeout_s: float = 60) -> SagaRun:
+    """`concurrency` goals in flight at all times until `total` finished: sagas/s at saturation."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    failing = set(range(0, total, round(1 / fail_ratio))) if fail_ratio else set()
+    next_goal = iter(range(total))
+    async with Client(settings, source="choreo://bench") as client, Outcomes(settings) as outcomes:
+        await client.goal_schema("report")
+
+        async def worker() -> None:
+            for i in next_goal:
+                fail_at = "review" if i in failing else None  # the last step: all four others compensate
+                await _one(client, outcomes, f"bench {i}", fail_at, latencies, statuses, timeout_s)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return _summary(concurrency, latencies, elapsed, statuses)
+
+
+async def open_loop(settings: Settings, rate_per_s: float, seconds: float, timeout_s: float = 60) -> SagaRun:
+    """Goals arrive at a fixed rate whatever happens to earlier ones: latency without coordinated omission."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    total = int(rate_per_s * seconds)
+    async with Client(settings, source="choreo://bench") as client, Outcomes(settings) as outcomes:
+        await client.goal_schema("report")
+        started = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            delay = started + i / rate_per_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(
+                _one(client, outcomes, f"bench {i}", None, latencies, statuses, timeout_s)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return _summary(0, latencies, elapsed, statuses)
+
+
+def report_services(instances: int = 1) -> list[ServiceSpec]:
+    """The coordinator once, and `instances` copies of each report agent."""
+    specs = discover(ROOT)
+    coordinator = [s for s in specs if s.name == "coordinator"]
+    agents = [agent(f"{s.name}.{i}", s.argv[-1]) for s in specs if s.name != "coordinator"
+              for i in range(instances)]
+    return coordinator + agents
+
+
+def start_stack(settings: Settings, workdir: Path, instances: int = 1) -> Processes:
+    processes = Processes(settings, workdir, {"REPORT_STEP_DELAY_MS": "0"})
+    try:
+        processes.start(*report_services(instances))
+    except BaseException:
+        processes.stop()
+        raise
+    return processes
