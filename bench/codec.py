@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from choreograph._registry import framework_store
 from choreograph.envelope import Envelope, Kind, fixed_headers
 
-
 # The example workflow's research result: a typical small payload (a topic, a few sources).
 PAYLOAD = {"topic": "EU battery supply chain", "fail_at": None,
            "sources": [f"https://example.org/source/{i}" for i in range(5)]}

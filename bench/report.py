@@ -38,19 +38,21 @@ def print_table(results: dict[str, Any]) -> None:
                   f"{results['seconds']} s")
     if "relay" in results:
         table = Table(title="relay: throughput (end to end) and one-hop latency (produce to sink)")
-        for column in ("contender", "events/s", "vs aiokafka", "hop p50 ms", "hop p99 ms", "relay CPU (cores)"):
+        for column in ("contender", "events/s", "vs aiokafka", "hop p50 ms", "hop p99 ms", "hops lost",
+                       "relay CPU (cores)"):
             table.add_column(column, justify="right")
         raw = results["relay"].get("aiokafka", {}).get("events_per_s")
         for name, r in results["relay"].items():
             table.add_row(name, f"{r['events_per_s']:,.0f}", f"{r['events_per_s'] / raw:.2f}" if raw else "",
-                          f"{r['hop_p50_ms']:.2f}", f"{r['hop_p99_ms']:.2f}", f"{r['relay_cpu']:.2f}")
+                          f"{r['hop_p50_ms']:.2f}", f"{r['hop_p99_ms']:.2f}", str(r["hops_lost"]),
+                          f"{r['relay_cpu']:.2f}")
         console.print(table)
     sagas = results.get("saga", {})
     runs = [(label, sagas[key]) for key, label in (
-        ("one_at_a_time", "report saga, 1 in flight"), ("headline", "report saga (headline)"),
-        ("compensated", "10% compensated at review"), ("saturation", "report saga, saturated"))
+        ("one_at_a_time", "one at a time, 1 partition"), ("headline", "headline, 1 partition"),
+        ("compensated", "10% fail at review, 1 partition"), ("saturation", "saturated, 1 partition"))
         if key in sagas]
-    runs += [(f"scale-out, {k} instance(s) per agent", v) for k, v in sagas.get("scale_out", {}).items()]
+    runs += [(f"scale-out: {k} of each agent, 4 partitions", v) for k, v in sagas.get("scale_out", {}).items()]
     if runs:
         table = Table(title="sagas: 5-step report workflow, every service its own process")
         for column in ("run", "in flight", "sagas", "sagas/s", "p50 ms", "p99 ms", "outcomes"):

