@@ -67,7 +67,3 @@ def python(name: str, *args: str) -> ServiceSpec:
 
 def agent(name: str, target: str) -> ServiceSpec:
     return python(name, "-m", "choreograph", "agent", "run", target)
-
-
-def env_flag(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import NewTopic
 
 from choreograph._kafka import Kafka
 from choreograph.envelope import Envelope, Kind
@@ -85,8 +86,6 @@ class _Lane:
 
 
 async def _ensure(kafka: Kafka, *topics: str) -> None:
-    from aiokafka.admin import NewTopic
-
     async with kafka.admin() as admin:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(t, kafka.settings.partitions, 1) for t in topics if t not in existing]
@@ -106,8 +105,6 @@ class _Sink:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from aiokafka import TopicPartition
-
         tps = [TopicPartition(self._lane.target, p) for p in range(self._kafka.settings.partitions)]
         ends = await self._kafka.end_offsets(tps)
         ready = asyncio.Event()

@@ -125,26 +125,6 @@ async def closed_loop(settings: Settings, total: int, concurrency: int, fail_rat
     return _summary(concurrency, latencies, elapsed, statuses)
 
 
-async def open_loop(settings: Settings, rate_per_s: float, seconds: float, timeout_s: float = 60) -> SagaRun:
-    """Goals arrive at a fixed rate whatever happens to earlier ones: latency without coordinated omission."""
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    total = int(rate_per_s * seconds)
-    async with Client(settings, source="choreo://bench") as client, Outcomes(settings) as outcomes:
-        await client.goal_schema("report")
-        started = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            delay = started + i / rate_per_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(
-                _one(client, outcomes, f"bench {i}", None, latencies, statuses, timeout_s)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-    return _summary(0, latencies, elapsed, statuses)
-
-
 def report_services(instances: int = 1) -> list[ServiceSpec]:
     """The coordinator once, and `instances` copies of each report agent."""
     specs = discover(ROOT)

@@ -3,6 +3,8 @@ for a join, or an unfinished saga), so a crash redelivers exactly what was not d
 
 from __future__ import annotations
 
+import time
+
 
 class PartitionProgress:
     """Next offset to read, plus pinned offsets the commit must not move past."""
@@ -29,3 +31,20 @@ class PartitionProgress:
 
     def committable(self) -> int:
         return min(self._pins, default=self.next)
+
+
+class Cadence:
+    """Called, true at most once per interval: when a periodic commit should happen."""
+
+    __slots__ = ("_interval", "_next")
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self._interval
+        return True

@@ -27,7 +27,7 @@ from ._avro import SchemaStore
 from ._deadletter import DeadLetters
 from ._eager import start_eagerly
 from ._kafka import Kafka
-from ._offsets import PartitionProgress
+from ._offsets import Cadence, PartitionProgress
 from ._registry import Registry, announce, framework_store
 from .agent import Agent, StepContext
 from .envelope import Envelope, Kind, fixed_headers
@@ -64,8 +64,7 @@ class AgentRuntime:
         self._lookback = dedupe_lookback
         self._capacity = dedupe_capacity
         self._ready_file = ready_file
-        self._commit_interval = commit_interval_s
-        self._next_commit = 0.0
+        self._commit_due = Cadence(commit_interval_s)
         self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
         self._unacked: deque[tuple[asyncio.Future[Any], str, list[tuple[TopicPartition, int]]]] = deque()
@@ -137,8 +136,7 @@ class AgentRuntime:
                 raise self._fatal
             # Commits are periodic, not per batch: tracking records make redelivery harmless, so
             # a commit only bounds how much a restart re-reads.
-            if (now := asyncio.get_running_loop().time()) >= self._next_commit:
-                self._next_commit = now + self._commit_interval
+            if self._commit_due():
                 await self._commit()
 
     def request_stop(self) -> None:

@@ -25,7 +25,7 @@ from aiokafka import (
 
 from ._deadletter import DeadLetters
 from ._kafka import Kafka
-from ._offsets import PartitionProgress
+from ._offsets import Cadence, PartitionProgress
 from ._registry import Registry
 from .envelope import Envelope, Kind, derived_id
 from .errors import DecodeError, UnknownSchemaError
@@ -70,8 +70,7 @@ class Coordinator:
         self._capacity = finished_capacity
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
-        self._commit_interval = commit_interval_s
-        self._next_commit = 0.0
+        self._commit_due = Cadence(commit_interval_s)
         self._registry_current = False  # caught up with the registry since this batch was fetched
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -124,9 +123,7 @@ class Coordinator:
                     await self._on_record(part, record)
                 if was_replaying and not part.replaying:
                     await self._settle_all(part)
-            # Periodic, not per batch: a commit only bounds how much a restart re-reads.
-            if (now := asyncio.get_running_loop().time()) >= self._next_commit:
-                self._next_commit = now + self._commit_interval
+            if self._commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
     async def _on_record(self, part: _Partition, record: ConsumerRecord) -> None:
@@ -170,8 +167,9 @@ class Coordinator:
             self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
-        """A goal fixes its saga's graph from the followed registry. For a workflow not seen yet, or
-        after a silent replay, first read every contract announced before now (once per batch)."""
+        """Read the registry to its end (once per batch). Markers on the events topic keep the catalog
+        current as partitions are read; this is for a goal of a workflow no marker has named yet,
+        and for settling after a silent replay."""
         if not self._registry_current:
             await self._registry.catch_up()
             self._registry_current = True
