@@ -111,7 +111,7 @@ class _Sink:
         self._task = asyncio.create_task(self._run(ends, ready))
         await ready.wait()
 
-    async def _run(self, ends: dict, ready: asyncio.Event) -> None:  # type: ignore[type-arg]
+    async def _run(self, ends: dict[TopicPartition, int], ready: asyncio.Event) -> None:
         relayed = self._lane.relayed()
         async with self._kafka.reader(ends) as consumer:
             for tp, offset in ends.items():
