@@ -64,7 +64,9 @@ def test_every_shipped_model_mirrors_its_schema() -> None:
     models = [*FRAMEWORK_EVENTS, StepContract, *(v for v in vars(report).values()
                                                  if isinstance(v, type) and issubclass(v, Event) and v is not Event)]
     assert len(models) >= 13
-    schemas = {AvroSchema.from_json(p.read_text()).name for p in (ROOT / "schemas").rglob("*.avsc")}
+    # schemas/archive/ holds the archive's file format, which is not an event and has no model.
+    schemas = {AvroSchema.from_json(p.read_text()).name for p in (ROOT / "schemas").rglob("*.avsc")
+               if p.parent.name != "archive"}
     assert {m.type_name() for m in models} == schemas, "every .avsc has a model and every model a .avsc"
 
 

@@ -39,7 +39,7 @@ async def test_happy_path_completes_and_each_failure_compensates_completed_steps
     assert len(outcomes) == len(goals), "every goal reaches an outcome"
     for fail_at, goal in goals.items():
         outcome = outcomes[goal.workflow_id]
-        entries = await history(stack.settings, goal.workflow_id)
+        entries = await history(stack.settings, goal.workflow_id, to_end=True)
         assert set(steps_of(entries, "step_completed")) == EXPECTED_COMPLETED[fail_at]
         assert_single_outcome_last(entries)
         if fail_at is None:
@@ -70,7 +70,7 @@ async def test_coordinator_killed_mid_saga_resumes_from_the_log(stack: Stack) ->
     expected = [None, "chart", "review", None, "draft", "analyze"]
     assert len(outcomes) == len(expected)
     for goal, fail_at in zip(before + during, expected, strict=True):
-        entries = await history(stack.settings, goal.workflow_id)
+        entries = await history(stack.settings, goal.workflow_id, to_end=True)
         assert_single_outcome_last(entries)
         want = OutcomeStatus.COMPLETED if fail_at is None else OutcomeStatus.COMPENSATED
         assert outcomes[goal.workflow_id].status is want
@@ -90,7 +90,7 @@ async def test_a_duplicate_completion_changes_nothing(stack: Stack) -> None:
     stack.kill("report.analyze", signal.SIGTERM)
     stack.start(agent_spec("report.analyze", "services.report.analyze:agent"))
 
-    before = await history(settings, goal.workflow_id)
+    before = await history(settings, goal.workflow_id, to_end=True)
     original = next(e for e in before if e.kind == "step_completed" and e.step == "research")
     tp = TopicPartition(original.topic, original.partition)
     kafka = Kafka(settings)
@@ -108,7 +108,7 @@ async def test_a_duplicate_completion_changes_nothing(stack: Stack) -> None:
         return all(offset > meta.offset for offset in offsets)
 
     await eventually(consumed_past_duplicate, what="coordinator and analyze to consume the duplicate")
-    after = await history(settings, goal.workflow_id)
+    after = await history(settings, goal.workflow_id, to_end=True)
     assert [e.event_id for e in after] == [e.event_id for e in before] + [original.event_id]
 
 
@@ -235,5 +235,5 @@ async def test_copies_of_an_agent_share_partitions_and_take_over_from_a_killed_c
     assert assigned_partitions(stack, "report.analyze-2") == everything
     assert {o.status for o in outcomes.values()} == {OutcomeStatus.COMPLETED} and len(outcomes) == len(goals)
     for goal in goals:
-        entries = await history(stack.settings, goal.workflow_id)
+        entries = await history(stack.settings, goal.workflow_id, to_end=True)
         assert steps_of(entries, "step_completed").count("analyze") == 1, "one analyze result per workflow"

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -110,9 +110,9 @@ class Kafka:
         if not tps:
             return {}
         async with self.reader(tps) as consumer:
-            return await self._true_ends(consumer, tps)
+            return await self.true_ends(consumer, tps)
 
-    async def _true_ends(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def true_ends(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """End offsets through a reader assigned to `tps`; moves its positions."""
         listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         if self.settings.broker.list_offsets_exact:
@@ -137,7 +137,7 @@ class Kafka:
         """Records of the given partitions from `start` (default: beginning) to `until` (default: their end now)."""
         tps = list(partitions)
         async with self.reader(tps) as consumer:
-            ends = until if until is not None else await self._true_ends(consumer, tps)
+            ends = until if until is not None else await self.true_ends(consumer, tps)
             for tp in tps:
                 begin = (start or {}).get(tp)
                 if begin is None:
@@ -154,3 +154,20 @@ class Kafka:
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
                 await asyncio.sleep(0)
+
+
+Hook = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A group member's rebalance callbacks, as two coroutines: `subscribe(..., listener=Rebalance(a, r))`."""
+
+    def __init__(self, on_assigned: Hook, on_revoked: Hook) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._on_assigned(assigned)

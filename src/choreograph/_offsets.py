@@ -4,17 +4,26 @@ for a join, or an unfinished saga), so a crash redelivers exactly what was not d
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 class PartitionProgress:
-    """Next offset to read, plus pinned offsets the commit must not move past."""
+    """Next offset to read, plus pinned offsets the commit must not move past, and the restore
+    bracket the partition is in (see _restore)."""
 
-    __slots__ = ("_pins", "committed", "next")
+    __slots__ = ("_pins", "bracket_at", "committed", "history_until", "next")
 
     def __init__(self, next_offset: int) -> None:
         self.next = next_offset
         self.committed = next_offset
         self._pins: dict[int, int] = {}
+        self.bracket_at: int | None = None  # offset of the open bracket's RestoreStarted
+        self.history_until: int | None = None  # records stamped up to this (ms) are restored history
+
+    def is_history(self, timestamp: int) -> bool:
+        return self.history_until is not None and timestamp <= self.history_until
 
     def seen(self, offset: int) -> None:
         self.next = offset + 1
@@ -48,3 +57,12 @@ class Cadence:
             return False
         self._next = now + self._interval
         return True
+
+
+async def commit_progress(consumer: AIOKafkaConsumer, progress: Mapping[TopicPartition, PartitionProgress]) -> None:
+    """Commit each partition whose committable offset moved since its last commit."""
+    offsets = {tp: p.committable() for tp, p in progress.items() if p.committable() != p.committed}
+    if offsets:
+        await consumer.commit(offsets)
+        for tp, offset in offsets.items():
+            progress[tp].committed = offset

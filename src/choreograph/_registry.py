@@ -11,13 +11,51 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ._avro import SchemaStore
 from ._kafka import Kafka
+from ._offsets import PartitionProgress
+from ._restore import MARKER_TYPES, on_marker
 from .envelope import Envelope, Kind
 from .errors import DecodeError
 from .events import FRAMEWORK_EVENTS, Event, StepContract
 from .graph import Graph
 
 
-class Registry:
+class Contracts:
+    """Announced step contracts by workflow/step, their schemas, and the step graphs they make.
+    Fed by apply(): from the registry topic (Registry), a recording or an archive."""
+
+    def __init__(self, store: SchemaStore | None = None) -> None:
+        self.store = store or framework_store()
+        self.contracts: dict[str, StepContract] = {}
+        self._catalog: dict[str, Graph] | None = None
+
+    def apply(self, value: bytes | None, *, keep_existing: bool = False) -> None:
+        """Learn one announced contract (a registry record or a marker on the events topic). With
+        `keep_existing` (a contract restored from an archive) only its schemas and a step nobody
+        announced since are learnt."""
+        if value is None:
+            return
+        try:
+            contract = StepContract.decode(value, self.store)
+        except DecodeError:
+            return  # a registry entry we cannot read is someone else's newer format; skip it
+        for schema in (*contract.consumes, contract.completes_with):
+            self.store.add_json(schema.avro_schema)
+        key = f"{contract.workflow}/{contract.step}"
+        if keep_existing and key in self.contracts:
+            return
+        self.contracts[key] = contract
+        self._catalog = None
+
+    @property
+    def catalog(self) -> Mapping[str, Graph]:
+        """Current step graph of every announced workflow."""
+        if self._catalog is None:
+            workflows = {c.workflow for c in self.contracts.values()}
+            self._catalog = {w: Graph.from_contracts(w, self.contracts.values()) for w in workflows}
+        return self._catalog
+
+
+class Registry(Contracts):
     """A reader of the registry topic that catches up to its end on demand.
 
     Between catch-ups its partition is paused: an idle consumer still fetches every few ms, and
@@ -26,12 +64,11 @@ class Registry:
     """
 
     def __init__(self, kafka: Kafka, store: SchemaStore | None = None) -> None:
+        super().__init__(store)
         self._kafka = kafka
         self._tp = TopicPartition(kafka.settings.registry_topic, 0)
         self._consumer: AIOKafkaConsumer  # made in start(), inside the running loop
-        self.store = store or framework_store()
-        self.contracts: dict[str, StepContract] = {}
-        self._catalog: dict[str, Graph] | None = None
+        self._progress = PartitionProgress(0)  # only its restore bracket is used
 
     async def start(self) -> None:
         self._consumer = self._kafka.consumer(group_id=None)
@@ -54,30 +91,13 @@ class Registry:
             while await self._consumer.position(self._tp) < end:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=500)
                 for record in batch.get(self._tp, ()):
-                    self.apply(record.value)
+                    event_type = dict(record.headers).get("ce_type")
+                    if event_type in MARKER_TYPES:
+                        on_marker(self._progress, event_type, record.value, record.offset)
+                    else:
+                        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp))
         finally:
             self._consumer.pause(self._tp)
-
-    def apply(self, value: bytes | None) -> None:
-        """Learn one announced contract (a registry record or a marker on the events topic)."""
-        if value is None:
-            return
-        try:
-            contract = StepContract.decode(value, self.store)
-        except DecodeError:
-            return  # a registry entry we cannot read is someone else's newer format; skip it
-        self.contracts[f"{contract.workflow}/{contract.step}"] = contract
-        for schema in (*contract.consumes, contract.completes_with):
-            self.store.add_json(schema.avro_schema)
-        self._catalog = None
-
-    @property
-    def catalog(self) -> Mapping[str, Graph]:
-        """Current step graph of every announced workflow."""
-        if self._catalog is None:
-            workflows = {c.workflow for c in self.contracts.values()}
-            self._catalog = {w: Graph.from_contracts(w, self.contracts.values()) for w in workflows}
-        return self._catalog
 
 
 def framework_store() -> SchemaStore:

@@ -18,7 +18,6 @@ from typing import Any
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
@@ -26,13 +25,15 @@ from aiokafka import (
 from ._avro import SchemaStore
 from ._deadletter import DeadLetters
 from ._eager import start_eagerly
-from ._kafka import Kafka
-from ._offsets import Cadence, PartitionProgress
+from ._kafka import Kafka, Rebalance
+from ._offsets import Cadence, PartitionProgress, commit_progress
 from ._registry import Registry, announce, framework_store
+from ._restore import MARKER_TYPES, on_marker
 from .agent import Agent, StepContext
-from .envelope import Envelope, Kind, fixed_headers
+from .envelope import Envelope, Kind, derived_id, fixed_headers
 from .errors import DecodeError, UnknownSchemaError
 from .events import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
+from .process import ServiceBase
 from .settings import Settings
 
 log = logging.getLogger("choreograph.agent")
@@ -44,7 +45,7 @@ _RESULT_KINDS = {b"step_completed": "", b"step_failed": "",
 _Input = tuple[TopicPartition, int, Event, Envelope]
 
 
-class AgentRuntime:
+class AgentRuntime(ServiceBase):
     """The process-level runner of one Agent: `async with AgentRuntime(agent, settings) as rt: ...`."""
 
     def __init__(self, agent: Agent, settings: Settings, *, max_concurrency: int = 64,
@@ -95,7 +96,7 @@ class AgentRuntime:
         self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name)
         await self._producer.start()
         await self._consumer.start()
-        self._consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+        self._consumer.subscribe([self.settings.events_topic], listener=Rebalance(self._on_assigned, self._on_revoked))
         await self._assigned.wait()  # set by the rebalance listener once partitions are ours
         partitions = len(await self._producer.partitions_for(self.settings.events_topic))
         await announce(self._producer, self.settings.registry_topic, self.settings.events_topic, partitions,
@@ -115,13 +116,6 @@ class AgentRuntime:
             if self._registry is not None:
                 await self._registry.stop()
 
-    async def __aenter__(self) -> AgentRuntime:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""
         while not self._stopping.is_set():
@@ -138,9 +132,6 @@ class AgentRuntime:
             # a commit only bounds how much a restart re-reads.
             if self._commit_due():
                 await self._commit()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
 
     # per record ------------------------------------------------------------------------------
 
@@ -166,6 +157,11 @@ class AgentRuntime:
             if suffix is not None and record.key:
                 self._remember(record.key.decode() + suffix)
             return None
+        if event_type in MARKER_TYPES:
+            on_marker(progress, event_type, record.value, record.offset)
+            return None
+        if progress.history_until is not None and progress.is_history(record.timestamp):
+            return None  # restored from an archive: history, not work (its results follow it)
         if kind == b"outcome":
             if self._joins and record.key:
                 self._drop_join(record.key.decode())
@@ -309,9 +305,15 @@ class AgentRuntime:
         its inputs may be committed past) only once the broker has the result; the handler's slot
         is free as soon as the result is handed to the producer."""
         future = None
-        for event, event_kind in (*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)):
+        events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
+        for index, (event, event_kind) in enumerate(events):
+            # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
+            # re-run (`choreo replay`), carries the id of the original.
+            parts = (event_kind.value, ctx.step) if event_kind is not Kind.OTHER else (
+                "other", ctx.step, kind.value, str(index))
             envelope = Envelope.new(type=event.type_name(), source=self.agent.source, workflow=ctx.workflow,
-                                    workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause)
+                                    workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause,
+                                    id=derived_id(ctx.workflow_id, *parts))
             fixed = self._fixed.get(event_kind) or self._fixed.setdefault(
                 event_kind, fixed_headers(self.agent.source, ctx.workflow, event_kind, ctx.step))
             # The input's partition is the workflow's (keyed by its id): naming it skips the
@@ -366,11 +368,7 @@ class AgentRuntime:
         if self._pending:
             await asyncio.gather(*self._pending)
             self._pending.clear()
-        offsets = {tp: p.committable() for tp, p in self._progress.items() if p.committable() != p.committed}
-        if offsets:
-            await self._consumer.commit(offsets)
-            for tp, offset in offsets.items():
-                self._progress[tp].committed = offset
+        await commit_progress(self._consumer, self._progress)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         start: dict[TopicPartition, int] = {}
@@ -405,13 +403,3 @@ class AgentRuntime:
         self._joins = {wf: j for wf, j in self._joins.items()
                        if not any(tp in revoked for tp, _, _, _ in j.values())}
 
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self._runtime = runtime
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._runtime._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._runtime._on_assigned(assigned)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from .errors import ChoreographError, GoalValidationError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .replay import Point
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Choreographed agent workflows on Kafka.")
@@ -23,6 +28,8 @@ coordinator_app = typer.Typer(no_args_is_help=True, help="Run the saga coordinat
 app.add_typer(broker_app, name="broker")
 app.add_typer(agent_app, name="agent")
 app.add_typer(coordinator_app, name="coordinator")
+archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
+app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 
@@ -126,29 +133,171 @@ def publish(
         raise _fail(str(exc), 2) from exc
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with Ctrl-C as a quiet exit 130 (`--follow` is usually ended that way)."""
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def history(
     workflow_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events until the outcome")] = False,
+    to_end: Annotated[bool, typer.Option("--to-end", help="also read past the outcome, to the partition's end")
+                      ] = False,
+    since: Annotated[str | None, typer.Option(help="ISO time to start reading at (ids that are not UUIDv7)")] = None,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive", help="read an archive directory, "
+                                                      "not the broker")] = None,
+    timeout: Annotated[float | None, typer.Option(help="with --follow: give up after SECONDS")] = None,
 ) -> None:
-    """A workflow's events in log order."""
-    from .history import history as read_history
+    """A workflow's events in log order: time, offset, kind, step, source, cause, detail."""
+    from .history import History, entry_of
+    from .timeline import Timeline
 
-    entries = asyncio.run(read_history(Settings.from_env(), workflow_id))
+    since_ms = None if since is None else _point(since).timestamp_ms
+    timeline = Timeline(workflow_id, as_json=as_json, stream=follow)
+
+    async def from_broker() -> None:
+        async with History(Settings.from_env()) as reader:
+            async for record in reader.records(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
+                                               since_ms=since_ms):
+                if (entry := entry_of(record, reader.store)) is not None:
+                    timeline.add(entry)
+
+    async def from_dir(directory: Path) -> None:
+        from .archive import Archive
+
+        archive = Archive(directory)
+        for entry in archive.history(workflow_id):
+            timeline.add(entry)
+        for problem in archive.problems:
+            err.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+
+    _run(from_broker() if from_archive is None else from_dir(from_archive))
+    timeline.done()
+    if not timeline.entries:
+        raise _fail(f"no events of workflow {workflow_id!r}")
+
+
+def _point(text: str) -> Point:
+    from .replay import Point
+
+    return Point.parse(text)
+
+
+@app.command()
+def state(
+    workflow_id: str,
+    at: Annotated[str | None, typer.Option(help="OFFSET (of the workflow's partition) or ISO TIMESTAMP")] = None,
+    diff: Annotated[tuple[str, str] | None, typer.Option(help="A B: what changed between two points")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a summary")] = False,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
+    """The coordinator's view of a workflow at a point of its history (default: now), rebuilt by
+    folding its events with the coordinator's own code."""
+    from .timetravel import state_report
+
+    report = _run(state_report(workflow_id, at=None if at is None else _point(at),
+                               diff=None if diff is None else (_point(diff[0]), _point(diff[1])),
+                               archive=from_archive))
     if as_json:
-        for entry in entries:
-            print(entry.json())
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from .timeline import print_state
+
+        print_state(report)
+
+
+@app.command()
+def record(workflow_id: str) -> None:
+    """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
+    from .recording import record as take
+
+    sys.stdout.buffer.write(_run(take(Settings.from_env(), workflow_id)).dumps())
+
+
+@app.command()
+def replay(
+    workflow_id: str,
+    sandbox: Annotated[str, typer.Option(help="sandbox NAME: topics and groups under <namespace>.sandbox.NAME")],
+    agents: Annotated[str | None, typer.Option(help="steps to re-run, comma separated; STEP=MODULE:ATTR runs "
+                                               "that code (default: every step, or --from-step on)")] = None,
+    from_step: Annotated[str | None, typer.Option(help="re-run this step and the steps after it only")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the re-run's outcome")] = 60.0,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
+    """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed
+    back; report where the re-run's events differ from the recorded ones (exit 1 if any do)."""
+    from .sandbox import recording_from
+    from .sandbox import replay as rerun
+    from .timeline import print_replay
+
+    chosen = None if agents is None else dict(
+        (item.split("=", 1)[0].strip(), item.split("=", 1)[1].strip() if "=" in item else None)
+        for item in agents.split(",") if item.strip())
+
+    async def go() -> Any:
+        settings = Settings.from_env()
+        recording = await recording_from(settings, workflow_id, from_archive)
+        return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
+
+    report = _run(go())
+    if as_json:
+        print(orjson.dumps(report.json()).decode())
+    else:
+        print_replay(report)
+    if not report.identical:
+        raise typer.Exit(1)
+
+
+@archive_app.callback(invoke_without_command=True)
+def archive(
+    ctx: typer.Context,
+    to: Annotated[Path | None, typer.Option("--to", help="archive directory (created if missing)")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="return once every topic is archived to its "
+                                             "end, instead of running as a service until SIGTERM")] = False,
+    flush_interval: Annotated[float, typer.Option(help="seconds between segment writes")] = 2.0,
+) -> None:
+    """Copy every record of the namespace's topics into Avro segments under DIR (resumable)."""
+    if ctx.invoked_subcommand is not None:
         return
-    table = Table(title=f"workflow {workflow_id}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for column in ("#", "time", "kind", "step", "source", "cause"):
-        table.add_column(column, no_wrap=True)
-    offsets = {e.event_id: e.offset for e in entries}
-    for e in entries:
-        cause = f"@{offsets[e.causation_id]}" if e.causation_id in offsets else ""
-        style = "yellow" if e.kind.startswith("compensation") else "bold" if e.kind == "outcome" else None
-        table.add_row(str(e.offset), e.time[11:23], e.kind, e.step or "", e.source.rsplit("/", 1)[-1], cause,
-                      style=style)
-    Console().print(table)
+    if to is None:
+        raise _fail("give --to DIR (or a subcommand: restore)", 2)
+    from .archiver import Archiver
+    from .process import configure_logging, serve
+
+    configure_logging()
+    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval)
+    if until_idle:
+        async def once() -> None:
+            async with archiver:
+                await archiver.run(until_idle=True)
+
+        _run(once())
+        print(orjson.dumps({"archived": archiver.archived, "to": str(to)}).decode())
+    else:
+        _run(serve(archiver))
+
+
+@archive_app.command("restore")
+def archive_restore(
+    directory: Path,
+    force: Annotated[bool, typer.Option("--force", help="restore even into a broker that has workflows")] = False,
+) -> None:
+    """Re-publish an archive into an empty broker: history, state and replay work again, and running
+    services treat the restored events as history, never as new work."""
+    from .archive import restore
+
+    report = _run(restore(Settings.from_env(), directory, force=force))
+    print(orjson.dumps(report.json()).decode())
+    for problem in report.problems:
+        err.print(f"[red]error:[/red] {problem}", highlight=False)
+    if report.problems:
+        raise typer.Exit(1)
 
 
 @app.command()

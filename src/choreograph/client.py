@@ -4,7 +4,6 @@ its entry agents announced it), and wait for a workflow's outcome."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from fastavro.validation import ValidationError, validate
 from ._avro import AvroSchema
 from ._kafka import Kafka
 from ._registry import Registry
-from .envelope import Envelope, Kind
+from .envelope import Envelope, Kind, new_workflow_id
 from .errors import DecodeError, GoalValidationError, WorkflowError
 from .events import WorkflowOutcome
 from .graph import goal_types
@@ -74,7 +73,7 @@ class Client:
         schema = await self.goal_schema(workflow)
         record = conform(schema, data)
         envelope = Envelope.new(type=schema.name, source=self._source, workflow=workflow,
-                                workflow_id=workflow_id or str(uuid.uuid4()), kind=Kind.GOAL)
+                                workflow_id=workflow_id or new_workflow_id(), kind=Kind.GOAL)
         meta = await self._producer.send_and_wait(self.settings.events_topic, value=schema.encode(record),
                                                   key=envelope.key, headers=envelope.headers())
         return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset)

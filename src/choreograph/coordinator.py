@@ -12,26 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 
 from ._deadletter import DeadLetters
-from ._kafka import Kafka
-from ._offsets import Cadence, PartitionProgress
+from ._kafka import Kafka, Rebalance
+from ._offsets import Cadence, PartitionProgress, commit_progress
 from ._registry import Registry
+from ._restore import MARKER_TYPES, on_marker
 from .envelope import Envelope, Kind, derived_id
-from .errors import DecodeError, UnknownSchemaError
-from .events import CompensationFailed, StepContract, StepFailed, WorkflowOutcome, WorkflowStarted
-from .graph import Graph
-from .saga import Decision, Fact, SagaState, evolve, handle, settle
+from .errors import DecodeError, InvalidPayloadError, UnknownSchemaError
+from .events import StepContract
+from .process import ServiceBase
+from .saga import Decision, Fact, SagaState, evolve, fact_of, handle, settle
 from .settings import Settings
 
 log = logging.getLogger("choreograph.coordinator")
@@ -47,17 +48,21 @@ class _Partition:
         self.replay_end = replay_end
         self.sagas: dict[str, SagaState] = {}
         self.goal_offsets: dict[str, int] = {}
+        self.dormant: set[str] = set()  # open sagas restored from an archive: never settled
 
     @property
     def replaying(self) -> bool:
         return self.progress.next < self.replay_end
 
 
-class Coordinator:
+class Coordinator(ServiceBase):
     """`async with Coordinator(settings) as c: await c.run()`"""
 
     def __init__(self, settings: Settings, *, ready_file: Path | None = None,
-                 finished_capacity: int = 100_000, commit_interval_s: float = 0.25) -> None:
+                 finished_capacity: int = 100_000, commit_interval_s: float = 0.25,
+                 observe: Callable[[int, int, SagaState], None] | None = None) -> None:
+        """`observe(partition, offset, state)`, if given, sees the saga state after each event is
+        handled: what `choreo state --at` must reproduce (tests compare the two)."""
         self.settings = settings
         self._kafka = Kafka(settings)
         self._registry = Registry(self._kafka)
@@ -70,6 +75,7 @@ class Coordinator:
         self._capacity = finished_capacity
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
+        self._observe = observe
         self._commit_due = Cadence(commit_interval_s)
         self._registry_current = False  # caught up with the registry since this batch was fetched
         self._assigned = asyncio.Event()
@@ -85,7 +91,7 @@ class Coordinator:
         await self._registry.start()
         await self._registry.catch_up()
         await self._consumer.start()
-        self._consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+        self._consumer.subscribe([self.settings.events_topic], listener=Rebalance(self._on_assigned, self._on_revoked))
         await self._assigned.wait()  # set by the rebalance listener once partitions are ours
         if self._ready_file is not None:
             self._ready_file.write_text("coordinator")
@@ -99,16 +105,6 @@ class Coordinator:
             await self._consumer.stop()
             await self._registry.stop()
             await self._producer.stop()
-
-    async def __aenter__(self) -> Coordinator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -127,11 +123,18 @@ class Coordinator:
                 await self._commit()
 
     async def _on_record(self, part: _Partition, record: ConsumerRecord) -> None:
-        part.progress.seen(record.offset)
+        progress = part.progress
+        progress.seen(record.offset)
+        history = progress.is_history(record.timestamp)
         try:
             envelope = Envelope.from_record(record.key, record.headers)
             if envelope.type == _CONTRACT_TYPE:
-                self._registry.apply(record.value)  # an agent's announcement, in order with goals
+                # An agent's announcement, in order with goals. A restored one never replaces a
+                # contract announced by an agent running now.
+                self._registry.apply(record.value, keep_existing=history)
+                return
+            if (marker := envelope.type.encode()) in MARKER_TYPES:
+                on_marker(progress, marker, record.value, record.offset)
                 return
             fact = await self._fact(envelope, record.value)
         except DecodeError as exc:
@@ -143,9 +146,15 @@ class Coordinator:
             return
         state = part.sagas.get(workflow_id) or SagaState(workflow_id)
         decisions: list[Decision] = []
-        if part.replaying:
+        if history:
+            # Restored from an archive: its decisions are in the log already; fold, never act.
+            # An open one stays dormant until a new event about it arrives.
+            state = evolve(state, fact)
+            part.dormant.add(workflow_id)
+        elif part.replaying:
             state = evolve(state, fact)
         else:
+            part.dormant.discard(workflow_id)
             if fact.kind is Kind.GOAL and fact.workflow not in self._registry.catalog:
                 await self._catch_up_registry()
             state, decisions = handle(state, fact, self._registry.catalog)
@@ -155,12 +164,16 @@ class Coordinator:
         for decision in decisions:
             await self._publish(state, decision, envelope)
         self._keep(part, state)
+        if self._observe is not None:
+            self._observe(record.partition, record.offset, state)
 
     async def _settle_all(self, part: _Partition) -> None:
         """After the silent replay: publish what each open saga is still owed."""
         if part.sagas:
             await self._catch_up_registry()
         for state in list(part.sagas.values()):
+            if state.workflow_id in part.dormant:
+                continue
             state, decisions = settle(state, self._registry.catalog)
             for decision in decisions:
                 await self._publish(state, decision, None)
@@ -192,17 +205,10 @@ class Coordinator:
         except UnknownSchemaError:
             await self._registry.catch_up()
             record = self._registry.store.decode(value)
-        fact = Fact(envelope.kind, envelope.workflow, step=envelope.step)
-        if envelope.type == WorkflowStarted.type_name():
-            started = WorkflowStarted.model_validate(record)
-            return Fact(Kind.OTHER, envelope.workflow, graph=Graph.of(started.workflow, started.steps))
-        if envelope.kind in (Kind.STEP_FAILED, Kind.COMPENSATION_FAILED):
-            model = StepFailed if envelope.kind is Kind.STEP_FAILED else CompensationFailed
-            failure = model.model_validate(record)
-            return Fact(envelope.kind, envelope.workflow, step=failure.step, reason=failure.reason)
-        if envelope.kind is Kind.OUTCOME:
-            return Fact(Kind.OUTCOME, envelope.workflow, status=WorkflowOutcome.model_validate(record).status)
-        return fact
+        try:
+            return fact_of(envelope, record)
+        except ValueError as exc:  # pydantic: a framework event that fails its model
+            raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
 
     async def _publish(self, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
         event_id = derived_id(state.workflow_id, decision.kind.value, decision.step or "")
@@ -218,12 +224,7 @@ class Coordinator:
         while self._pending:
             pending, self._pending = self._pending, []
             await asyncio.gather(*pending)
-        offsets = {tp: p.progress.committable() for tp, p in self._partitions.items()
-                   if p.progress.committable() != p.progress.committed}
-        if offsets:
-            await self._consumer.commit(offsets)
-            for tp, offset in offsets.items():
-                self._partitions[tp].progress.committed = offset
+        await commit_progress(self._consumer, {tp: p.progress for tp, p in self._partitions.items()})
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         ends = await self._kafka.end_offsets(assigned)
@@ -240,13 +241,3 @@ class Coordinator:
         for tp in revoked:
             self._partitions.pop(tp, None)
 
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, coordinator: Coordinator) -> None:
-        self._coordinator = coordinator
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._coordinator._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._coordinator._on_assigned(assigned)

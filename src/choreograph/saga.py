@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
-from .envelope import Kind
+from .envelope import Envelope, Kind
 from .events import (
+    CompensationFailed,
     CompensationRequested,
     Event,
     OutcomeStatus,
+    StepFailed,
     WorkflowOutcome,
     WorkflowStarted,
 )
@@ -64,6 +67,24 @@ class Decision:
     step: str | None
     event: Event
     fact: Fact
+
+
+_STARTED = WorkflowStarted.type_name()
+
+
+def fact_of(envelope: Envelope, record: Mapping[str, Any]) -> Fact:
+    """What one event (its envelope and decoded payload) tells the coordinator. The coordinator,
+    `choreo state` and the golden replayer all read events through this one function."""
+    if envelope.type == _STARTED:
+        started = WorkflowStarted.model_validate(record)
+        return Fact(Kind.OTHER, envelope.workflow, graph=Graph.of(started.workflow, started.steps))
+    if envelope.kind in (Kind.STEP_FAILED, Kind.COMPENSATION_FAILED):
+        model = StepFailed if envelope.kind is Kind.STEP_FAILED else CompensationFailed
+        failure = model.model_validate(record)
+        return Fact(envelope.kind, envelope.workflow, step=failure.step, reason=failure.reason)
+    if envelope.kind is Kind.OUTCOME:
+        return Fact(Kind.OUTCOME, envelope.workflow, status=WorkflowOutcome.model_validate(record).status)
+    return Fact(envelope.kind, envelope.workflow, step=envelope.step)
 
 
 def evolve(state: SagaState, fact: Fact) -> SagaState:
@@ -127,14 +148,10 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
 
     live = graph.live(completed, state.failed)
 
-    def undone(step: str) -> bool:
-        return step in state.compensated or not steps[step].compensable
-
     requests = [
         _request(state, step)
         for step in sorted(completed - state.compensation_requested)
-        if steps[step].compensable
-        and all(d not in live and (d not in completed or undone(d)) for d in graph.dependents[step])
+        if steps[step].compensable and _dependents_undone(state, graph, step, completed, live)
     ]
     if requests:
         return requests
@@ -147,6 +164,14 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
         reason = f"compensation of {step!r} failed: {state.compensation_failed[step]}"
         return [_outcome(state, OutcomeStatus.FAILED, failed_step, reason)]
     return [_outcome(state, OutcomeStatus.COMPENSATED, failed_step, state.failed[failed_step])]
+
+
+def _dependents_undone(state: SagaState, graph: Graph, step: str, completed: frozenset[str],
+                       live: frozenset[str]) -> bool:
+    """Reverse dependency order: `step` may be compensated once no step depending on it can still
+    run, and every one that completed has been compensated (or has nothing to undo)."""
+    return all(d not in live and (d not in completed or d in state.compensated or not graph.nodes[d].compensable)
+               for d in graph.dependents[step])
 
 
 def _started(state: SagaState, graph: Graph) -> Decision:

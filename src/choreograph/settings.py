@@ -77,6 +77,10 @@ class Settings:
     def coordinator_group(self) -> str:
         return f"{self.namespace}.coordinator"
 
+    @property
+    def archive_group(self) -> str:
+        return f"{self.namespace}.archive"
+
     def agent_group(self, workflow: str, step: str) -> str:
         return f"{self.namespace}.agent.{workflow}.{step}"
 

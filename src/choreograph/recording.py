@@ -1,0 +1,119 @@
+"""Recordings: one workflow's records with what is needed to replay them anywhere, in a file.
+
+`choreo record WORKFLOW_ID > file` writes one; tests/golden/ holds recordings the golden tests fold
+through the current coordinator code. JSON lines: a header object (format, workflow, the step
+contracts its graph came from, the final state as recorded), then one record per line, byte exact
+(value in base64) with a readable `event` beside it that loading ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._avro import SchemaStore
+from ._records import StoredRecord
+from ._registry import framework_store
+from .errors import ConfigurationError, DecodeError
+from .events import StepContract
+from .graph import Graph
+from .history import History, HistoryEntry, entries_of, entry_of
+from .replay import Mismatch, catalog_for, check, fold
+from .settings import Settings
+
+FORMAT = "choreograph-recording/1"
+
+
+@dataclass
+class Recording:
+    workflow_id: str
+    workflow: str
+    contracts: list[StepContract]
+    records: list[StoredRecord]
+    final_state: dict[str, Any] | None = None
+    _store: SchemaStore | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> SchemaStore:
+        """Framework schemas plus every schema the workflow's contracts announce."""
+        if self._store is None:
+            self._store = framework_store()
+            for contract in self.contracts:
+                for schema in (*contract.consumes, contract.completes_with):
+                    self._store.add_json(schema.avro_schema)
+        return self._store
+
+    def entries(self) -> list[HistoryEntry]:
+        return entries_of(self.records, self.store)
+
+    def catalog(self) -> dict[str, Graph]:
+        if self.contracts:
+            return {self.workflow: Graph.from_contracts(self.workflow, self.contracts)}
+        return dict(catalog_for(self.entries()))
+
+    def check(self) -> list[Mismatch]:
+        """Replay through the current coordinator code; every difference from the recording."""
+        entries = self.entries()
+        values = {e.event_id: r.value or b"" for e, r in zip(entries, self._event_records(), strict=True)}
+        return check(entries, values, self.catalog(), self.final_state)
+
+    def _event_records(self) -> list[StoredRecord]:
+        return [r for r in self.records if entry_of(r, self.store) is not None]
+
+    def dumps(self) -> bytes:
+        header = {"format": FORMAT, "workflow_id": self.workflow_id, "workflow": self.workflow,
+                  "contracts": [c.model_dump(mode="json") for c in self.contracts],
+                  "final_state": self.final_state}
+        lines = [orjson.dumps(header)]
+        for record in self.records:
+            line = record.to_json()
+            entry = entry_of(record, self.store)
+            if entry is not None:
+                line["event"] = {"kind": entry.kind, "step": entry.step, "type": entry.type, "data": entry.data}
+            lines.append(orjson.dumps(line))
+        return b"\n".join(lines) + b"\n"
+
+    @classmethod
+    def loads(cls, text: bytes, name: str = "<recording>") -> Recording:
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            header = orjson.loads(lines[0])
+            if header.get("format") != FORMAT:
+                raise ConfigurationError(f"{name}: not a choreograph recording (format {header.get('format')!r})")
+            contracts = [StepContract.model_validate(c) for c in header["contracts"]]
+            records = [StoredRecord.from_json(orjson.loads(line)) for line in lines[1:]]
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ConfigurationError(f"{name}: unreadable recording: {exc}") from exc
+        return cls(header["workflow_id"], header["workflow"], contracts, records, header.get("final_state"))
+
+    @classmethod
+    def load(cls, path: Path) -> Recording:
+        return cls.loads(path.read_bytes(), str(path))
+
+
+def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: Iterable[StepContract],
+                 store: SchemaStore) -> Recording:
+    records = list(records)
+    entries = entries_of(records, store)
+    if not entries:
+        raise ConfigurationError(f"no events of workflow {workflow_id!r}")
+    workflow = entries[0].workflow
+    mine = [c for c in contracts if c.workflow == workflow]
+    recording = Recording(workflow_id, workflow, mine, records)
+    try:
+        snapshot = fold(entries, recording.catalog()).json()
+    except DecodeError as exc:
+        raise ConfigurationError(f"cannot fold {workflow_id}: {exc}") from exc
+    recording.final_state = {k: v for k, v in snapshot.items() if k not in ("at", "events_folded", "decided")}
+    return recording
+
+
+async def record(settings: Settings, workflow_id: str) -> Recording:
+    """The workflow's records from the broker (to the partition's end), as a recording."""
+    async with History(settings) as reader:
+        records = [r async for r in reader.records(workflow_id, to_end=True)]
+        return recording_of(workflow_id, records, reader.registry.contracts.values(), reader.store)

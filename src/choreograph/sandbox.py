@@ -1,0 +1,260 @@
+"""`choreo replay WORKFLOW_ID --sandbox NAME`: re-run chosen agents of a recorded workflow, the real
+agent code in its own processes, against a copy of its events in a sandbox namespace.
+
+The sandbox (`<namespace>.sandbox.<NAME>`) has its own topics, groups and coordinator; nothing in it
+reaches production topics. The other agents' recorded outputs are fed back: each is published once
+the event that caused it (by id) appears in the sandbox. Results and decisions have deterministic
+ids, so a re-run that behaves as recorded reproduces the recorded events id for id, and the report
+lists every event whose type, step, source, cause or payload differs, or that is missing or new.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from ._kafka import Kafka
+from ._records import StoredRecord
+from ._registry import announce
+from .agent import load_agent
+from .archive import refuse_unless_empty
+from .broker import terminate
+from .errors import AgentDefinitionError, ReplayError
+from .events import StepContract
+from .graph import Graph
+from .history import History, HistoryEntry, entries_of, entry_of, is_outcome
+from .recording import Recording
+from .replay import COORDINATOR_SOURCE, catalog_for
+from .settings import Settings, run_dir
+from .supervisor import ServiceSpec, discover, project_root, spawn, wait_ready
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One event that the re-run did not reproduce as recorded."""
+
+    what: str  # "differs", "missing" (recorded, not re-produced) or "new" (re-produced, not recorded)
+    kind: str
+    step: str | None
+    event_id: str
+    fields: dict[str, Any] = field(default_factory=dict)  # name -> {"recorded": ..., "rerun": ...}
+
+    def json(self) -> dict[str, Any]:
+        return {"what": self.what, "kind": self.kind, "step": self.step, "event_id": self.event_id,
+                "fields": self.fields}
+
+
+@dataclass
+class ReplayReport:
+    workflow_id: str
+    sandbox: str
+    agents: list[str]
+    fed: int
+    recorded: list[HistoryEntry]
+    rerun: list[HistoryEntry]
+    differences: list[Difference]
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def json(self) -> dict[str, Any]:
+        return {"workflow_id": self.workflow_id, "sandbox": self.sandbox, "agents": self.agents, "fed": self.fed,
+                "recorded_events": len(self.recorded), "rerun_events": len(self.rerun),
+                "identical": self.identical, "differences": [d.json() for d in self.differences]}
+
+
+def compare(recorded: Iterable[HistoryEntry], rerun: Iterable[HistoryEntry]) -> list[Difference]:
+    """Recorded against re-run events, matched by event id. Times, offsets and trace ids are
+    expected to differ and are not compared; everything else is."""
+    rerun_by_id: dict[str, HistoryEntry] = {}
+    for entry in rerun:
+        rerun_by_id.setdefault(entry.event_id, entry)
+    differences: list[Difference] = []
+    seen: set[str] = set()
+    for want in recorded:
+        if want.event_id in seen:
+            continue
+        seen.add(want.event_id)
+        got = rerun_by_id.get(want.event_id)
+        if got is None:
+            differences.append(Difference("missing", want.kind, want.step, want.event_id))
+            continue
+        fields = {name: {"recorded": getattr(want, name), "rerun": getattr(got, name)}
+                  for name in ("type", "kind", "step", "source", "causation_id", "data", "error")
+                  if getattr(want, name) != getattr(got, name)}
+        if fields:
+            differences.append(Difference("differs", want.kind, want.step, want.event_id, fields))
+    for event_id, got in rerun_by_id.items():
+        if event_id not in seen:
+            differences.append(Difference("new", got.kind, got.step, event_id))
+    return differences
+
+
+def rerun_steps(graph: Graph, agents: Mapping[str, str | None] | None, from_step: str | None) -> list[str]:
+    """Steps to run live: those named (default every step), minus any before `from_step`."""
+    chosen = set(graph.nodes) if agents is None else set(agents)
+    unknown = sorted(chosen - graph.nodes.keys() | ({from_step} - graph.nodes.keys() if from_step else set()))
+    if unknown:
+        raise ReplayError(f"workflow {graph.workflow} has no step(s) {unknown}; its steps: {list(graph.order)}")
+    if from_step is not None:
+        after = {from_step}
+        for name in graph.order:
+            if any(d in after for d in graph.nodes[name].depends_on):
+                after.add(name)
+        chosen &= after
+    return [name for name in graph.order if name in chosen]
+
+
+def agent_target(root: Path, workflow: str, step: str) -> str:
+    """The MODULE:ATTR under services/ whose agent runs `step` of `workflow`."""
+    for spec in discover(root):
+        if spec.name == "coordinator":
+            continue
+        target = spec.argv[-1]
+        try:
+            agent = load_agent(target)
+        except AgentDefinitionError:
+            continue
+        if agent.workflow == workflow and agent.step == step:
+            return target
+    raise ReplayError(f"no agent of {workflow}.{step} under {root / 'services'}; name one as {step}=MODULE:ATTR")
+
+
+async def _seed(settings: Settings, contracts: Iterable[StepContract]) -> None:
+    """Announce the recorded contracts of the steps that are not re-run, so the sandbox coordinator
+    builds the recorded graph."""
+    kafka = Kafka(settings)
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        partitions = len(await producer.partitions_for(settings.events_topic))
+        for contract in contracts:
+            await announce(producer, settings.registry_topic, settings.events_topic, partitions, contract,
+                           f"choreo://agent/{contract.workflow}/{contract.step}")
+    finally:
+        await producer.stop()
+
+
+async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord], timeout_s: float) -> int:
+    """Publish each fed record once its cause is in the sandbox; return when the sandbox workflow
+    has its outcome and nothing more can be fed, or at the timeout."""
+    store = recording.store
+    pending = [(r, entry_of(r, store)) for r in fed]
+    tp = TopicPartition(settings.events_topic, fed[0].partition if fed else 0)
+    key = recording.workflow_id.encode()
+    present: set[str] = set()
+    sent = 0
+    finished = False
+    kafka = Kafka(settings)
+    producer: AIOKafkaProducer = kafka.producer()
+    await producer.start()
+    try:
+        async with kafka.reader([tp]) as consumer:
+            await consumer.seek_to_beginning(tp)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                ready = [(r, e) for r, e in pending if e is None or e.causation_id is None
+                         or e.causation_id in present]
+                for record, _ in ready:
+                    await producer.send_and_wait(settings.events_topic, value=record.value, key=record.key,
+                                                 headers=list(record.headers), partition=tp.partition)
+                    sent += 1
+                pending = [p for p in pending if p not in ready]
+                if finished and not ready:
+                    break
+                batch = await consumer.getmany(tp, timeout_ms=300)
+                for row in batch.get(tp, ()):
+                    if row.key == key:
+                        stored = StoredRecord.of(row)
+                        if (entry := entry_of(stored, store)) is not None:
+                            present.add(entry.event_id)
+                        finished = finished or is_outcome(stored)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def replay(settings: Settings, recording: Recording, sandbox: str, *,
+                 agents: Mapping[str, str | None] | None = None, from_step: str | None = None,
+                 timeout_s: float = 60.0, root: Path | None = None) -> ReplayReport:
+    """Re-run the chosen steps of a recorded workflow in the sandbox NAME; compare with the recording."""
+    if not _NAME.match(sandbox):
+        raise ReplayError(f"sandbox name {sandbox!r}: use letters, digits, - and _")
+    entries = recording.entries()
+    graph = recording.catalog().get(recording.workflow) or catalog_for(entries).get(recording.workflow)
+    if graph is None:
+        raise ReplayError(f"{recording.workflow_id}: no step graph recorded (did the coordinator start it?)")
+    steps = rerun_steps(graph, agents, from_step)
+    root = root or project_root()
+    targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}
+    sources = {f"choreo://agent/{recording.workflow}/{s}" for s in steps} | {COORDINATOR_SOURCE}
+    fed = [r for r, e in zip(recording.records, [entry_of(r, recording.store) for r in recording.records],
+                             strict=True) if e is not None and e.source not in sources]
+    box = replace(settings, namespace=f"{settings.namespace}.sandbox.{sandbox}")
+    kafka = Kafka(box)
+    await kafka.ensure_topics()
+    await refuse_unless_empty(kafka, box, f"sandbox {sandbox!r} is in use; choose another name")
+    await _seed(box, [c for c in recording.contracts if c.step not in steps])
+    processes = _start(box, root, sandbox, {"coordinator": None, **targets})
+    try:
+        sent = await _feed(box, recording, fed, timeout_s)
+    finally:
+        _stop(processes)
+    async with History(box) as reader:
+        rerun = entries_of([r async for r in reader.records(recording.workflow_id, to_end=True)], reader.store)
+    return ReplayReport(recording.workflow_id, box.namespace, [f"{s}={t}" for s, t in targets.items()], sent,
+                        entries, rerun, compare(entries, rerun))
+
+
+def _start(settings: Settings, root: Path, sandbox: str, targets: Mapping[str, str | None]
+           ) -> list[subprocess.Popen[bytes]]:
+    """The sandbox coordinator and the re-run agents, each its own process; return once ready."""
+    logs = run_dir() / "sandbox" / sandbox
+    logs.mkdir(parents=True, exist_ok=True)
+    started: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
+    try:
+        for name, target in targets.items():
+            argv = ([sys.executable, "-m", "choreograph", "coordinator", "run"] if target is None
+                    else [sys.executable, "-m", "choreograph", "agent", "run", target])
+            ready = logs / f"{name}.{uuid.uuid4().hex[:8]}.ready"
+            log = logs / f"{name}.log"
+            started[name] = (spawn(ServiceSpec(name, argv), root, settings, ready, log), ready, log)
+        wait_ready(started, 60)
+    except BaseException:
+        _stop([p for p, _, _ in started.values()])
+        raise
+    return [p for p, _, _ in started.values()]
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    terminate(*(p.pid for p in processes), grace_s=10)
+    for process in processes:
+        process.wait()
+
+
+async def recording_from(settings: Settings, workflow_id: str, archive: Path | None) -> Recording:
+    """The workflow as recorded in the broker, or in an archive directory."""
+    if archive is None:
+        from .recording import record
+
+        return await record(settings, workflow_id)
+    from .archive import Archive
+    from .recording import recording_of
+
+    source = Archive(archive)
+    return recording_of(workflow_id, source.workflow_records(workflow_id), source.contracts().contracts.values(),
+                        source.store)
+
+

@@ -1,0 +1,42 @@
+"""`choreo state`: a workflow's state at a point of its history, or what changed between two points,
+read from the broker or an archive and folded with the coordinator's code (see replay.fold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+from .history import History, HistoryEntry, entries_of
+from .replay import Point, catalog_for, fold
+from .replay import diff as state_diff
+from .settings import Settings
+
+
+async def read_entries(workflow_id: str, archive: Path | None) -> tuple[list[HistoryEntry], dict[str, Any]]:
+    """The workflow's entries to its partition's end, and the registry's catalog as a fallback."""
+    if archive is not None:
+        from .archive import Archive
+
+        source = Archive(archive)
+        return source.history(workflow_id), dict(source.catalog())
+    async with History(Settings.from_env()) as reader:
+        records = [r async for r in reader.records(workflow_id, to_end=True)]
+        return entries_of(records, reader.store), dict(reader.registry.catalog)
+
+
+async def state_report(workflow_id: str, *, at: Point | None = None, diff: tuple[Point, Point] | None = None,
+                       archive: Path | None = None) -> dict[str, Any]:
+    entries, registry_catalog = await read_entries(workflow_id, archive)
+    if not entries:
+        raise ConfigurationError(f"no events of workflow {workflow_id!r}")
+    catalog = catalog_for(entries, registry_catalog)
+    if diff is None:
+        return fold(entries, catalog, at).json()
+    before, after = fold(entries, catalog, diff[0]).json(), fold(entries, catalog, diff[1]).json()
+    start = before["at"]["offset"] if before["at"] else -1
+    end = after["at"]["offset"] if after["at"] else -1
+    between = [{"offset": e.offset, "kind": e.kind, "step": e.step, "type": e.type, "event_id": e.event_id}
+               for e in entries if start < e.offset <= end]
+    return {"workflow_id": workflow_id, "from": before, "to": after, "changes": state_diff(before, after),
+            "events": between}
