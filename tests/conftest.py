@@ -114,3 +114,19 @@ def agent_spec(name: str, target: str) -> ServiceSpec:
 
 def coordinator_spec() -> ServiceSpec:
     return ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])
+
+
+def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """This environment without any broker or choreograph settings, with its own run directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
+    return {**env, "CHOREO_HOME": str(home)}
+
+
+@pytest.fixture
+def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return {**clean_env(tmp_path / "home"), **settings.env()}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from conftest import choreo, clean_env
 
 from choreograph import Settings
 
@@ -18,22 +16,6 @@ KINDS = {"goal", "step_completed", "step_failed", "compensation_requested", "com
          "compensation_failed", "outcome", "other"}
 HISTORY_KEYS = {"topic", "partition", "offset", "timestamp", "type", "kind", "step", "event_id", "causation_id",
                 "source", "data"}
-
-
-def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """This environment without any broker or choreograph settings, with its own run directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CHOREO_"))}
-    return {**env, "CHOREO_HOME": str(home)}
-
-
-@pytest.fixture
-def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    return {**clean_env(tmp_path / "home"), **settings.env()}
 
 
 def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str, str], tmp_path: Path) -> None:

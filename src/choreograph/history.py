@@ -25,8 +25,9 @@ from .envelope import Envelope, Kind, workflow_time_ms
 from .errors import DecodeError
 from .settings import Settings
 
-# How far before the id's time to start reading: the id and the goal's CreateTime come from the
-# same client clock, so this only absorbs millisecond rounding and a client that stamps late.
+# How far before the id's time to start reading. Kafka indexes CreateTime, which the client that
+# made the id also stamps; Tansu indexes the broker's append time (measured: its ListOffsets by
+# timestamp ignores the records' own timestamps), which follows the id unless clocks are skewed.
 SEEK_SLACK_MS = 1_000
 
 
@@ -103,6 +104,7 @@ class History:
         self.settings = settings
         self._kafka = Kafka(settings)
         self.registry = Registry(self._kafka)
+        self.scanned = 0  # records fetched from the broker, the workflow's and others'
 
     async def __aenter__(self) -> History:
         await self.registry.start()
@@ -135,6 +137,7 @@ class History:
                 if deadline is not None and time.monotonic() > deadline:
                     return
                 batch = await consumer.getmany(tp, timeout_ms=200)
+                self.scanned += len(batch.get(tp, ()))
                 for record in batch.get(tp, ()):
                     if not follow and record.offset >= end:
                         return
@@ -152,7 +155,8 @@ class History:
             await consumer.seek_to_beginning(tp)
             return
         found = (await consumer.offsets_for_times({tp: max(0, at - SEEK_SLACK_MS)}))[tp]
-        consumer.seek(tp, end if found is None else found.offset)
+        # Nothing logged since then: Kafka answers None, Tansu offset 0 with timestamp -1.
+        consumer.seek(tp, end if found is None or found.timestamp < 0 else found.offset)
 
 
 async def history(settings: Settings, workflow_id: str, *, to_end: bool = False) -> list[HistoryEntry]:

@@ -173,7 +173,8 @@ def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Map
             checks.append(("cause", want.causation_id, cause))
         for name, expected, actual in checks:
             if expected != actual:
-                problems.append(Mismatch(index, f"{name} {actual!r}, recorded {expected!r}"))
+                problems.append(Mismatch(index, f"recorded {want.kind} {want.step or ''}: "
+                                                f"{name} {actual!r} now, {expected!r} recorded"))
                 break
         else:
             if values.get(want.event_id) != decision.event.encode():

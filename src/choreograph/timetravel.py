@@ -13,21 +13,23 @@ from .replay import diff as state_diff
 from .settings import Settings
 
 
-async def read_entries(workflow_id: str, archive: Path | None) -> tuple[list[HistoryEntry], dict[str, Any]]:
+async def read_entries(settings: Settings | None, workflow_id: str, archive: Path | None
+                       ) -> tuple[list[HistoryEntry], dict[str, Any]]:
     """The workflow's entries to its partition's end, and the registry's catalog as a fallback."""
     if archive is not None:
         from .archive import Archive
 
         source = Archive(archive)
         return source.history(workflow_id), dict(source.catalog())
-    async with History(Settings.from_env()) as reader:
+    async with History(settings or Settings.from_env()) as reader:
         records = [r async for r in reader.records(workflow_id, to_end=True)]
         return entries_of(records, reader.store), dict(reader.registry.catalog)
 
 
-async def state_report(workflow_id: str, *, at: Point | None = None, diff: tuple[Point, Point] | None = None,
-                       archive: Path | None = None) -> dict[str, Any]:
-    entries, registry_catalog = await read_entries(workflow_id, archive)
+async def state_report(workflow_id: str, *, settings: Settings | None = None, at: Point | None = None,
+                       diff: tuple[Point, Point] | None = None, archive: Path | None = None) -> dict[str, Any]:
+    """`choreo state`'s JSON: a snapshot (replay.Snapshot.json), or `from`, `to`, `changes`, `events`."""
+    entries, registry_catalog = await read_entries(settings, workflow_id, archive)
     if not entries:
         raise ConfigurationError(f"no events of workflow {workflow_id!r}")
     catalog = catalog_for(entries, registry_catalog)

@@ -1,0 +1,198 @@
+"""Regenerates the golden recordings in this directory: `.venv/bin/python tests/golden/generate.py`.
+
+Every recording is a real run of the real coordinator (its own process) on an embedded broker:
+`happy` and `compensated` with the example agents as processes; `failed_compensation`, `duplicated`
+and `reordered` with the agents' events played by this script in a fixed order (the example
+agents' contracts and event models), so the coordinator meets duplicates and unusual orders for
+certain. The golden tests (tests/test_replay.py) fold each through the current coordinator code.
+Regenerate only when a change of decisions is intended, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from choreograph import Client, EmbeddedBroker, Envelope, Event, Kind, Settings
+from choreograph._kafka import Kafka
+from choreograph._registry import announce
+from choreograph.agent import load_agent
+from choreograph.broker import terminate
+from choreograph.envelope import derived_id
+from choreograph.events import CompensationCompleted, CompensationFailed, StepFailed
+from choreograph.recording import record
+from choreograph.supervisor import ServiceSpec, discover, spawn, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from services.report._events import (  # noqa: E402
+    AnalysisCompleted,
+    ChartCompleted,
+    DraftCompleted,
+    ResearchCompleted,
+    ReviewCompleted,
+)
+
+STEPS = ("research", "analyze", "chart", "draft", "review")
+
+
+def start(settings: Settings, specs: list[ServiceSpec], workdir: Path) -> list[int]:
+    started = {}
+    for spec in specs:
+        ready, log = workdir / f"{spec.name}.{uuid.uuid4().hex[:6]}.ready", workdir / f"{spec.name}.log"
+        started[spec.name] = (spawn(spec, ROOT, settings, ready, log), ready, log)
+    wait_ready(started, 60)
+    return [p.pid for p, _, _ in started.values()]
+
+
+class Player:
+    """Plays the report agents' part for one workflow: publishes their events, waits for decisions."""
+
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer, workflow_id: str, partition: int) -> None:
+        self.settings, self.producer, self.workflow_id = settings, producer, workflow_id
+        self.tp = TopicPartition(settings.events_topic, partition)
+        self.seen: list[Envelope] = []
+        self.kafka = Kafka(settings)
+
+    async def wait(self, kind: Kind, step: str | None = None, source: str | None = "choreo://coordinator") -> Envelope:
+        """The event of this kind (and step, and source: the coordinator's by default), once logged."""
+        async with self.kafka.reader([self.tp]) as consumer:
+            await consumer.seek_to_beginning(self.tp)
+            while True:
+                batch = await consumer.getmany(self.tp, timeout_ms=500)
+                for row in batch.get(self.tp, ()):
+                    if row.key == self.workflow_id.encode():
+                        envelope = Envelope.from_record(row.key, row.headers)
+                        if (source is None or envelope.source == source) and envelope.kind is kind and \
+                                (step is None or envelope.step == step):
+                            return envelope
+
+    async def emit(self, step: str, kind: Kind, event: Event, cause: Envelope, copies: int = 1) -> Envelope:
+        envelope = Envelope.new(type=event.type_name(), source=f"choreo://agent/report/{step}", workflow="report",
+                                workflow_id=self.workflow_id, kind=kind, step=step, cause=cause,
+                                id=derived_id(self.workflow_id, kind.value, step))
+        for _ in range(copies):
+            await self.producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
+                                              headers=envelope.headers(), partition=self.tp.partition)
+        return envelope
+
+    async def forward(self, order: tuple[str, ...], copies: int = 1) -> dict[str, Envelope]:
+        """Complete the given steps in this order, each caused by its input as a real agent's would be."""
+        inputs = {"research": "goal", "analyze": "research", "chart": "analyze", "draft": "analyze",
+                  "review": "draft"}
+        done = {"goal": await self.wait(Kind.GOAL, source=None)}
+        await self.wait(Kind.OTHER)  # the coordinator has fixed the graph
+        for step in order:
+            cause = done.get(inputs[step]) or self.result_of(inputs[step])  # an input arriving later
+            done[step] = await self.emit(step, Kind.STEP_COMPLETED, completed(step, "t"), cause, copies)
+        return done
+
+    def result_of(self, step: str) -> Envelope:
+        """What the cause of an event is known by before it is logged: its deterministic id."""
+        return Envelope.new(type="", source="", workflow="report", workflow_id=self.workflow_id,
+                            kind=Kind.STEP_COMPLETED, id=derived_id(self.workflow_id, "step_completed", step))
+
+
+def completed(step: str, topic: str) -> Event:
+    return {"research": ResearchCompleted(topic=topic, sources=["s1"]),
+            "analyze": AnalysisCompleted(topic=topic, findings=["f1"]),
+            "chart": ChartCompleted(topic=topic, chart_uri="charts/c.svg"),
+            "draft": DraftCompleted(topic=topic, text="draft"),
+            "review": ReviewCompleted(topic=topic, approved=True, notes="ok")}[step]
+
+
+def failed(step: str) -> StepFailed:
+    return StepFailed(step=step, reason=f"{step} failed (scripted)", error_type="ScriptedFailure")
+
+
+Script = Callable[[Player], Awaitable[None]]
+
+
+async def failed_compensation(p: Player) -> None:
+    done = await p.forward(("research", "analyze", "chart", "draft"))
+    await p.emit("review", Kind.STEP_FAILED, failed("review"), done["draft"])
+    await p.emit("chart", Kind.COMPENSATION_FAILED,
+                 CompensationFailed(step="chart", reason="chart store unreachable", error_type="OSError"),
+                 await p.wait(Kind.COMPENSATION_REQUESTED, "chart"))
+    await p.emit("draft", Kind.COMPENSATION_COMPLETED, CompensationCompleted(step="draft"),
+                 await p.wait(Kind.COMPENSATION_REQUESTED, "draft"))
+
+
+async def duplicated(p: Player) -> None:
+    done = await p.forward(("research", "analyze", "chart", "draft"), copies=2)
+    await p.emit("review", Kind.STEP_FAILED, failed("review"), done["draft"], copies=2)
+    for step in ("chart", "draft", "analyze", "research"):
+        request = await p.wait(Kind.COMPENSATION_REQUESTED, step)
+        await p.emit(step, Kind.COMPENSATION_COMPLETED, CompensationCompleted(step=step), request, copies=2)
+
+
+async def reordered(p: Player) -> None:
+    # draft's result arrives before analyze's (which it depends on), and chart fails after both:
+    # the coordinator must undo draft before analyze, and analyze before research.
+    done = await p.forward(("research", "draft", "analyze"))
+    await p.emit("chart", Kind.STEP_FAILED, failed("chart"), done["analyze"])
+    for step in ("draft", "analyze", "research"):
+        request = await p.wait(Kind.COMPENSATION_REQUESTED, step)
+        await p.emit(step, Kind.COMPENSATION_COMPLETED, CompensationCompleted(step=step), request)
+
+
+async def real_agents(broker: EmbeddedBroker, workdir: Path) -> None:
+    settings = broker.settings(namespace=f"golden-{uuid.uuid4().hex[:6]}")
+    pids = start(settings, discover(ROOT), workdir)
+    try:
+        async with Client(settings) as client:
+            for name, fail_at in (("happy", None), ("compensated", "review")):
+                goal = await client.publish("report", {"topic": name, "fail_at": fail_at})
+                assert await client.wait(goal, 60) is not None, name
+                (HERE / f"{name}.jsonl").write_bytes((await record(settings, goal.workflow_id)).dumps())
+    finally:
+        terminate(*pids, grace_s=10)
+
+
+async def scripted(broker: EmbeddedBroker, workdir: Path) -> None:
+    settings = broker.settings(namespace=f"golden-{uuid.uuid4().hex[:6]}")
+    kafka = Kafka(settings)
+    await kafka.ensure_topics()
+    producer = kafka.producer()
+    await producer.start()
+    pids = start(settings, [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])], workdir)
+    try:
+        for step in STEPS:
+            contract = load_agent(f"services.report.{step}:agent").contract()
+            await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions, contract,
+                           f"choreo://agent/report/{step}")
+        scripts: dict[str, Script] = {"failed_compensation": failed_compensation, "duplicated": duplicated,
+                                      "reordered": reordered}
+        async with Client(settings) as client:
+            for name, script in scripts.items():
+                goal = await client.publish("report", {"topic": name})
+                await script(Player(settings, producer, goal.workflow_id, goal.partition))
+                assert await client.wait(goal, 60) is not None, name
+                (HERE / f"{name}.jsonl").write_bytes((await record(settings, goal.workflow_id)).dumps())
+    finally:
+        terminate(*pids, grace_s=10)
+        await producer.stop()
+
+
+async def main() -> None:
+    broker = EmbeddedBroker().start()
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            await real_agents(broker, Path(workdir))
+            await scripted(broker, Path(workdir))
+    finally:
+        broker.stop()
+    for path in sorted(HERE.glob("*.jsonl")):
+        print(path.name, sum(1 for _ in path.open()) - 1, "records")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

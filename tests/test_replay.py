@@ -1,0 +1,77 @@
+"""Golden replay: recorded runs of the real coordinator, folded through the current code (no broker).
+
+tests/golden/*.jsonl come from tests/golden/generate.py. Any change in what the coordinator decides,
+in which order, with which ids, causes and payloads, or in the final state, fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from choreograph import saga
+from choreograph.errors import ConfigurationError
+from choreograph.recording import Recording
+from choreograph.replay import Point, diff, fold
+
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.jsonl"))
+
+
+def test_the_golden_set_covers_the_cases_we_promise() -> None:
+    assert {p.stem for p in GOLDEN} >= {"happy", "compensated", "failed_compensation", "duplicated", "reordered"}
+    statuses = {p.stem: Recording.load(p).final_state["status"] for p in GOLDEN}  # type: ignore[index]
+    assert statuses["happy"] == "completed" and statuses["failed_compensation"] == "failed"
+    assert statuses["compensated"] == statuses["duplicated"] == statuses["reordered"] == "compensated"
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_golden_recording_replays_to_the_same_decisions_and_state(path: Path) -> None:
+    assert [str(m) for m in Recording.load(path).check()] == []
+
+
+def test_a_change_to_compensation_order_fails_the_golden_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deliberate bug: compensate every completed step at once, dependents or not.
+    monkeypatch.setattr(saga, "_dependents_undone", lambda *args: True)
+    failing = {p.stem: Recording.load(p).check() for p in GOLDEN}
+    assert {name for name, problems in failing.items() if problems} >= {
+        "compensated", "duplicated", "reordered", "failed_compensation"}
+    assert "happy" not in {name for name, problems in failing.items() if problems}
+    assert any("compensation_requested" in str(m) for m in failing["compensated"])
+
+
+def test_a_changed_decision_payload_fails_the_golden_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = saga._outcome
+    monkeypatch.setattr(saga, "_outcome", lambda state, status, step, reason: original(state, status, step,
+                                                                                        reason and reason.upper()))
+    problems = Recording.load(next(p for p in GOLDEN if p.stem == "compensated")).check()
+    assert any("payload differs" in str(m) for m in problems)
+
+
+def test_state_at_each_point_of_a_recording() -> None:
+    recording = Recording.load(next(p for p in GOLDEN if p.stem == "compensated"))
+    entries, catalog = recording.entries(), recording.catalog()
+    failed_at = next(e for e in entries if e.kind == "step_failed")
+    before = fold(entries, catalog, Point(offset=failed_at.offset - 1)).json()
+    after = fold(entries, catalog, Point(offset=failed_at.offset)).json()
+    assert before["status"] == after["status"] == "running"
+    assert after["failed"].keys() == {"review"}
+    # Decided at the failure: the two steps nobody depends on any more, published right after it.
+    assert {(d["kind"], d["step"]) for d in after["decided"]} == {
+        ("compensation_requested", "chart"), ("compensation_requested", "draft")}
+    changes = diff(before, after)
+    assert changes["compensation_requested"] == {"added": ["chart", "draft"], "removed": []}
+    assert fold(entries, catalog).json()["status"] == "compensated"
+    by_time = fold(entries, catalog, Point(timestamp_ms=failed_at.timestamp)).json()
+    assert by_time["at"]["offset"] >= failed_at.offset
+
+
+@pytest.mark.parametrize("text", ["2026-11-21T09:30:00", "yesterday", "-3"])
+def test_a_point_is_an_offset_or_a_zoned_iso_time(text: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Point.parse(text)
+
+
+def test_points_parse() -> None:
+    assert Point.parse("42") == Point(offset=42)
+    assert Point.parse("2026-11-21T09:30:00Z") == Point(timestamp_ms=1795253400000)
