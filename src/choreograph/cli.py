@@ -30,7 +30,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(coordinator_app, name="coordinator")
 archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
 app.add_typer(archive_app, name="archive")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages name files: never wrapped mid-path
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -301,11 +301,13 @@ def archive_restore(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="leave everything running (stop with `choreo down`)")] = False,
+) -> None:
     """`make run`: up, several report goals (some failing), live progress, outcomes, down."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(keep=keep))
 
 
 def main() -> None:

@@ -74,18 +74,29 @@ async def _run(console: Console, timeout_s: float) -> list[Row]:
         return rows
 
 
-def run_demo(timeout_s: float = 90.0) -> int:
+def run_demo(timeout_s: float = 90.0, keep: bool = False) -> int:
+    """`keep`: leave the stack running afterwards (explore with history, state, replay, archive;
+    end with `choreo down`)."""
     exit_on_signals()  # a closed terminal or a kill must still stop what the demo started
     console = Console()
     os.environ.setdefault("REPORT_STEP_DELAY_MS", "300")  # so progress is visible; the example agents read it
     console.print("[bold]starting broker, coordinator and agents...[/bold]")
     for name, pid in up().items():
         console.print(f"  {name} (pid {pid})")
+    stopped = False
     try:
         rows = asyncio.run(_run(console, timeout_s))
+    except BaseException:
+        stopped = True
+        raise
     finally:
-        ignore_signals()  # a second signal must not cut the cleanup short
-        console.print(f"stopped: {' '.join(down())}")
+        if stopped or not keep:
+            ignore_signals()  # a second signal must not cut the cleanup short
+            console.print(f"stopped: {' '.join(down())}")
+    if keep:
+        console.print("still running; try `choreo history ID`, `choreo state ID`, then `choreo down`")
+        for row in rows:
+            console.print(f"  {row.goal.workflow_id} {row.status}")
     counts = {s: sum(row.status == s for row in rows) for s in ("completed", "compensated", "failed")}
     unfinished = sum(row.outcome is None for row in rows)
     if unfinished:

@@ -1,0 +1,175 @@
+"""The archive: segments on disk, the archiver, and restore into a fresh broker with services running."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import choreo, clean_env
+
+from choreograph._records import StoredRecord
+from choreograph.archive import Archive, write_segment
+from choreograph.errors import ArchiveError
+
+
+def records(n: int, partition: int = 0) -> list[StoredRecord]:
+    return [StoredRecord("ns.events", partition, i, 1_795_000_000_000 + i, f"wf{i % 3}".encode(), bytes([i % 256]) * 50,
+                         (("ce_id", f"id{i}".encode()), ("ce_kind", b"goal"))) for i in range(n)]
+
+
+def test_segments_keep_every_byte_and_a_damaged_one_is_reported_with_file_and_position(tmp_path: Path) -> None:
+    whole = records(500)
+    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "0-0-499.avro", whole)
+    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "1-0-499.avro", records(500, partition=1))
+    assert list(Archive(tmp_path).records()) == whole + records(500, partition=1)
+
+    damaged = tmp_path / "ns.events" / "2026-11-18T10" / "1-0-499.avro"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) - 40])  # truncated: the last block is cut short
+    archive = Archive(tmp_path)
+    read = list(archive.records())
+    assert read[:500] == whole, "the intact segment is read in full"
+    assert read[500:] == records(500, partition=1)[: len(read) - 500]
+    [problem] = archive.problems
+    assert str(damaged) in problem and "byte" in problem
+
+
+def test_a_corrupt_header_is_reported_and_other_segments_still_read(tmp_path: Path) -> None:
+    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "0-0-9.avro", records(10))
+    bad = tmp_path / "ns.registry" / "2026-11-18T10" / "0-0-9.avro"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"Obj\x01 not really avro")
+    archive = Archive(tmp_path)
+    assert list(archive.records()) == records(10)
+    assert len(archive.problems) == 1 and str(bad) in archive.problems[0] and "byte 0" not in archive.problems[0]
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="no such archive"):
+        Archive(tmp_path / "nope")
+
+
+def without_offsets(lines: list[dict[str, object]], *also: str) -> list[dict[str, object]]:
+    return [{k: v for k, v in line.items() if k != "offset" and k not in also} for line in lines]
+
+
+def histories(env: dict[str, str], workflow_ids: list[str], *extra: str) -> dict[str, list[dict[str, object]]]:
+    found = {}
+    for workflow_id in workflow_ids:
+        result = choreo("history", workflow_id, "--json", "--to-end", *extra, env=env)
+        assert result.returncode == 0, result.stderr
+        found[workflow_id] = [orjson.loads(line) for line in result.stdout.splitlines()]
+    return found
+
+
+def events_by_source(env: dict[str, str]) -> Counter[str]:
+    """How many records each source has in the events topic (read with the library, in a child)."""
+    script = ("import asyncio, collections, orjson\n"
+              "from aiokafka import TopicPartition\n"
+              "from choreograph import Settings\nfrom choreograph._kafka import Kafka\n"
+              "async def main():\n"
+              "    s = Settings.from_env(); k = Kafka(s); c = collections.Counter()\n"
+              "    tps = [TopicPartition(s.events_topic, p) for p in range(await k.partition_count(s.events_topic))]\n"
+              "    async for r in k.read(tps): c[dict(r.headers).get('ce_source', b'?').decode()] += 1\n"
+              "    print(orjson.dumps(c).decode())\n"
+              "asyncio.run(main())\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return Counter(orjson.loads(out.stdout))
+
+
+GROUPS = ["choreo.coordinator", *(f"choreo.agent.report.{s}" for s in ("research", "analyze", "chart", "draft",
+                                                                         "review"))]
+
+
+def await_groups_caught_up(env: dict[str, str], timeout_s: float = 60) -> None:
+    """Until every service's group has committed the end of every events partition."""
+    script = ("import asyncio, sys\n"
+              "from aiokafka import TopicPartition\n"
+              "from choreograph import Settings\nfrom choreograph._kafka import Kafka\n"
+              "async def main():\n"
+              "    s = Settings.from_env(); k = Kafka(s)\n"
+              "    tps = [TopicPartition(s.events_topic, p) for p in range(await k.partition_count(s.events_topic))]\n"
+              "    ends = await k.end_offsets(tps); deadline = asyncio.get_running_loop().time() + float(sys.argv[1])\n"
+              "    for group in sys.argv[2:]:\n"
+              "        while True:\n"
+              "            c = k.consumer(group_id=group); await c.start()\n"
+              "            try: lag = [ends[tp] - (await c.committed(tp) or 0) for tp in tps]\n"
+              "            finally: await c.stop()\n"
+              "            if max(lag) <= 0: break\n"
+              "            assert asyncio.get_running_loop().time() < deadline, (group, lag)\n"
+              "            await asyncio.sleep(0.2)\n"
+              "asyncio.run(main())\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script, str(timeout_s), *GROUPS], env=env, text=True,
+                         capture_output=True, timeout=timeout_s + 30)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path / "home"), "REPORT_STEP_DELAY_MS": "20"}
+    archive_dir = tmp_path / "archive"
+    demo = choreo("demo", "--keep", env=env, timeout=240)
+    try:
+        assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+        archived = choreo("archive", "--to", str(archive_dir), "--until-idle", env=env)
+        assert archived.returncode == 0, archived.stderr
+        goals = [r.key.decode() for r in Archive(archive_dir).records(".events")
+                 if r.header("ce_kind") == b"goal" and r.key]
+        assert len(goals) == 6
+        before = histories(env, goals)
+        assert all(h[-1]["kind"] == "outcome" for h in before.values())
+        # Running again resumes from its committed position: nothing new, nothing written twice.
+        again = choreo("archive", "--to", str(archive_dir), "--until-idle", env=env)
+        assert orjson.loads(again.stdout)["archived"] == 0
+    finally:
+        assert choreo("down", env=env).returncode == 0
+
+    up = choreo("up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        announced = events_by_source(env)
+        restored = choreo("archive", "restore", str(archive_dir), env=env)
+        assert restored.returncode == 0, restored.stderr
+        after = histories(env, goals)
+        for workflow_id in goals:
+            # Offsets shift by what the fresh partition held before (agents' announcements, the
+            # restore's opening marker); ids, order, keys, headers, payloads and timestamps do not.
+            assert without_offsets(after[workflow_id]) == without_offsets(before[workflow_id])
+        assert histories(env, goals, "--from-archive", str(archive_dir)) == before
+
+        # Running services took the restored events as history: once every group has read past the
+        # restore, the log holds the announcements, the restored records and the markers, nothing else.
+        restored_events = orjson.loads(restored.stdout)["records"]["choreo.events"]
+        await_groups_caught_up(env)
+        now = events_by_source(env)
+        archived_sources = Counter((r.header("ce_source") or b"?").decode()
+                                   for r in Archive(archive_dir).records(".events"))
+        assert sum(archived_sources.values()) == restored_events
+        assert now - announced == archived_sources + Counter({"choreo://restore": 8})
+        published = choreo("publish", "report", "--data", '{"topic": "after restore"}', "--wait", "60", env=env)
+        assert orjson.loads(published.stdout)["status"] == "completed", "the services still work"
+
+        # A damaged copy restores what it can into another namespace and names the damage.
+        damaged_dir = tmp_path / "damaged"
+        shutil.copytree(archive_dir, damaged_dir)
+        segment = max(Archive(damaged_dir).segments(".events"), key=lambda s: s.path.stat().st_size)
+        segment.path.write_bytes(segment.path.read_bytes()[:-25])
+        other = {**env, "CHOREO_NAMESPACE": "damaged"}
+        partial = choreo("archive", "restore", str(damaged_dir), env=other)
+        assert partial.returncode == 1
+        assert str(segment.path) in partial.stderr and "byte" in partial.stderr
+        intact = [g for g in goals if before[g][0]["partition"] != segment.partition]
+        assert intact
+        assert {g: without_offsets(h, "topic") for g, h in histories(other, intact).items()} == {
+            g: without_offsets(before[g], "topic") for g in intact}
+    finally:
+        assert choreo("down", env=env).returncode == 0
