@@ -1,7 +1,7 @@
 """`make bench`: every scenario on one broker in one run; a table, bench/results/latest.json, and
 a last line holding the headline figures as one JSON object.
 
-Usage: python -m bench [--quick] [--only codec,relay,saga,scale]
+Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history]
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import orjson
 from choreograph.broker import EmbeddedBroker
 from choreograph.settings import PROFILES, Settings
 
-from . import codec, relay, saga
+from . import codec, history, relay, saga
 from .report import headline, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ALL = ("codec", "relay", "saga", "scale", "history")
 
 
 def _settings(broker: EmbeddedBroker | None, label: str, partitions: int = 4) -> Settings:
@@ -43,7 +44,7 @@ def _settings(broker: EmbeddedBroker | None, label: str, partitions: int = 4) ->
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, to check the harness")
-    parser.add_argument("--only", default="codec,relay,saga,scale")
+    parser.add_argument("--only", default=",".join(ALL))
     args = parser.parse_args()
     only = set(args.only.split(","))
     scale = 0.2 if args.quick else 1.0
@@ -69,8 +70,19 @@ def main() -> int:
                 _progress(f"relay {contender.name}", results["relay"][contender.name])
     if "saga" in only or "scale" in only:
         results["saga"] = _sagas(workdir, scale, only)
+    if "history" in only:
+        with _broker(workdir / "history") as broker:
+            results["history"] = asdict(history.run(_settings(broker, "history"), workflows=int(5000 * scale)))
+        _progress("history", results["history"])
     shutil.rmtree(workdir, ignore_errors=True)  # logs are kept only when a scenario fails
     results["seconds"] = round(time.time() - started, 1)
+    latest = RESULTS / "latest.json"
+    if only != set(ALL) and latest.exists():
+        # A partial run updates its scenarios in the last full run's results.
+        merged = orjson.loads(latest.read_bytes())
+        merged.update({k: v for k, v in results.items() if k in only or k == "history"})
+        merged.setdefault("partial_runs", []).append({"started": results["started"], "only": sorted(only)})
+        results = merged
     results["headline"] = headline(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

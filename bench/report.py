@@ -26,6 +26,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["saga_p99_ms"] = round(s["headline"]["p99_ms"], 1)
     if "compensated" in s:
         out["compensated_sagas_per_s"] = round(s["compensated"]["sagas_per_s"], 1)
+    if "history" in results:
+        out["history_cli_ms"] = results["history"]["cli_p50_ms"]
     if "codec" in results:
         out["codec_us"] = round(results["codec"]["encode_us"] + results["codec"]["decode_us"], 1)
     return out
@@ -63,6 +65,13 @@ def print_table(results: dict[str, Any]) -> None:
             table.add_row(label, str(r["in_flight"]), str(r["sagas"]), f"{r['sagas_per_s']:.1f}",
                           f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", outcomes)
         console.print(table)
+    if "history" in results:
+        h = results["history"]
+        console.print(f"history of one workflow in a log of {h['events']:,} events / {h['workflows']:,} workflows: "
+                      f"`choreo history` p50 {h['cli_p50_ms']:.0f} ms (max {h['cli_max_ms']:.0f}, a fresh process); "
+                      f"library p50 {h['library_p50_ms']:.0f} ms (max {h['library_max_ms']:.0f}, at most "
+                      f"{h['scanned_max']} records read); reading the partition from its start "
+                      f"{h['full_scan_ms']:.0f} ms")
     if "codec" in results:
         c = results["codec"]
         console.print(f"codec: encode {c['encode_us']:.1f} us + decode {c['decode_us']:.1f} us per event "

@@ -41,3 +41,10 @@ def test_the_image_contains_what_the_services_import() -> None:
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
     for directory in ("src", "schemas", "services"):
         assert f"COPY {directory} " in dockerfile
+
+
+def test_compose_archives_every_event_to_a_volume() -> None:
+    archive = compose()["archive"]
+    assert archive["command"][:3] == ["choreo", "archive", "--to"]  # type: ignore[index]
+    directory = archive["command"][3]  # type: ignore[index]
+    assert any(str(v).endswith(f":{directory}") for v in archive["volumes"])  # type: ignore[attr-defined]

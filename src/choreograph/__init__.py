@@ -4,11 +4,8 @@ Agents are independent stream services reacting to typed Avro events; a thin coo
 each workflow's state from the log and compensates completed steps when one fails.
 """
 
-from ._runtime import AgentRuntime
-from .agent import Agent, StepContext
-from .broker import EmbeddedBroker
-from .client import Client, PublishedGoal
-from .coordinator import Coordinator
+from typing import TYPE_CHECKING, Any
+
 from .envelope import Envelope, Kind
 from .errors import (
     AgentDefinitionError,
@@ -39,7 +36,29 @@ from .graph import Graph
 from .history import HistoryEntry, history
 from .settings import BrokerProfile, Settings
 
+if TYPE_CHECKING:
+    from ._runtime import AgentRuntime
+    from .agent import Agent, StepContext
+    from .broker import EmbeddedBroker
+    from .client import Client, PublishedGoal
+    from .coordinator import Coordinator
+
 __version__ = "0.1.0"
+
+# Imported on first use: a `choreo history` or `choreo state` process never needs the agent runtime,
+# the coordinator or the client, and a command line should start fast.
+_LAZY = {"Agent": ".agent", "StepContext": ".agent", "AgentRuntime": "._runtime", "EmbeddedBroker": ".broker",
+         "Client": ".client", "PublishedGoal": ".client", "Coordinator": ".coordinator"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'choreograph' has no attribute {name!r}")
 
 __all__ = [
     "Agent",

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
 
 from .errors import ChoreographError, GoalValidationError
 from .settings import Settings
@@ -30,11 +29,18 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(coordinator_app, name="coordinator")
 archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
 app.add_typer(archive_app, name="archive")
-err = Console(stderr=True, soft_wrap=True)  # messages name files: never wrapped mid-path
+
+
+def _err(message: str) -> None:
+    """An error line on stderr. Never wrapped (messages name files); rich is imported only here,
+    so a command that succeeds does not pay for it."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    _err(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
 
@@ -174,7 +180,7 @@ def history(
         for entry in archive.history(workflow_id):
             timeline.add(entry)
         for problem in archive.problems:
-            err.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+            _err(f"[yellow]warning:[/yellow] {problem}")
 
     _run(from_broker() if from_archive is None else from_dir(from_archive))
     timeline.done()
@@ -295,7 +301,7 @@ def archive_restore(
     report = _run(restore(Settings.from_env(), directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        _err(f"[red]error:[/red] {problem}")
     if report.problems:
         raise typer.Exit(1)
 
@@ -314,5 +320,5 @@ def main() -> None:
     try:
         app()
     except ChoreographError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        _err(f"[red]error:[/red] {exc}")
         sys.exit(1)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
 from .history import HistoryEntry
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .sandbox import ReplayReport
 
 _STYLE = {"compensation_requested": "yellow", "compensation_completed": "yellow", "compensation_failed": "red",
@@ -38,7 +36,10 @@ def detail(entry: HistoryEntry) -> str:
 
 
 def _console() -> Console:
-    """A console as wide as the terminal, or 160 columns when the output is a pipe or a file."""
+    """A console as wide as the terminal, or 160 columns when the output is a pipe or a file. rich is
+    imported here, on first use: `--json` output never needs it."""
+    from rich.console import Console
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=160)
@@ -54,7 +55,7 @@ class Timeline:
         self.stream = stream
         self.entries: list[HistoryEntry] = []
         self._offsets: dict[str, int] = {}
-        self._console = _console()
+        self._console: Console | None = None
 
     def add(self, entry: HistoryEntry) -> None:
         self.entries.append(entry)
@@ -63,6 +64,7 @@ class Timeline:
             print(entry.json(), flush=True)
         elif self.stream:
             cells = self._cells(entry)
+            self._console = self._console or _console()
             self._console.print(f"{cells[0]:>7} {cells[1]:<12} {cells[2]:<2} {cells[3]:<23} {cells[4]:<9} "
                                 f"{cells[5]:<9} {cells[6]:<8} {cells[7]}", style=_STYLE.get(entry.kind))
 
@@ -78,6 +80,9 @@ class Timeline:
     def done(self) -> None:
         if self.as_json or self.stream or not self.entries:
             return
+        from rich import box
+        from rich.table import Table
+
         first = self.entries[0]
         table = Table(title=f"workflow {first.workflow} {self.workflow_id} (partition {first.partition})",
                       box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -85,7 +90,7 @@ class Timeline:
             table.add_column(column, no_wrap=column != "detail")
         for e in self.entries:
             table.add_row(*self._cells(e), style=_STYLE.get(e.kind))
-        self._console.print(table)
+        (self._console or _console()).print(table)
 
 
 def print_state(report: dict[str, Any]) -> None:
@@ -117,6 +122,9 @@ def print_replay(report: ReplayReport) -> None:
     if report.identical:
         console.print("[green]identical[/green]: every recorded event was reproduced, id for id")
         return
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in ("", "kind", "step", "field", "recorded", "re-run"):
         table.add_column(column)
