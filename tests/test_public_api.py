@@ -10,6 +10,9 @@ EXPORTED = [
     "PublishedGoal", "SchemaDriftError", "SchemaError", "Settings", "StepContext", "StepContract",
     "StepFailed", "StepNode", "UnknownSchemaError", "WorkflowError", "WorkflowOutcome", "WorkflowStarted",
     "__version__", "history",
+    # issue 4: history, state, recordings, archive, sandbox re-runs
+    "Archive", "ArchiveError", "Archiver", "History", "Point", "Recording", "ReplayError", "ReplayReport",
+    "RestoreCompleted", "RestoreStarted", "Snapshot", "fold", "rerun", "restore",
 ]
 
 

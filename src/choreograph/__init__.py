@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 from .envelope import Envelope, Kind
 from .errors import (
     AgentDefinitionError,
+    ArchiveError,
     BrokerUnavailable,
     ChoreographError,
     ConfigurationError,
     DecodeError,
     GoalValidationError,
     InvalidPayloadError,
+    ReplayError,
     SchemaDriftError,
     SchemaError,
     UnknownSchemaError,
@@ -26,6 +28,8 @@ from .events import (
     CompensationRequested,
     Event,
     OutcomeStatus,
+    RestoreCompleted,
+    RestoreStarted,
     StepContract,
     StepFailed,
     StepNode,
@@ -33,22 +37,29 @@ from .events import (
     WorkflowStarted,
 )
 from .graph import Graph
-from .history import HistoryEntry, history
+from .history import History, HistoryEntry, history
+from .replay import Point, Snapshot, fold
 from .settings import BrokerProfile, Settings
 
 if TYPE_CHECKING:
     from ._runtime import AgentRuntime
     from .agent import Agent, StepContext
+    from .archive import Archive, restore
+    from .archiver import Archiver
     from .broker import EmbeddedBroker
     from .client import Client, PublishedGoal
     from .coordinator import Coordinator
+    from .recording import Recording
+    from .sandbox import ReplayReport, rerun
 
 __version__ = "0.1.0"
 
 # Imported on first use: a `choreo history` or `choreo state` process never needs the agent runtime,
 # the coordinator or the client, and a command line should start fast.
 _LAZY = {"Agent": ".agent", "StepContext": ".agent", "AgentRuntime": "._runtime", "EmbeddedBroker": ".broker",
-         "Client": ".client", "PublishedGoal": ".client", "Coordinator": ".coordinator"}
+         "Client": ".client", "PublishedGoal": ".client", "Coordinator": ".coordinator",
+         "Archive": ".archive", "restore": ".archive", "Archiver": ".archiver", "Recording": ".recording",
+         "ReplayReport": ".sandbox", "rerun": ".sandbox"}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +75,9 @@ __all__ = [
     "Agent",
     "AgentDefinitionError",
     "AgentRuntime",
+    "Archive",
+    "ArchiveError",
+    "Archiver",
     "BrokerProfile",
     "BrokerUnavailable",
     "ChoreographError",
@@ -79,14 +93,22 @@ __all__ = [
     "Event",
     "GoalValidationError",
     "Graph",
+    "History",
     "HistoryEntry",
     "InvalidPayloadError",
     "Kind",
     "OutcomeStatus",
+    "Point",
     "PublishedGoal",
+    "Recording",
+    "ReplayError",
+    "ReplayReport",
+    "RestoreCompleted",
+    "RestoreStarted",
     "SchemaDriftError",
     "SchemaError",
     "Settings",
+    "Snapshot",
     "StepContext",
     "StepContract",
     "StepFailed",
@@ -96,5 +118,8 @@ __all__ = [
     "WorkflowOutcome",
     "WorkflowStarted",
     "__version__",
+    "fold",
     "history",
+    "rerun",
+    "restore",
 ]

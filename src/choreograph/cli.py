@@ -238,8 +238,7 @@ def replay(
 ) -> None:
     """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed
     back; report where the re-run's events differ from the recorded ones (exit 1 if any do)."""
-    from .sandbox import recording_from
-    from .sandbox import replay as rerun
+    from .sandbox import recording_from, rerun
     from .timeline import print_replay
 
     chosen = None if agents is None else dict(

@@ -186,7 +186,7 @@ async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord
     return sent
 
 
-async def replay(settings: Settings, recording: Recording, sandbox: str, *,
+async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
                  agents: Mapping[str, str | None] | None = None, from_step: str | None = None,
                  timeout_s: float = 60.0, root: Path | None = None) -> ReplayReport:
     """Re-run the chosen steps of a recorded workflow in the sandbox NAME; compare with the recording."""
