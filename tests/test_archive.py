@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import choreo, clean_env
+from conftest import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually
 
+from choreograph import Envelope, Kind, history
+from choreograph._avro import AvroSchema
+from choreograph._kafka import Kafka
 from choreograph._records import StoredRecord
-from choreograph.archive import Archive, write_segment
+from choreograph._registry import announce
+from choreograph.agent import load_agent
+from choreograph.archive import Archive, restore, write_segment
+from choreograph.envelope import new_workflow_id
 from choreograph.errors import ArchiveError
 
 
@@ -173,3 +181,56 @@ def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
             g: without_offsets(before[g], "topic") for g in intact}
     finally:
         assert choreo("down", env=env).returncode == 0
+
+
+async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(stack: Stack, tmp_path: Path) -> None:
+    """History, not work: the coordinator folds an archived saga that never finished, decides
+    nothing for it, and still decides nothing after a restart (its commit stays at the bracket)."""
+    settings = stack.settings
+    workflow_id = new_workflow_id()
+    partition = Kafka(settings).partition_for(workflow_id.encode(), settings.partitions)
+    goal = Envelope.new(type="report.ReportGoal", source="choreo://cli", workflow="report",
+                        workflow_id=workflow_id, kind=Kind.GOAL)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    value = AvroSchema.from_json((ROOT / "schemas" / "report" / "report_goal.avsc").read_text()).encode(
+        {"topic": "left open", "fail_at": None})
+    write_segment(tmp_path / "old.events" / "2026-11-18T10" / f"{partition}-0-0.avro", [
+        StoredRecord("old.events", partition, 0, hour_ago, goal.key, value, tuple(goal.headers()))])
+    kafka = Kafka(settings)
+    await kafka.ensure_topics()
+    producer = kafka.producer()
+    await producer.start()
+    try:  # the goal's schema, as the research agent would announce it (no agent runs here)
+        await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions,
+                       load_agent("services.report.research:agent").contract(), "choreo://agent/report/research")
+    finally:
+        await producer.stop()
+    stack.start(coordinator_spec())
+    await restore(settings, tmp_path)
+
+    async def coordinator_passed_the_restore() -> None:
+        """Another goal on the same partition, decided after the restored records were read."""
+        probe_id = next(w for w in iter(new_workflow_id, None)
+                        if Kafka(settings).partition_for(w.encode(), settings.partitions) == partition)
+        probe = Envelope.new(type="report.ReportGoal", source="choreo://cli", workflow="report",
+                             workflow_id=probe_id, kind=Kind.GOAL)
+        producer = Kafka(settings).producer()
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.events_topic, value=value, key=probe.key, headers=probe.headers(),
+                                         partition=partition)
+        finally:
+            await producer.stop()
+
+        async def decided() -> bool:
+            return any(e.source == "choreo://coordinator" for e in await history(settings, probe_id))
+
+        await eventually(decided, what="the coordinator to decide a goal published after the restore")
+
+    await coordinator_passed_the_restore()
+    # A clean stop commits exactly what a crash would have committed by its last periodic commit.
+    stack.kill("coordinator", signal.SIGTERM)
+    stack.start(coordinator_spec())
+    await coordinator_passed_the_restore()
+    entries = await history(settings, workflow_id, to_end=True)
+    assert [e.kind for e in entries] == ["goal"], "nothing was decided for the restored, open saga"

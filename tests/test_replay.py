@@ -75,3 +75,16 @@ def test_a_point_is_an_offset_or_a_zoned_iso_time(text: str) -> None:
 def test_points_parse() -> None:
     assert Point.parse("42") == Point(offset=42)
     assert Point.parse("2026-11-21T09:30:00Z") == Point(timestamp_ms=1795253400000)
+
+
+def test_which_steps_a_sandbox_reruns() -> None:
+    from choreograph.errors import ReplayError
+    from choreograph.sandbox import rerun_steps
+
+    graph = Recording.load(next(p for p in GOLDEN if p.stem == "happy")).catalog()["report"]
+    assert rerun_steps(graph, None, None) == list(graph.order)
+    assert rerun_steps(graph, {"analyze": None}, None) == ["analyze"]
+    assert rerun_steps(graph, None, "chart") == ["chart", "review"]
+    assert rerun_steps(graph, {"analyze": None, "draft": None}, "chart") == []
+    with pytest.raises(ReplayError, match="no step"):
+        rerun_steps(graph, {"summarise": None}, None)

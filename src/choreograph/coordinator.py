@@ -138,6 +138,8 @@ class Coordinator(ServiceBase):
                 return
             fact = await self._fact(envelope, record.value)
         except DecodeError as exc:
+            if history:  # restored: dead-lettered when it was first read, and restored with the rest
+                return
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
             self._pending.append(await self._dead.send(record, str(exc)))
             return
@@ -159,8 +161,11 @@ class Coordinator(ServiceBase):
                 await self._catch_up_registry()
             state, decisions = handle(state, fact, self._registry.catalog)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
-            part.goal_offsets[workflow_id] = record.offset
-            part.progress.pin(record.offset)
+            # A restored saga is pinned at its bracket's start, so a restart re-reads the marker
+            # and keeps it dormant instead of settling it.
+            at = progress.bracket_at if history and progress.bracket_at is not None else record.offset
+            part.goal_offsets[workflow_id] = at
+            progress.pin(at)
         for decision in decisions:
             await self._publish(state, decision, envelope)
         self._keep(part, state)
