@@ -147,14 +147,56 @@ async def _seed(settings: Settings, contracts: Iterable[StepContract]) -> None:
         await producer.stop()
 
 
-async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord], timeout_s: float) -> int:
-    """Publish each fed record once its cause is in the sandbox; return when the sandbox workflow
-    has its outcome and nothing more can be fed, or at the timeout."""
-    store = recording.store
-    pending = [(r, entry_of(r, store)) for r in fed]
+class _Feeder:
+    """Decides when a recorded event of an agent that is not re-run goes into the sandbox: once the
+    event that caused it is there and every event recorded before it is too, so the re-run sees
+    the recorded order; when the re-run has diverged (an event recorded earlier never comes), after
+    `patience_s` without anything new."""
+
+    def __init__(self, recording: Recording, fed: list[StoredRecord], patience_s: float) -> None:
+        store = recording.store
+        entries = [(r, entry_of(r, store)) for r in recording.records]
+        fed_at = {r.offset for r in fed}
+        self.pending = [(r, e) for r, e in entries if r.offset in fed_at]
+        self.before = {r.offset: [x.event_id for q, x in entries if x is not None and q.offset < r.offset]
+                       for r, _ in self.pending}
+        self.present: set[str] = set()
+        self.patience_s = patience_s
+        self.quiet_since = time.monotonic()
+
+    def saw(self, event_id: str) -> None:
+        self.present.add(event_id)
+        self.quiet_since = time.monotonic()
+
+    def _ready(self) -> list[tuple[StoredRecord, HistoryEntry | None]]:
+        return [(r, e) for r, e in self.pending if e is None or e.causation_id is None
+                or e.causation_id in self.present]
+
+    def done(self) -> bool:
+        """Nothing can be fed any more: whatever waits has a cause the re-run never produced."""
+        return not self._ready() and time.monotonic() - self.quiet_since >= self.patience_s
+
+    def next(self) -> StoredRecord | None:
+        """The next record to publish now, if any (taken off the pending list)."""
+        ready = self._ready()
+        if not ready:
+            return None
+        record, entry = ready[0]
+        in_order = all(event_id in self.present for event_id in self.before[record.offset])
+        if not in_order and time.monotonic() - self.quiet_since < self.patience_s:
+            return None
+        self.pending.remove((record, entry))
+        self.quiet_since = time.monotonic()
+        return record
+
+
+async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord], timeout_s: float,
+                patience_s: float = 1.0) -> int:
+    """Publish the fed records (see _Feeder); return when the sandbox workflow has its outcome and
+    nothing more is waiting to be fed, or at the timeout."""
+    feeder = _Feeder(recording, fed, patience_s)
     tp = TopicPartition(settings.events_topic, fed[0].partition if fed else 0)
     key = recording.workflow_id.encode()
-    present: set[str] = set()
     sent = 0
     finished = False
     kafka = Kafka(settings)
@@ -164,22 +206,17 @@ async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord
         async with kafka.reader([tp]) as consumer:
             await consumer.seek_to_beginning(tp)
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                ready = [(r, e) for r, e in pending if e is None or e.causation_id is None
-                         or e.causation_id in present]
-                for record, _ in ready:
+            while time.monotonic() < deadline and not (finished and feeder.done()):
+                while (record := feeder.next()) is not None:
                     await producer.send_and_wait(settings.events_topic, value=record.value, key=record.key,
                                                  headers=list(record.headers), partition=tp.partition)
                     sent += 1
-                pending = [p for p in pending if p not in ready]
-                if finished and not ready:
-                    break
-                batch = await consumer.getmany(tp, timeout_ms=300)
+                batch = await consumer.getmany(tp, timeout_ms=100)
                 for row in batch.get(tp, ()):
                     if row.key == key:
                         stored = StoredRecord.of(row)
-                        if (entry := entry_of(stored, store)) is not None:
-                            present.add(entry.event_id)
+                        if (entry := entry_of(stored, recording.store)) is not None:
+                            feeder.saw(entry.event_id)
                         finished = finished or is_outcome(stored)
     finally:
         await producer.stop()
