@@ -40,7 +40,7 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
     assert outcome is not None and outcome.status is OutcomeStatus.COMPENSATED
     kafka = Kafka(settings)
     tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-    production = [r.offset async for r in kafka.read(tps)]
+    production = sorted([(r.partition, r.offset, r.value) async for r in kafka.read(tps)])
 
     same = choreo("replay", goal.workflow_id, "--sandbox", "same", "--agents", "analyze", "--json", env=cli_env)
     assert same.returncode == 0, same.stdout + same.stderr
@@ -63,6 +63,7 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
                    "analyze=changed_analyze:agent", env=env)
     assert human.returncode == 1 and "one new finding" in human.stdout
 
-    assert [r.offset async for r in kafka.read(tps)] == production, "nothing reached production topics"
+    after = sorted([(r.partition, r.offset, r.value) async for r in kafka.read(tps)])
+    assert after == production, "nothing reached production topics"
     reused = choreo("replay", goal.workflow_id, "--sandbox", "same", "--agents", "analyze", env=cli_env)
     assert reused.returncode == 1 and "in use" in reused.stderr
