@@ -3,10 +3,12 @@ read from the broker or an archive and folded with the coordinator's code (see r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .graph import Graph
 from .history import History, HistoryEntry, entries_of
 from .replay import Point, catalog_for, fold
 from .replay import diff as state_diff
@@ -14,16 +16,16 @@ from .settings import Settings
 
 
 async def read_entries(settings: Settings | None, workflow_id: str, archive: Path | None
-                       ) -> tuple[list[HistoryEntry], dict[str, Any]]:
+                       ) -> tuple[list[HistoryEntry], Mapping[str, Graph]]:
     """The workflow's entries to its partition's end, and the registry's catalog as a fallback."""
     if archive is not None:
         from .archive import Archive
 
         source = Archive(archive)
-        return source.history(workflow_id), dict(source.catalog())
+        return source.history(workflow_id), source.catalog()
     async with History(settings or Settings.from_env()) as reader:
         records = [r async for r in reader.records(workflow_id, to_end=True)]
-        return entries_of(records, reader.store), dict(reader.registry.catalog)
+        return entries_of(records, reader.store), reader.registry.catalog
 
 
 async def state_report(workflow_id: str, *, settings: Settings | None = None, at: Point | None = None,
