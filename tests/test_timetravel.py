@@ -12,6 +12,7 @@ from conftest import ROOT, Stack, choreo
 from choreograph import Client, Coordinator
 from choreograph._kafka import Kafka
 from choreograph.history import History, history
+from choreograph.recording import Recording
 from choreograph.replay import Point, Snapshot, catalog_for, fold
 from choreograph.saga import SagaState
 from choreograph.supervisor import discover
@@ -114,5 +115,9 @@ def test_state_cli_at_and_diff(stack: Stack, cli_env: dict[str, str]) -> None:
     assert [e["offset"] for e in diff["events"]] == [e["offset"] for e in lines[1:]]
     human = choreo("state", workflow_id, env=cli_env)
     assert human.returncode == 0 and "compensated" in human.stdout
+    recorded = choreo("record", workflow_id, env=cli_env)
+    recording = Recording.loads(recorded.stdout.encode())
+    assert recording.final_state is not None and recording.final_state["status"] == "compensated"
+    assert recording.check() == [], "a fresh recording replays through the code that made it"
 
 
