@@ -80,7 +80,11 @@ def main() -> int:
     if only != set(ALL) and latest.exists():
         # A partial run updates its scenarios in the last full run's results.
         merged = orjson.loads(latest.read_bytes())
-        merged.update({k: v for k, v in results.items() if k in only or k == "history"})
+        for key in (k for k in ("codec", "relay", "saga", "history") if k in results):
+            if isinstance(merged.get(key), dict) and isinstance(results[key], dict):
+                merged[key].update(results[key])  # e.g. saga runs, keeping scale-out from before
+            else:
+                merged[key] = results[key]
         merged.setdefault("partial_runs", []).append({"started": results["started"], "only": sorted(only)})
         results = merged
     results["headline"] = headline(results)
