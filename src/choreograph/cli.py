@@ -218,11 +218,15 @@ def state(
 
 
 @app.command()
-def record(workflow_id: str) -> None:
+def record(
+    workflow_id: str,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
     from .recording import record as take
 
-    sys.stdout.buffer.write(_run(take(Settings.from_env(), workflow_id)).dumps())
+    sys.stdout.buffer.write(_run(take(Settings.from_env() if from_archive is None else None, workflow_id,
+                                      from_archive)).dumps())
 
 
 @app.command()
@@ -238,7 +242,8 @@ def replay(
 ) -> None:
     """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed
     back; report where the re-run's events differ from the recorded ones (exit 1 if any do)."""
-    from .sandbox import recording_from, rerun
+    from .recording import record as take
+    from .sandbox import rerun
     from .timeline import print_replay
 
     chosen = None if agents is None else dict(
@@ -247,7 +252,7 @@ def replay(
 
     async def go() -> Any:
         settings = Settings.from_env()
-        recording = await recording_from(settings, workflow_id, from_archive)
+        recording = await take(settings, workflow_id, from_archive)
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
     report = _run(go())

@@ -112,8 +112,14 @@ def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: I
     return recording
 
 
-async def record(settings: Settings, workflow_id: str) -> Recording:
-    """The workflow's records from the broker (to the partition's end), as a recording."""
-    async with History(settings) as reader:
+async def record(settings: Settings | None, workflow_id: str, archive: Path | None = None) -> Recording:
+    """The workflow's records to its partition's end, from the broker or an archive directory."""
+    if archive is not None:
+        from .archive import Archive
+
+        source = Archive(archive)
+        return recording_of(workflow_id, source.workflow_records(workflow_id), source.contracts().contracts.values(),
+                            source.store)
+    async with History(settings or Settings.from_env()) as reader:
         records = [r async for r in reader.records(workflow_id, to_end=True)]
         return recording_of(workflow_id, records, reader.registry.contracts.values(), reader.store)

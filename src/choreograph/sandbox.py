@@ -279,19 +279,3 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     terminate(*(p.pid for p in processes), grace_s=10)
     for process in processes:
         process.wait()
-
-
-async def recording_from(settings: Settings, workflow_id: str, archive: Path | None) -> Recording:
-    """The workflow as recorded in the broker, or in an archive directory."""
-    if archive is None:
-        from .recording import record
-
-        return await record(settings, workflow_id)
-    from .archive import Archive
-    from .recording import recording_of
-
-    source = Archive(archive)
-    return recording_of(workflow_id, source.workflow_records(workflow_id), source.contracts().contracts.values(),
-                        source.store)
-
-

@@ -3,38 +3,21 @@ read from the broker or an archive and folded with the coordinator's code (see r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
-from .graph import Graph
-from .history import History, HistoryEntry, entries_of
+from .recording import record
 from .replay import Point, catalog_for, fold
 from .replay import diff as state_diff
 from .settings import Settings
 
 
-async def read_entries(settings: Settings | None, workflow_id: str, archive: Path | None
-                       ) -> tuple[list[HistoryEntry], Mapping[str, Graph]]:
-    """The workflow's entries to its partition's end, and the registry's catalog as a fallback."""
-    if archive is not None:
-        from .archive import Archive
-
-        source = Archive(archive)
-        return source.history(workflow_id), source.catalog()
-    async with History(settings or Settings.from_env()) as reader:
-        records = [r async for r in reader.records(workflow_id, to_end=True)]
-        return entries_of(records, reader.store), reader.registry.catalog
-
-
 async def state_report(workflow_id: str, *, settings: Settings | None = None, at: Point | None = None,
                        diff: tuple[Point, Point] | None = None, archive: Path | None = None) -> dict[str, Any]:
     """`choreo state`'s JSON: a snapshot (replay.Snapshot.json), or `from`, `to`, `changes`, `events`."""
-    entries, registry_catalog = await read_entries(settings, workflow_id, archive)
-    if not entries:
-        raise ConfigurationError(f"no events of workflow {workflow_id!r}")
-    catalog = catalog_for(entries, registry_catalog)
+    recording = await record(settings, workflow_id, archive)
+    entries = recording.entries()
+    catalog = catalog_for(entries, recording.catalog())
     if diff is None:
         return fold(entries, catalog, at).json()
     before, after = fold(entries, catalog, diff[0]).json(), fold(entries, catalog, diff[1]).json()
