@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import orjson
 from conftest import ROOT, Stack, choreo
@@ -107,7 +108,9 @@ def test_state_cli_at_and_diff(stack: Stack, cli_env: dict[str, str]) -> None:
     assert at.returncode == 0, at.stderr
     state = orjson.loads(at.stdout)
     assert state["status"] == "running" and list(state["failed"]) == ["draft"]
-    by_time = orjson.loads(choreo("state", workflow_id, "--at", lines[-1]["time"], "--json", env=cli_env).stdout)
+    # --at TIME compares log timestamps (the broker's record time), not the envelope's ce_time.
+    logged = datetime.fromtimestamp(lines[-1]["timestamp"] / 1000, UTC).isoformat(timespec="milliseconds")
+    by_time = orjson.loads(choreo("state", workflow_id, "--at", logged, "--json", env=cli_env).stdout)
     assert by_time["status"] == "compensated"
     diff = orjson.loads(choreo("state", workflow_id, "--diff", str(lines[0]["offset"]), str(lines[-1]["offset"]),
                                "--json", env=cli_env).stdout)

@@ -39,7 +39,7 @@ class Point:
             raise ConfigurationError(f"{text!r} is neither an offset nor an ISO 8601 time") from exc
         if moment.tzinfo is None:
             raise ConfigurationError(f"{text!r}: give a time zone (e.g. a trailing Z for UTC)")
-        return cls(timestamp_ms=int(moment.timestamp() * 1000))
+        return cls(timestamp_ms=round(moment.timestamp() * 1000))  # int() could land a millisecond early
 
     def includes(self, entry: HistoryEntry) -> bool:
         if self.offset is not None:
