@@ -47,8 +47,12 @@ class Recording:
                     self._store.add_json(schema.avro_schema)
         return self._store
 
+    def events(self) -> list[tuple[StoredRecord, HistoryEntry]]:
+        """Each record that is an event, with its decoded entry (decoded once per call)."""
+        return [(r, e) for r in self.records if (e := entry_of(r, self.store)) is not None]
+
     def entries(self) -> list[HistoryEntry]:
-        return entries_of(self.records, self.store)
+        return [e for _, e in self.events()]
 
     def catalog(self) -> dict[str, Graph]:
         if self.contracts:
@@ -57,12 +61,9 @@ class Recording:
 
     def check(self) -> list[Mismatch]:
         """Replay through the current coordinator code; every difference from the recording."""
-        entries = self.entries()
-        values = {e.event_id: r.value or b"" for e, r in zip(entries, self._event_records(), strict=True)}
-        return check(entries, values, self.catalog(), self.final_state)
-
-    def _event_records(self) -> list[StoredRecord]:
-        return [r for r in self.records if entry_of(r, self.store) is not None]
+        events = self.events()
+        values = {e.event_id: r.value or b"" for r, e in events}
+        return check([e for _, e in events], values, self.catalog(), self.final_state)
 
     def dumps(self) -> bytes:
         header = {"format": FORMAT, "workflow_id": self.workflow_id, "workflow": self.workflow,

@@ -153,13 +153,9 @@ class _Feeder:
     the recorded order; when the re-run has diverged (an event recorded earlier never comes), after
     `patience_s` without anything new."""
 
-    def __init__(self, recording: Recording, fed: list[StoredRecord], patience_s: float) -> None:
-        store = recording.store
-        entries = [(r, entry_of(r, store)) for r in recording.records]
-        fed_at = {r.offset for r in fed}
-        self.pending = [(r, e) for r, e in entries if r.offset in fed_at]
-        self.before = {r.offset: [x.event_id for q, x in entries if x is not None and q.offset < r.offset]
-                       for r, _ in self.pending}
+    def __init__(self, events: list[tuple[StoredRecord, HistoryEntry]], fed: set[str], patience_s: float) -> None:
+        self.pending = [(r, e) for r, e in events if e.event_id in fed]
+        self.before = {r.offset: [x.event_id for q, x in events if q.offset < r.offset] for r, _ in self.pending}
         self.present: set[str] = set()
         self.patience_s = patience_s
         self.quiet_since = time.monotonic()
@@ -168,9 +164,8 @@ class _Feeder:
         self.present.add(event_id)
         self.quiet_since = time.monotonic()
 
-    def _ready(self) -> list[tuple[StoredRecord, HistoryEntry | None]]:
-        return [(r, e) for r, e in self.pending if e is None or e.causation_id is None
-                or e.causation_id in self.present]
+    def _ready(self) -> list[tuple[StoredRecord, HistoryEntry]]:
+        return [(r, e) for r, e in self.pending if e.causation_id is None or e.causation_id in self.present]
 
     def done(self) -> bool:
         """Nothing can be fed any more: whatever waits has a cause the re-run never produced."""
@@ -190,12 +185,12 @@ class _Feeder:
         return record
 
 
-async def _feed(settings: Settings, recording: Recording, fed: list[StoredRecord], timeout_s: float,
-                patience_s: float = 1.0) -> int:
-    """Publish the fed records (see _Feeder); return when the sandbox workflow has its outcome and
-    nothing more is waiting to be fed, or at the timeout."""
-    feeder = _Feeder(recording, fed, patience_s)
-    tp = TopicPartition(settings.events_topic, fed[0].partition if fed else 0)
+async def _feed(settings: Settings, recording: Recording, events: list[tuple[StoredRecord, HistoryEntry]],
+                fed: set[str], timeout_s: float, patience_s: float = 1.0) -> int:
+    """Publish the fed events (ids in `fed`, see _Feeder); return when the sandbox workflow has its
+    outcome and nothing more is waiting to be fed, or at the timeout."""
+    feeder = _Feeder(events, fed, patience_s)
+    tp = TopicPartition(settings.events_topic, events[0][0].partition if events else 0)
     key = recording.workflow_id.encode()
     sent = 0
     finished = False
@@ -229,7 +224,8 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     """Re-run the chosen steps of a recorded workflow in the sandbox NAME; compare with the recording."""
     if not _NAME.match(sandbox):
         raise ReplayError(f"sandbox name {sandbox!r}: use letters, digits, - and _")
-    entries = recording.entries()
+    events = recording.events()
+    entries = [e for _, e in events]
     graph = recording.catalog().get(recording.workflow) or catalog_for(entries).get(recording.workflow)
     if graph is None:
         raise ReplayError(f"{recording.workflow_id}: no step graph recorded (did the coordinator start it?)")
@@ -237,8 +233,7 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     root = root or project_root()
     targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}
     sources = {f"choreo://agent/{recording.workflow}/{s}" for s in steps} | {COORDINATOR_SOURCE}
-    fed = [r for r, e in zip(recording.records, [entry_of(r, recording.store) for r in recording.records],
-                             strict=True) if e is not None and e.source not in sources]
+    fed = {e.event_id for _, e in events if e.source not in sources}
     box = replace(settings, namespace=f"{settings.namespace}.sandbox.{sandbox}")
     kafka = Kafka(box)
     await kafka.ensure_topics()
@@ -246,7 +241,7 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     await _seed(box, [c for c in recording.contracts if c.step not in steps])
     processes = _start(box, root, sandbox, {"coordinator": None, **targets})
     try:
-        sent = await _feed(box, recording, fed, timeout_s)
+        sent = await _feed(box, recording, events, fed, timeout_s)
     finally:
         _stop(processes)
     async with History(box) as reader:
