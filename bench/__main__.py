@@ -23,8 +23,7 @@ from typing import Any
 
 import orjson
 
-from choreograph.broker import EmbeddedBroker
-from choreograph.settings import PROFILES, Settings
+from choreograph.transport import PROFILES, EmbeddedBroker, Settings
 
 from . import codec, history, relay, saga
 from .report import headline, print_table

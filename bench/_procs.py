@@ -8,9 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from choreograph.broker import terminate
-from choreograph.settings import Settings
-from choreograph.supervisor import ServiceSpec, spawn, wait_ready
+from choreograph.runtime import ServiceSpec, spawn, wait_ready
+from choreograph.transport import Settings, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from choreograph._registry import framework_store
-from choreograph.envelope import Envelope, Kind, fixed_headers
+from choreograph.events import Envelope, Kind, fixed_headers
+from choreograph.transport import framework_store
 
 # The example workflow's research result: a typical small payload (a topic, a few sources).
 PAYLOAD = {"topic": "EU battery supply chain", "fail_at": None,

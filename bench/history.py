@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from choreograph import Envelope, Event, Kind, Settings, WorkflowStarted
-from choreograph._kafka import Kafka
-from choreograph._registry import announce
-from choreograph.agent import load_agent
-from choreograph.envelope import derived_id, new_workflow_id
 from choreograph.events import (
     CompensationCompleted,
     CompensationRequested,
     OutcomeStatus,
     StepFailed,
     WorkflowOutcome,
+    derived_id,
+    new_workflow_id,
 )
-from choreograph.graph import Graph
-from choreograph.history import History
+from choreograph.runtime import load_agent
+from choreograph.saga import Graph
+from choreograph.timetravel import History
+from choreograph.transport import Kafka, announce
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -15,9 +15,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 
-from choreograph._kafka import Kafka
-from choreograph.envelope import Envelope, Kind
-from choreograph.settings import Settings
+from choreograph.events import Envelope, Kind
+from choreograph.transport import Kafka, Settings
 
 from ._procs import Processes, agent, cpu_seconds, python
 from .contenders.choreograph_agent import BenchPing, BenchPong

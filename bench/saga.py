@@ -12,11 +12,9 @@ from pathlib import Path
 from aiokafka import TopicPartition
 
 from choreograph import Client
-from choreograph._kafka import Kafka
-from choreograph._registry import framework_store
 from choreograph.events import WorkflowOutcome
-from choreograph.settings import Settings
-from choreograph.supervisor import ServiceSpec, discover
+from choreograph.runtime import ServiceSpec, discover
+from choreograph.transport import Kafka, Settings, framework_store
 
 from ._procs import ROOT, Processes, agent
 

@@ -1,6 +1,6 @@
 """The saga coordinator service: `python -m services.coordinator` (logic lives in the library)."""
 
-from choreograph.process import run_coordinator
+from choreograph.runtime import run_coordinator
 
 if __name__ == "__main__":
     run_coordinator()

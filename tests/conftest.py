@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from choreograph import EmbeddedBroker, Settings
-from choreograph.broker import terminate
-from choreograph.settings import PROFILES
-from choreograph.supervisor import ServiceSpec, discover, spawn, wait_ready
+from choreograph.runtime import ServiceSpec, discover, spawn, wait_ready
+from choreograph.transport import PROFILES, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 # Short enough that a SIGKILLed member leaves its group in ~3 s (Tansu honours it), long enough

@@ -13,14 +13,11 @@ import pytest
 from conftest import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually
 
 from choreograph import Envelope, Kind, history
-from choreograph._avro import AvroSchema
-from choreograph._kafka import Kafka
-from choreograph._records import StoredRecord
-from choreograph._registry import announce
-from choreograph.agent import load_agent
-from choreograph.archive import Archive, restore, write_segment
-from choreograph.envelope import new_workflow_id
 from choreograph.errors import ArchiveError
+from choreograph.events import AvroSchema, StoredRecord, new_workflow_id
+from choreograph.runtime import load_agent
+from choreograph.timetravel import Archive, restore, write_segment
+from choreograph.transport import Kafka, announce
 
 
 def records(n: int, partition: int = 0) -> list[StoredRecord]:
@@ -77,7 +74,7 @@ def events_by_source(env: dict[str, str]) -> Counter[str]:
     """How many records each source has in the events topic (read with the library, in a child)."""
     script = ("import asyncio, collections, orjson\n"
               "from aiokafka import TopicPartition\n"
-              "from choreograph import Settings\nfrom choreograph._kafka import Kafka\n"
+              "from choreograph import Settings\nfrom choreograph.transport import Kafka\n"
               "async def main():\n"
               "    s = Settings.from_env(); k = Kafka(s); c = collections.Counter()\n"
               "    tps = [TopicPartition(s.events_topic, p) for p in range(await k.partition_count(s.events_topic))]\n"
@@ -100,7 +97,7 @@ def await_groups_caught_up(env: dict[str, str], timeout_s: float = 60) -> None:
     """Until every service's group has committed the end of every events partition."""
     script = ("import asyncio, sys\n"
               "from aiokafka import TopicPartition\n"
-              "from choreograph import Settings\nfrom choreograph._kafka import Kafka\n"
+              "from choreograph import Settings\nfrom choreograph.transport import Kafka\n"
               "async def main():\n"
               "    s = Settings.from_env(); k = Kafka(s)\n"
               "    tps = [TopicPartition(s.events_topic, p) for p in range(await k.partition_count(s.events_topic))]\n"

@@ -56,9 +56,8 @@ def test_publish_rejects_invalid_goal_data_with_exit_2_and_publishes_nothing(
 
     from aiokafka import TopicPartition
 
-    from choreograph._kafka import Kafka
-    from choreograph._runtime import AgentRuntime
-    from choreograph.agent import load_agent
+    from choreograph.runtime import AgentRuntime, load_agent
+    from choreograph.transport import Kafka
 
     async def announce_then_count() -> int:
         """Goals in the log, after (re-)announcing the goal's consumer."""

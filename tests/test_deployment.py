@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from choreograph.supervisor import discover
+from choreograph.runtime import discover
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from choreograph._eager import start_eagerly
+from choreograph.runtime._eager import start_eagerly
 
 
 async def test_a_coroutine_that_never_suspends_runs_at_once_without_a_task() -> None:

@@ -15,8 +15,7 @@ from choreograph import (
     UnknownSchemaError,
     WorkflowOutcome,
 )
-from choreograph._avro import AvroSchema, SchemaStore
-from choreograph.events import FRAMEWORK_EVENTS, StepContract, schema_root
+from choreograph.events import FRAMEWORK_EVENTS, AvroSchema, SchemaStore, StepContract, schema_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

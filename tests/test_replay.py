@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from choreograph import saga
 from choreograph.errors import ConfigurationError
-from choreograph.recording import Recording
-from choreograph.replay import Point, diff, fold
+from choreograph.saga import Point, diff, fold
+from choreograph.saga import _decide as saga  # the mutation tests patch the decision module itself
+from choreograph.timetravel import Recording
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.jsonl"))
 

@@ -17,7 +17,7 @@ from sagas import (
 )
 
 from choreograph import Client, OutcomeStatus, history
-from choreograph._kafka import Kafka
+from choreograph.transport import Kafka
 
 FAIL_AT = ["research", "analyze", "chart", "draft", "review"]
 # With chart and draft in parallel, the sibling of a failing branch still completes.

@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 from conftest import Stack, choreo
 
 from choreograph import Client, OutcomeStatus
-from choreograph._kafka import Kafka
+from choreograph.transport import Kafka
 
 CHANGED_ANALYZE = '''
 from choreograph import Agent, CompensationRequested, StepContext

@@ -11,13 +11,10 @@ import orjson
 from conftest import ROOT, Stack, choreo
 
 from choreograph import Client, Coordinator
-from choreograph._kafka import Kafka
-from choreograph.history import History, history
-from choreograph.recording import Recording
-from choreograph.replay import Point, Snapshot, catalog_for, fold
-from choreograph.saga import SagaState
-from choreograph.supervisor import discover
-from choreograph.timetravel import state_report
+from choreograph.runtime import discover
+from choreograph.saga import Point, SagaState, Snapshot, catalog_for, fold
+from choreograph.timetravel import History, Recording, history, state_report
+from choreograph.transport import Kafka
 
 FAIL_AT = [None, "research", "analyze", "chart", "draft", "review", None, "review", "chart", None]
 

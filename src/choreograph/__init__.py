@@ -6,7 +6,6 @@ each workflow's state from the log and compensates completed steps when one fail
 
 from typing import TYPE_CHECKING, Any
 
-from .envelope import Envelope, Kind
 from .errors import (
     AgentDefinitionError,
     ArchiveError,
@@ -26,7 +25,9 @@ from .events import (
     CompensationCompleted,
     CompensationFailed,
     CompensationRequested,
+    Envelope,
     Event,
+    Kind,
     OutcomeStatus,
     RestoreCompleted,
     RestoreStarted,
@@ -36,35 +37,30 @@ from .events import (
     WorkflowOutcome,
     WorkflowStarted,
 )
-from .graph import Graph
-from .history import History, HistoryEntry, history
-from .replay import Point, Snapshot, fold
-from .settings import BrokerProfile, Settings
+from .saga import Graph, HistoryEntry, Point, Snapshot, fold
+from .transport._settings import BrokerProfile, Settings
 
 if TYPE_CHECKING:
-    from ._runtime import AgentRuntime
-    from .agent import Agent, StepContext
-    from .archive import Archive, restore
-    from .archiver import Archiver
-    from .broker import EmbeddedBroker
-    from .client import Client, PublishedGoal
-    from .coordinator import Coordinator
-    from .recording import Recording
+    from .runtime import Agent, AgentRuntime, Client, Coordinator, PublishedGoal, StepContext
     from .sandbox import ReplayReport, rerun
+    from .timetravel import Archive, Archiver, History, Recording, history, restore
+    from .transport import EmbeddedBroker
 
 __version__ = "0.1.0"
 
-# Imported on first use: a `choreo history` or `choreo state` process never needs the agent runtime,
-# the coordinator or the client, and a command line should start fast.
-_LAZY = {"Agent": ".agent", "StepContext": ".agent", "AgentRuntime": "._runtime", "EmbeddedBroker": ".broker",
-         "Client": ".client", "PublishedGoal": ".client", "Coordinator": ".coordinator",
-         "Archive": ".archive", "restore": ".archive", "Archiver": ".archiver", "Recording": ".recording",
-         "ReplayReport": ".sandbox", "rerun": ".sandbox"}
+# Imported on first use: `import choreograph` loads no broker client (aiokafka), and a `choreo
+# history` or `choreo state` process never needs the agent runtime, the coordinator or the client.
+_LAZY = {
+    **dict.fromkeys(["Agent", "AgentRuntime", "Client", "Coordinator", "PublishedGoal", "StepContext"], ".runtime"),
+    **dict.fromkeys(["Archive", "Archiver", "History", "Recording", "history", "restore"], ".timetravel"),
+    **dict.fromkeys(["ReplayReport", "rerun"], ".sandbox"),
+    "EmbeddedBroker": ".transport",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
+        import importlib  # deferred for start-up speed, see _LAZY
 
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value

@@ -1,3 +1,3 @@
-from .cli import main
+from .cli._app import main
 
 main()

@@ -20,14 +20,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from choreograph import Client, EmbeddedBroker, Envelope, Event, Kind, Settings
-from choreograph._kafka import Kafka
-from choreograph._registry import announce
-from choreograph.agent import load_agent
-from choreograph.broker import terminate
-from choreograph.envelope import derived_id
-from choreograph.events import CompensationCompleted, CompensationFailed, StepFailed
-from choreograph.recording import record
-from choreograph.supervisor import ServiceSpec, discover, spawn, wait_ready
+from choreograph.events import CompensationCompleted, CompensationFailed, StepFailed, derived_id
+from choreograph.runtime import ServiceSpec, discover, load_agent, spawn, wait_ready
+from choreograph.timetravel import record
+from choreograph.transport import Kafka, announce, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

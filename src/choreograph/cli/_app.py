@@ -1,0 +1,329 @@
+"""`choreo`: the command line. A thin front over the library; see README for the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from ..errors import ChoreographError, GoalValidationError
+from ..transport._settings import Settings
+
+if TYPE_CHECKING:
+    from ..saga._replay import Point
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Choreographed agent workflows on Kafka.")
+broker_app = typer.Typer(no_args_is_help=True, help="A local embedded (Tansu) broker across commands.")
+agent_app = typer.Typer(no_args_is_help=True, help="Run agents.")
+coordinator_app = typer.Typer(no_args_is_help=True, help="Run the saga coordinator.")
+app.add_typer(broker_app, name="broker")
+app.add_typer(agent_app, name="agent")
+app.add_typer(coordinator_app, name="coordinator")
+archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
+app.add_typer(archive_app, name="archive")
+
+
+def _err(message: str) -> None:
+    """An error line on stderr. Never wrapped (messages name files); rich is imported only here,
+    so a command that succeeds does not pay for it."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start a detached embedded broker (state in .choreo/) unless one is running."""
+    from ..transport._broker import LocalBroker
+
+    print(LocalBroker().start())
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the detached embedded broker."""
+    from ..transport._broker import LocalBroker
+
+    print("stopped" if LocalBroker().stop() else "not running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Print the local broker's address, or exit 1 if none runs."""
+    from ..transport._broker import LocalBroker
+
+    address = LocalBroker().status()
+    if address is None:
+        print("not running")
+        raise typer.Exit(1)
+    print(address)
+
+
+@agent_app.command("run")
+def agent_run(spec: Annotated[str, typer.Argument(help="MODULE:ATTR of an Agent")]) -> None:
+    """Run one agent in this process, in its own consumer group, until SIGTERM."""
+    from ..runtime._service import run_agent
+
+    run_agent(spec)
+
+
+@coordinator_app.command("run")
+def coordinator_run() -> None:
+    """Run the saga coordinator in this process until SIGTERM."""
+    from ..runtime._service import run_coordinator
+
+    run_coordinator()
+
+
+@app.command()
+def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 60.0) -> None:
+    """Start broker (unless configured or running), coordinator and agents in the background."""
+    from ._stack import exit_on_signals
+    from ._stack import up as start_stack
+
+    exit_on_signals()
+    for name, pid in start_stack(timeout).items():
+        print(f"{name}\tpid {pid}")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `choreo up` started."""
+    from ._stack import down as stop_stack
+
+    print(" ".join(stop_stack()) or "nothing to stop")
+
+
+@app.command()
+def publish(
+    workflow: str,
+    data: Annotated[str, typer.Option(help="goal data as a JSON object")],
+    wait: Annotated[float | None, typer.Option(help="wait up to SECONDS for the outcome")] = None,
+) -> None:
+    """Publish a goal; print {"workflow_id": ...} (and "status" with --wait)."""
+    from ..runtime._client import Client
+
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"--data is not JSON: {exc}", 2) from exc
+
+    async def go() -> dict[str, Any]:
+        async with Client(Settings.from_env(), source="choreo://cli") as client:
+            goal = await client.publish(workflow, payload)
+            result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
+                                      "partition": goal.partition, "offset": goal.offset}
+            if wait is not None:
+                outcome = await client.wait(goal, wait)
+                result["status"] = outcome.status.value if outcome else "running"
+                if outcome is not None:
+                    result["outcome"] = outcome.model_dump(mode="json")
+            return result
+
+    try:
+        print(orjson.dumps(asyncio.run(go())).decode())
+    except GoalValidationError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with Ctrl-C as a quiet exit 130 (`--follow` is usually ended that way)."""
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def history(
+    workflow_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events until the outcome")] = False,
+    to_end: Annotated[bool, typer.Option("--to-end", help="also read past the outcome, to the partition's end")
+                      ] = False,
+    since: Annotated[str | None, typer.Option(help="ISO time to start reading at (ids that are not UUIDv7)")] = None,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive", help="read an archive directory, "
+                                                      "not the broker")] = None,
+    timeout: Annotated[float | None, typer.Option(help="with --follow: give up after SECONDS")] = None,
+) -> None:
+    """A workflow's events in log order: time, offset, kind, step, source, cause, detail."""
+    from ..saga._entries import entry_of
+    from ..timetravel._history import History
+    from ._render import Timeline
+
+    since_ms = None if since is None else _point(since).timestamp_ms
+    timeline = Timeline(workflow_id, as_json=as_json, stream=follow)
+
+    async def from_broker() -> None:
+        async with History(Settings.from_env()) as reader:
+            async for record in reader.records(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
+                                               since_ms=since_ms):
+                if (entry := entry_of(record, reader.store)) is not None:
+                    timeline.add(entry)
+
+    async def from_dir(directory: Path) -> None:
+        from ..timetravel._archive import Archive
+
+        archive = Archive(directory)
+        for entry in archive.history(workflow_id):
+            timeline.add(entry)
+        for problem in archive.problems:
+            _err(f"[yellow]warning:[/yellow] {problem}")
+
+    _run(from_broker() if from_archive is None else from_dir(from_archive))
+    timeline.done()
+    if not timeline.entries:
+        raise _fail(f"no events of workflow {workflow_id!r}")
+
+
+def _point(text: str) -> Point:
+    from ..saga._replay import Point
+
+    return Point.parse(text)
+
+
+@app.command()
+def state(
+    workflow_id: str,
+    at: Annotated[str | None, typer.Option(help="OFFSET (of the workflow's partition) or ISO TIMESTAMP")] = None,
+    diff: Annotated[tuple[str, str] | None, typer.Option(help="A B: what changed between two points")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a summary")] = False,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
+    """The coordinator's view of a workflow at a point of its history (default: now), rebuilt by
+    folding its events with the coordinator's own code."""
+    from ..timetravel._state import state_report
+
+    report = _run(state_report(workflow_id, at=None if at is None else _point(at),
+                               diff=None if diff is None else (_point(diff[0]), _point(diff[1])),
+                               archive=from_archive))
+    if as_json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from ._render import print_state
+
+        print_state(report)
+
+
+@app.command()
+def record(
+    workflow_id: str,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
+    """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
+    from ..timetravel._recording import record as take
+
+    sys.stdout.buffer.write(_run(take(Settings.from_env() if from_archive is None else None, workflow_id,
+                                      from_archive)).dumps())
+
+
+@app.command()
+def replay(
+    workflow_id: str,
+    sandbox: Annotated[str, typer.Option(help="sandbox NAME: topics and groups under <namespace>.sandbox.NAME")],
+    agents: Annotated[str | None, typer.Option(help="steps to re-run, comma separated; STEP=MODULE:ATTR runs "
+                                               "that code (default: every step, or --from-step on)")] = None,
+    from_step: Annotated[str | None, typer.Option(help="re-run this step and the steps after it only")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the re-run's outcome")] = 60.0,
+    from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
+) -> None:
+    """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed
+    back; report where the re-run's events differ from the recorded ones (exit 1 if any do)."""
+    from ..sandbox._run import rerun
+    from ..timetravel._recording import record as take
+    from ._render import print_replay
+
+    chosen = None if agents is None else dict(
+        (item.split("=", 1)[0].strip(), item.split("=", 1)[1].strip() if "=" in item else None)
+        for item in agents.split(",") if item.strip())
+
+    async def go() -> Any:
+        settings = Settings.from_env()
+        recording = await take(settings, workflow_id, from_archive)
+        return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
+
+    report = _run(go())
+    if as_json:
+        print(orjson.dumps(report.json()).decode())
+    else:
+        print_replay(report)
+    if not report.identical:
+        raise typer.Exit(1)
+
+
+@archive_app.callback(invoke_without_command=True)
+def archive(
+    ctx: typer.Context,
+    to: Annotated[Path | None, typer.Option("--to", help="archive directory (created if missing)")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="return once every topic is archived to its "
+                                             "end, instead of running as a service until SIGTERM")] = False,
+    flush_interval: Annotated[float, typer.Option(help="seconds between segment writes")] = 2.0,
+) -> None:
+    """Copy every record of the namespace's topics into Avro segments under DIR (resumable)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if to is None:
+        raise _fail("give --to DIR (or a subcommand: restore)", 2)
+    from ..runtime._service import configure_logging, serve
+    from ..timetravel._archiver import Archiver
+
+    configure_logging()
+    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval)
+    if until_idle:
+        async def once() -> None:
+            async with archiver:
+                await archiver.run(until_idle=True)
+
+        _run(once())
+        print(orjson.dumps({"archived": archiver.archived, "to": str(to)}).decode())
+    else:
+        _run(serve(archiver))
+
+
+@archive_app.command("restore")
+def archive_restore(
+    directory: Path,
+    force: Annotated[bool, typer.Option("--force", help="restore even into a broker that has workflows")] = False,
+) -> None:
+    """Re-publish an archive into an empty broker: history, state and replay work again, and running
+    services treat the restored events as history, never as new work."""
+    from ..timetravel._archive import restore
+
+    report = _run(restore(Settings.from_env(), directory, force=force))
+    print(orjson.dumps(report.json()).decode())
+    for problem in report.problems:
+        _err(f"[red]error:[/red] {problem}")
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="leave everything running (stop with `choreo down`)")] = False,
+) -> None:
+    """`make run`: up, several report goals (some failing), live progress, outcomes, down."""
+    from ._demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
+def main() -> None:
+    try:
+        app()
+    except ChoreographError as exc:
+        _err(f"[red]error:[/red] {exc}")
+        sys.exit(1)

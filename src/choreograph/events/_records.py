@@ -1,0 +1,83 @@
+"""A Kafka record as choreograph stores it outside the broker: in a record file (`choreo record`),
+an archive segment, or a sandbox copy. Every byte that matters is kept, so it can be re-published."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class ConsumedRecord(Protocol):
+    """What a record read from a broker carries (aiokafka's ConsumerRecord, the memory log's record)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """Topic, partition, offset, timestamp (ms, as the broker logged it), key, value and headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, record: ConsumedRecord) -> StoredRecord:
+        return cls(record.topic, record.partition, record.offset, record.timestamp, record.key, record.value,
+                   tuple(record.headers or ()))
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """Text where the bytes are UTF-8 (keys and CloudEvents headers always are), else base64."""
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                "timestamp": self.timestamp, "key": _text(self.key),
+                "headers": [[name, _text(value)] for name, value in self.headers],
+                "value": None if self.value is None else base64.b64encode(self.value).decode()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredRecord:
+        value = data.get("value")
+        return cls(str(data["topic"]), int(data["partition"]), int(data["offset"]), int(data["timestamp"]),
+                   _bytes(data.get("key")), None if value is None else base64.b64decode(value),
+                   tuple((str(name), _bytes(v) or b"") for name, v in data.get("headers", ())))
+
+
+def _text(value: bytes | None) -> str | dict[str, str] | None:
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode()}
+
+
+def _bytes(value: str | dict[str, str] | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return base64.b64decode(value["base64"])
+    return value.encode()

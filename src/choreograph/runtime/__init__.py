@@ -1,0 +1,28 @@
+"""Running workflows: the agent declaration and its runtime, the saga coordinator service, the
+client that publishes goals and follows outcomes, and running any of them as an OS process."""
+
+from ._agent import Agent, StepContext, load_agent
+from ._agent_runtime import AgentRuntime
+from ._client import Client, Progress, PublishedGoal
+from ._coordinator import Coordinator
+from ._processes import ServiceSpec, discover, project_root, spawn, wait_ready
+from ._service import run_agent, run_coordinator, serve
+
+__all__ = [
+    "Agent",
+    "AgentRuntime",
+    "Client",
+    "Coordinator",
+    "Progress",
+    "PublishedGoal",
+    "ServiceSpec",
+    "StepContext",
+    "discover",
+    "load_agent",
+    "project_root",
+    "run_agent",
+    "run_coordinator",
+    "serve",
+    "spawn",
+    "wait_ready",
+]

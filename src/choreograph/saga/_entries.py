@@ -1,0 +1,83 @@
+"""A workflow's recorded event as history, state and replay read it: a stored record, decoded."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import DecodeError
+from ..events._avro import SchemaStore
+from ..events._envelope import Envelope, Kind
+from ..events._records import StoredRecord
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event of a workflow, as `choreo history --json` prints it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    time: str
+    type: str
+    kind: str
+    step: str | None
+    event_id: str
+    causation_id: str | None
+    source: str
+    traceparent: str | None
+    data: dict[str, Any] | None
+    workflow_id: str = ""
+    workflow: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+    def json(self) -> str:
+        return orjson.dumps(asdict(self), default=_bytes_as_base64).decode()
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(self.event_id, self.type, self.source, self.time, self.workflow, self.workflow_id,
+                        Kind(self.kind), self.step, self.causation_id, self.traceparent)
+
+
+def _bytes_as_base64(value: Any) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(type(value).__name__)
+
+
+def entry_of(record: StoredRecord, store: SchemaStore) -> HistoryEntry | None:
+    """The history entry of one record, or None for a record that is not an event."""
+    try:
+        envelope = Envelope.from_record(record.key, record.headers)
+    except DecodeError:
+        return None  # not an event; the coordinator dead-lettered it
+    data: dict[str, Any] | None = None
+    error = None
+    try:
+        data = store.decode(record.value or b"")
+    except DecodeError as exc:
+        error = str(exc)
+    return HistoryEntry(
+        topic=record.topic, partition=record.partition, offset=record.offset, timestamp=record.timestamp,
+        time=envelope.time, type=envelope.type, kind=envelope.kind.value, step=envelope.step,
+        event_id=envelope.id, causation_id=envelope.causation_id, source=envelope.source,
+        traceparent=envelope.traceparent, data=data, workflow_id=envelope.workflow_id,
+        workflow=envelope.workflow, headers=tuple((k, v.decode(errors="replace")) for k, v in record.headers),
+        error=error)
+
+
+def entries_of(records: Iterable[StoredRecord], store: SchemaStore) -> list[HistoryEntry]:
+    return [e for r in records if (e := entry_of(r, store)) is not None]
+
+
+def is_outcome(record: StoredRecord) -> bool:
+    return record.header("ce_kind") == Kind.OUTCOME.value.encode()
+
+

@@ -1,0 +1,79 @@
+"""A workflow's step graph, assembled from the contracts its agents announce.
+
+Step S depends on step T when S consumes the event T completes with. Types consumed but produced by
+no step are the workflow's goal types. No central file lists the steps: starting an agent adds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import WorkflowError
+from ..events._models import StepContract, StepNode
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Steps of one workflow with their dependencies, in a topological order."""
+
+    workflow: str
+    nodes: Mapping[str, StepNode]
+    order: tuple[str, ...] = field(default=())
+    dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, workflow: str, nodes: Iterable[StepNode]) -> Graph:
+        by_name = {n.name: n for n in nodes}
+        for node in by_name.values():
+            unknown = set(node.depends_on) - by_name.keys()
+            if unknown:
+                raise WorkflowError(f"{workflow}: step {node.name!r} depends on unknown steps {sorted(unknown)}")
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise WorkflowError(f"{workflow}: dependency cycle {' -> '.join((*path, name))}")
+            state[name] = 1
+            for dep in sorted(by_name[name].depends_on):
+                visit(dep, (*path, name))
+            state[name] = 2
+            order.append(name)
+
+        for name in sorted(by_name):
+            visit(name, ())
+        dependents = {name: frozenset(n.name for n in by_name.values() if name in n.depends_on)
+                      for name in by_name}
+        return cls(workflow, by_name, tuple(order), dependents)
+
+    @classmethod
+    def from_contracts(cls, workflow: str, contracts: Iterable[StepContract]) -> Graph:
+        mine = [c for c in contracts if c.workflow == workflow]
+        producers: dict[str, str] = {}
+        for c in mine:
+            producers.setdefault(c.completes_with.name, c.step)
+        nodes = [
+            StepNode(name=c.step, compensable=c.compensable,
+                     depends_on=sorted({producers[t.name] for t in c.consumes if t.name in producers} - {c.step}))
+            for c in mine
+        ]
+        return cls.of(workflow, nodes)
+
+    def live(self, completed: frozenset[str], failed: Iterable[str]) -> frozenset[str]:
+        """Steps that are running or may still run: not finished, and every dependency done or live."""
+        finished = completed | set(failed)
+        live: set[str] = set()
+        for name in self.order:
+            if name not in finished and all(d in completed or d in live for d in self.nodes[name].depends_on):
+                live.add(name)
+        return frozenset(live)
+
+
+def goal_types(workflow: str, contracts: Iterable[StepContract]) -> dict[str, str]:
+    """Goal event types of a workflow (name -> schema JSON): consumed, but completed by no step."""
+    mine = [c for c in contracts if c.workflow == workflow]
+    produced = {c.completes_with.name for c in mine}
+    return {t.name: t.avro_schema for c in mine for t in c.consumes if t.name not in produced}

@@ -1,0 +1,191 @@
+"""Time travel over a workflow's recorded events, with the coordinator's own decision code.
+
+`fold` rebuilds the state the coordinator held after each event (what `choreo state --at` shows);
+`check` replays a recording through the current code and lists every decision or final state that
+differs from what was recorded (what the golden tests run, like Temporal's replayer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..events._envelope import COORDINATOR_SOURCE, derived_id
+from ._decide import Decision, Fact, SagaState, fact_of, handle
+from ._entries import HistoryEntry
+from ._graph import Graph
+
+
+@dataclass(frozen=True)
+class Point:
+    """A point in a workflow's history: an offset of its partition, or a log timestamp (ms)."""
+
+    offset: int | None = None
+    timestamp_ms: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Point:
+        """`1234` is an offset; an ISO 8601 time (`2026-11-21T09:30:00Z`) is a log timestamp."""
+        if text.isdigit():
+            return cls(offset=int(text))
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigurationError(f"{text!r} is neither an offset nor an ISO 8601 time") from exc
+        if moment.tzinfo is None:
+            raise ConfigurationError(f"{text!r}: give a time zone (e.g. a trailing Z for UTC)")
+        return cls(timestamp_ms=round(moment.timestamp() * 1000))  # int() could land a millisecond early
+
+    def includes(self, entry: HistoryEntry) -> bool:
+        if self.offset is not None:
+            return entry.offset <= self.offset
+        if self.timestamp_ms is not None:
+            return entry.timestamp <= self.timestamp_ms
+        return True
+
+
+@dataclass
+class Snapshot:
+    """The coordinator's view of one workflow after the events up to a point."""
+
+    state: SagaState
+    last: HistoryEntry | None = None
+    events: int = 0
+    decided: list[Decision] = field(default_factory=list)  # taken at `last`, published right after
+
+    def json(self) -> dict[str, Any]:
+        s = self.state
+        status = s.outcome.value if s.outcome is not None else "running" if s.goal_seen else "unknown"
+        graph = None if s.graph is None else [
+            {"step": n, "depends_on": list(s.graph.nodes[n].depends_on), "compensable": s.graph.nodes[n].compensable}
+            for n in s.graph.order]
+        at = None if self.last is None else {"partition": self.last.partition, "offset": self.last.offset,
+                                             "timestamp": self.last.timestamp, "time": self.last.time}
+        return {"workflow_id": s.workflow_id, "workflow": s.workflow, "status": status, "at": at,
+                "events_folded": self.events, "goal_seen": s.goal_seen, "graph": graph,
+                "completed": sorted(s.completed), "failed": dict(sorted(s.failed.items())),
+                "compensation_requested": sorted(s.compensation_requested), "compensated": sorted(s.compensated),
+                "compensation_failed": dict(sorted(s.compensation_failed.items())),
+                "outcome": None if s.outcome is None else s.outcome.value,
+                "decided": [_decision_json(d) for d in self.decided]}
+
+
+def _decision_json(decision: Decision) -> dict[str, Any]:
+    return {"kind": decision.kind.value, "step": decision.step, "type": decision.event.type_name()}
+
+
+def catalog_for(entries: Iterable[HistoryEntry], fallback: Mapping[str, Graph] | None = None) -> Mapping[str, Graph]:
+    """The graph the coordinator gave this workflow: the one its recorded WorkflowStarted names.
+    Before the coordinator recorded one, `fallback` (the registry's current catalog) stands in."""
+    for entry in entries:
+        fact = _fact(entry)
+        if fact is not None and fact.graph is not None:
+            return {fact.workflow: fact.graph}
+    return fallback or {}
+
+
+def _fact(entry: HistoryEntry) -> Fact | None:
+    """The coordinator's reading of an entry; None for what it dead-letters (an unreadable payload)."""
+    if entry.error is not None or entry.data is None:
+        return None
+    try:
+        return fact_of(entry.envelope, entry.data)
+    except ValueError:
+        return None
+
+
+def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: Point | None = None) -> Snapshot:
+    """The state a coordinator that handled these events live held after the last one within
+    `until`: each event goes through saga.handle, the coordinator's own code, decisions included.
+    Like the coordinator, it ignores everything after the outcome."""
+    snapshot: Snapshot | None = None
+    for entry in entries:
+        if until is not None and not until.includes(entry):
+            break
+        if snapshot is None:
+            snapshot = Snapshot(SagaState(entry.workflow_id))
+        snapshot.last, snapshot.events = entry, snapshot.events + 1
+        snapshot.decided = []
+        if snapshot.state.finished or (fact := _fact(entry)) is None:
+            continue
+        snapshot.state, snapshot.decided = handle(snapshot.state, fact, catalog)
+    return snapshot or Snapshot(SagaState(""))
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What changed between two snapshots' JSON: sets as added/removed, other fields as from/to."""
+    changes: dict[str, Any] = {}
+    for name in before.keys() | after.keys():
+        if name in ("at", "events_folded", "decided"):
+            continue
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, str) for x in [*a, *b]):
+            changes[name] = {"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b))}
+        elif isinstance(a, dict) and isinstance(b, dict):
+            changes[name] = {"added": {k: v for k, v in b.items() if k not in a},
+                             "removed": {k: v for k, v in a.items() if k not in b}}
+        else:
+            changes[name] = {"from": a, "to": b}
+    return dict(sorted(changes.items()))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One way the current code departs from a recorded run."""
+
+    index: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"decision {self.index}: {self.what}" if self.index >= 0 else self.what
+
+
+def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Mapping[str, Graph],
+          final_state: Mapping[str, Any] | None) -> list[Mismatch]:
+    """Replay everything but the coordinator's own events through saga.handle and compare the
+    decisions with the coordinator events recorded (id, kind, step, type, cause, payload bytes, order)
+    and the final state with `final_state`. `values` maps event ids to recorded payload bytes."""
+    recorded = [e for e in entries if e.source == COORDINATOR_SOURCE]
+    emitted: list[tuple[str | None, Decision, SagaState]] = []
+    state: SagaState | None = None
+    for entry in entries:
+        if entry.source == COORDINATOR_SOURCE:
+            continue
+        state = state or SagaState(entry.workflow_id)
+        if state.finished or (fact := _fact(entry)) is None:
+            continue
+        state, decisions = handle(state, fact, catalog)
+        emitted.extend((entry.event_id, d, state) for d in decisions)
+    problems: list[Mismatch] = []
+    for index, (want, got) in enumerate(zip(recorded, emitted, strict=False)):
+        cause, decision, after = got
+        event_id = derived_id(after.workflow_id, decision.kind.value, decision.step or "")
+        checks = [("kind", want.kind, decision.kind.value), ("step", want.step, decision.step),
+                  ("type", want.type, decision.event.type_name()), ("event id", want.event_id, event_id)]
+        if want.causation_id is not None:  # None: settled after a coordinator restart, cause unknown
+            checks.append(("cause", want.causation_id, cause))
+        for name, expected, actual in checks:
+            if expected != actual:
+                problems.append(Mismatch(index, f"recorded {want.kind} {want.step or ''}: "
+                                                f"{name} {actual!r} now, {expected!r} recorded"))
+                break
+        else:
+            if values.get(want.event_id) != decision.event.encode():
+                problems.append(Mismatch(index, f"{want.kind} {want.step or ''} payload differs: "
+                                                f"{decision.event.model_dump(mode='json')} != {want.data}"))
+    for want in recorded[len(emitted):]:
+        problems.append(Mismatch(len(emitted), f"recorded {want.kind} {want.step or ''} was not decided"))
+    for _, decision, _ in emitted[len(recorded):]:
+        problems.append(Mismatch(len(recorded), f"decided {decision.kind.value} {decision.step or ''}, "
+                                                "which the recording does not have"))
+    if final_state is not None and state is not None:
+        now = Snapshot(state).json()
+        changed = diff(dict(final_state), now)
+        if changed:
+            problems.append(Mismatch(-1, f"final state differs: {changed}"))
+    return problems

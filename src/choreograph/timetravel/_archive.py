@@ -1,0 +1,235 @@
+"""The archive: every record of a namespace's topics in Avro Object Container Files on disk, so
+history, state and replay outlive a memory-only broker.
+
+Layout: DIR/<topic>/<YYYY-MM-DDTHH>/<partition>-<first offset>-<last offset>.avro, one segment per
+topic, partition and hour of the records' timestamps (UTC), each record byte for byte with its key,
+headers, offset and timestamp (schema: schemas/choreograph/archived_record.avsc). Segments are
+written to a temporary name and renamed when complete, so a reader never sees half a segment.
+`Archiver` (archiver.py) writes them; `Archive` reads them; `restore` re-publishes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import fastavro
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from ..errors import ArchiveError
+from ..events._avro import SchemaStore
+from ..events._envelope import RESTORE_SOURCE, Envelope, Kind, new_event_id
+from ..events._models import Event, RestoreCompleted, RestoreStarted, load_schema, schema_root
+from ..events._records import StoredRecord
+from ..saga._entries import HistoryEntry, entries_of
+from ..saga._graph import Graph
+from ..transport._kafka import Kafka
+from ..transport._registry import Contracts
+from ..transport._restore import MARKER_TYPES
+from ..transport._settings import Settings
+
+SCHEMA = fastavro.parse_schema(dict(load_schema(schema_root() / "archive" / "archived_record.avsc").source))
+SEGMENT = re.compile(r"^(\d+)-(\d+)-(\d+)\.avro$")
+
+
+def hour_of(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%dT%H")
+
+
+def segment_path(root: Path, topic: str, partition: int, records: list[StoredRecord]) -> Path:
+    return root / topic / hour_of(records[0].timestamp) / f"{partition}-{records[0].offset}-{records[-1].offset}.avro"
+
+
+def write_segment(path: Path, records: list[StoredRecord]) -> None:
+    """Write one complete segment: to a temporary file, flushed to disk, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".avro.part")
+    rows = ({"topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
+             "key": r.key, "value": r.value, "headers": [{"name": k, "value": v} for k, v in r.headers]}
+            for r in records)
+    with open(partial, "wb") as out:
+        fastavro.writer(out, SCHEMA, rows, codec="deflate",
+                        metadata={"choreograph.topic": records[0].topic,
+                                  "choreograph.partition": str(records[0].partition)})
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    path: Path
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class Archive:
+    """Reads an archive directory. A damaged segment is reported in `problems` (file and position)
+    and the records before the damage are still returned."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise ArchiveError(f"{root}: no such archive directory")
+        self.root = root
+        self.problems: list[str] = []
+        self._store: SchemaStore | None = None
+        self._contracts: Contracts | None = None
+
+    def segments(self, topic_suffix: str | None = None) -> list[SegmentRef]:
+        found = []
+        for path in self.root.glob("*/*/*.avro"):
+            match = SEGMENT.match(path.name)
+            topic = path.parent.parent.name
+            if match is None or (topic_suffix is not None and not topic.endswith(topic_suffix)):
+                continue
+            found.append(SegmentRef(path, topic, int(match[1]), int(match[2]), int(match[3])))
+        return sorted(found, key=lambda s: (s.topic, s.partition, s.first, s.last, str(s.path)))
+
+    def read_segment(self, segment: SegmentRef) -> Iterator[StoredRecord]:
+        with open(segment.path, "rb") as stream:
+            yield from self._rows(segment.path, stream)
+
+    def _rows(self, path: Path, stream: BinaryIO) -> Iterator[StoredRecord]:
+        index = 0
+        try:
+            for row in fastavro.reader(stream):
+                assert isinstance(row, dict)
+                yield StoredRecord(row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"],
+                                   row["value"], tuple((h["name"], h["value"]) for h in row["headers"]))
+                index += 1
+        except Exception as exc:  # fastavro raises assorted types on damage (EOF, bad sync, zlib, ...)
+            self.problems.append(f"{path}: damaged at byte {stream.tell()} after {index} records "
+                                 f"({type(exc).__name__}: {exc or 'truncated'}); the records before it are used")
+
+    def records(self, topic_suffix: str | None = None) -> Iterator[StoredRecord]:
+        """Every record, per topic and partition in offset order, each offset once."""
+        seen: set[tuple[str, int, int]] = set()
+        for segment in self.segments(topic_suffix):
+            for record in self.read_segment(segment):
+                where = (record.topic, record.partition, record.offset)
+                if where not in seen:  # a segment re-written after a crash before its commit
+                    seen.add(where)
+                    yield record
+
+    def contracts(self) -> Contracts:
+        """The archived step contracts (and their schemas), as a registry reader knew them."""
+        if self._contracts is None:
+            self._contracts = Contracts()
+            for record in self.records(".registry"):
+                self._contracts.apply(record.value)
+        return self._contracts
+
+    @property
+    def store(self) -> SchemaStore:
+        return self.contracts().store
+
+    def catalog(self) -> Mapping[str, Graph]:
+        return self.contracts().catalog
+
+    def workflow_records(self, workflow_id: str) -> list[StoredRecord]:
+        key = workflow_id.encode()
+        return [r for r in self.records(".events") if r.key == key]
+
+    def history(self, workflow_id: str) -> list[HistoryEntry]:
+        return entries_of(self.workflow_records(workflow_id), self.store)
+
+
+
+@dataclass
+class RestoreReport:
+    restore_id: str
+    records: dict[str, int]  # by target topic
+    problems: list[str]
+
+    def json(self) -> dict[str, Any]:
+        return {"restore_id": self.restore_id, "records": self.records, "problems": self.problems}
+
+
+_SUFFIXES = (".events", ".registry", ".deadletter")
+
+
+async def restore(settings: Settings, root: Path, *, force: bool = False) -> RestoreReport:
+    """Re-publish an archive into this namespace's topics, each partition inside a restore bracket
+    (see _restore), with the original keys, headers, values, timestamps, partitions and order.
+
+    Running services learn from the restored records and never act on them; a new agent group
+    starts at the end; so a restore repeats no side effect and adds no event besides its markers.
+    Offsets shift by what the partition held before (agents' announcements, the opening marker).
+    """
+    archive = Archive(root)
+    targets = {".events": settings.events_topic, ".registry": settings.registry_topic,
+               ".deadletter": settings.deadletter_topic}
+    groups: dict[tuple[str, int], list[StoredRecord]] = {}
+    sources: dict[str, set[str]] = {}
+    for record in archive.records():
+        suffix = next((x for x in _SUFFIXES if record.topic.endswith(x)), None)
+        if suffix is None:
+            continue
+        sources.setdefault(suffix, set()).add(record.topic)
+        groups.setdefault((targets[suffix], record.partition), []).append(record)
+    for suffix, topics in sources.items():
+        if len(topics) > 1:
+            raise ArchiveError(f"{root}: holds several namespaces' {suffix[1:]} topics {sorted(topics)}")
+    kafka = Kafka(settings)
+    await kafka.ensure_topics()
+    for topic in {t for t, _ in groups}:
+        count = await kafka.partition_count(topic)
+        wanted = 1 + max(p for t, p in groups if t == topic)
+        if wanted > count:
+            raise ArchiveError(f"{topic} has {count} partitions; the archive needs {wanted} (create it so)")
+    if not force:
+        await refuse_unless_empty(kafka, settings)
+    restore_id = new_event_id()
+    counts: dict[str, int] = {}
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        for (topic, partition), records in sorted(groups.items()):
+            await _restore_partition(producer, topic, partition, records, restore_id, str(root))
+            counts[topic] = counts.get(topic, 0) + len(records)
+    finally:
+        await producer.stop()
+    return RestoreReport(restore_id, counts, archive.problems)
+
+
+async def _restore_partition(producer: AIOKafkaProducer, topic: str, partition: int, records: list[StoredRecord],
+                             restore_id: str, archive: str) -> None:
+    until = max(r.timestamp for r in records)
+    opening = RestoreStarted(restore_id=restore_id, archive=archive, records=len(records), until_timestamp=until)
+    closing = RestoreCompleted(restore_id=restore_id, records=len(records))
+    await _send_marker(producer, topic, partition, opening, restore_id)
+    futures = [await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), partition=partition,
+                                   timestamp_ms=r.timestamp) for r in records]
+    await asyncio.gather(*futures)
+    await _send_marker(producer, topic, partition, closing, restore_id)
+
+
+async def _send_marker(producer: AIOKafkaProducer, topic: str, partition: int, marker: Event, restore_id: str) -> None:
+    envelope = Envelope.new(type=marker.type_name(), source=RESTORE_SOURCE, workflow="",
+                            workflow_id=f"restore/{restore_id}", kind=Kind.OTHER)
+    await producer.send_and_wait(topic, value=marker.encode(), key=envelope.key, headers=envelope.headers(),
+                                 partition=partition)
+
+
+async def refuse_unless_empty(kafka: Kafka, settings: Settings,
+                             hint: str = "restore into an empty broker, or pass --force") -> None:
+    """An archive goes into a broker that has no workflows yet (agents' announcements are fine)."""
+    topic = settings.events_topic
+    tps = [TopicPartition(topic, p) for p in range(await kafka.partition_count(topic))]
+    async for record in kafka.read(tps):
+        kind = dict(record.headers).get("ce_kind")
+        event_type = dict(record.headers).get("ce_type")
+        if event_type in MARKER_TYPES:
+            raise ArchiveError(f"{topic} already holds a restore (marker at partition {record.partition} "
+                               f"offset {record.offset}); {hint}")
+        if kind is not None and kind != b"other":
+            raise ArchiveError(f"{topic} already holds workflow events (partition {record.partition} offset "
+                               f"{record.offset}); {hint}")

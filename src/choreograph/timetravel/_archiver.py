@@ -1,0 +1,159 @@
+"""`choreo archive --to DIR`: a service that copies every record of the namespace's topics into
+archive segments (see archive.py), in its own consumer group, resumable from its committed position.
+
+Records are buffered and written as complete segments every `flush_interval_s` (and when a buffer
+holds `segment_records`); only then are their offsets committed. A crash between the two re-writes
+those records in another segment, and readers keep each (topic, partition, offset) once. Records a
+restore re-published (inside a restore bracket) are already in an archive and are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from ..errors import ArchiveError
+from ..events._records import StoredRecord
+from ..transport._kafka import Kafka, Rebalance
+from ..transport._lifecycle import ServiceBase
+from ..transport._offsets import Cadence, PartitionProgress, commit_progress
+from ..transport._restore import MARKER_TYPES, on_marker
+from ..transport._settings import Settings
+from ._archive import Archive, hour_of, segment_path, write_segment
+
+log = logging.getLogger("choreograph.archive")
+
+
+class Archiver(ServiceBase):
+    """`async with Archiver(settings, Path("archive")) as a: await a.run(until_idle=True)`"""
+
+    def __init__(self, settings: Settings, root: Path, *, flush_interval_s: float = 2.0,
+                 segment_records: int = 50_000, ready_file: Path | None = None) -> None:
+        self.settings = settings
+        self.root = root
+        self.archived = 0
+        self._kafka = Kafka(settings)
+        self._flush_due = Cadence(flush_interval_s)
+        self._segment_records = segment_records
+        self._ready_file = ready_file
+        self._topics = [settings.events_topic, settings.registry_topic, settings.deadletter_topic]
+        self._buffers: dict[TopicPartition, list[StoredRecord]] = {}
+        self._progress: dict[TopicPartition, PartitionProgress] = {}
+        self._assigned = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer  # made in start(), inside the running loop
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        await self._kafka.ensure_topics()
+        self._consumer = self._kafka.consumer(group_id=self.settings.archive_group, max_poll_records=5000)
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=Rebalance(self._on_assigned, self._on_revoked))
+        await self._assigned.wait()
+        if self._ready_file is not None:
+            self._ready_file.write_text("archive")
+        log.info("archiving %s to %s", ", ".join(self._topics), self.root)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        try:
+            await self._flush()
+        finally:
+            await self._consumer.stop()
+
+    async def run(self, until_idle: bool = False) -> None:
+        """Archive until stop is requested, or (`until_idle`) until a look at every partition's end
+        finds nothing left to read."""
+        ends = await self._ends() if until_idle else {}
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batch.items():
+                progress = self._progress.setdefault(tp, PartitionProgress(records[0].offset))
+                for record in records:
+                    self._take(tp, progress, record)
+            if any(len(b) >= self._segment_records for b in self._buffers.values()) or self._flush_due():
+                await self._flush()
+            if until_idle and await self._caught_up(ends):
+                ends = await self._ends()
+                if await self._caught_up(ends):
+                    return
+
+    def _take(self, tp: TopicPartition, progress: PartitionProgress, record: ConsumerRecord) -> None:
+        progress.seen(record.offset)
+        event_type = None
+        for name, value in record.headers:
+            if name == "ce_type":
+                event_type = value
+        if event_type in MARKER_TYPES:
+            assert event_type is not None
+            on_marker(progress, event_type, record.value, record.offset)
+            return
+        if progress.is_history(record.timestamp):
+            return  # re-published from an archive by a restore
+        self._buffers.setdefault(tp, []).append(StoredRecord.of(record))
+
+    async def _ends(self) -> dict[TopicPartition, int]:
+        return await self._kafka.end_offsets(self._consumer.assignment())
+
+    async def _caught_up(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if tp in self._consumer.assignment() and await self._consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _flush(self) -> None:
+        """Write every buffer as complete segments (one per hour it spans), then commit past them."""
+        for tp, records in list(self._buffers.items()):
+            run: list[StoredRecord] = []
+            for record in records:
+                if run and hour_of(record.timestamp) != hour_of(run[0].timestamp):
+                    await asyncio.to_thread(write_segment, segment_path(self.root, tp.topic, tp.partition, run), run)
+                    run = []
+                run.append(record)
+            if run:
+                await asyncio.to_thread(write_segment, segment_path(self.root, tp.topic, tp.partition, run), run)
+            self.archived += len(records)
+        self._buffers.clear()
+        await commit_progress(self._consumer, self._progress)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            position = await self._resume_at(tp, committed)
+            if position is None:
+                await self._consumer.seek_to_beginning(tp)
+                position = await self._consumer.position(tp)
+            else:
+                self._consumer.seek(tp, position)
+            self._progress[tp] = PartitionProgress(position)
+        self._assigned.set()
+
+    async def _resume_at(self, tp: TopicPartition, committed: int | None) -> int | None:
+        """Where to resume: past the committed offset, or past the last archived record when the
+        broker still holds that very record (segments written, commit lost). A directory whose
+        last record the broker does not hold is the archive of another log: refused."""
+        archive = Archive(self.root)
+        mine = [s for s in archive.segments() if s.topic == tp.topic and s.partition == tp.partition]
+        if not mine:
+            return committed
+        last = max(mine, key=lambda s: s.last)
+        if committed is not None and committed > last.last:
+            return committed
+        archived = [r for r in archive.read_segment(last) if r.offset == last.last]
+        async with self._kafka.reader([tp]) as reader:
+            reader.seek(tp, last.last)
+            batch = await reader.getmany(tp, timeout_ms=2000)
+        held = [StoredRecord.of(r) for r in batch.get(tp, ()) if r.offset == last.last]
+        if not archived or not held or held[0] != archived[0]:
+            raise ArchiveError(f"{self.root} holds an archive of another log: {tp.topic}[{tp.partition}] offset "
+                               f"{last.last} differs from the broker's; archive into a new directory")
+        return last.last + 1
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._flush()
+        for tp in revoked:
+            self._progress.pop(tp, None)
+

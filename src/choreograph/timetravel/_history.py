@@ -1,0 +1,95 @@
+"""A workflow's history: its events in log order, decoded.
+
+The workflow id is the record key, so the whole history is on one partition of the events topic, and
+a UUIDv7 workflow id carries its goal's publication time: the reader asks the broker for the first
+offset at that time (ListOffsets by timestamp) and reads from there to the workflow's outcome, not
+the partition from its start. Ids of other shapes are read from the partition's start (or --since).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ..events._avro import SchemaStore
+from ..events._envelope import workflow_time_ms
+from ..events._records import StoredRecord
+from ..saga._entries import HistoryEntry, entries_of, is_outcome
+from ..transport._kafka import Kafka
+from ..transport._registry import Registry
+from ..transport._settings import Settings
+
+# How far before the id's time to start reading. Kafka indexes CreateTime, which the client that
+# made the id also stamps; Tansu indexes the broker's append time (measured: its ListOffsets by
+# timestamp ignores the records' own timestamps), which follows the id unless clocks are skewed.
+SEEK_SLACK_MS = 1_000
+
+
+class History:
+    """Reads workflows' records from the events topic: `async with History(settings) as h: ...`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._kafka = Kafka(settings)
+        self.registry = Registry(self._kafka)
+        self.scanned = 0  # records fetched from the broker, the workflow's and others'
+
+    async def __aenter__(self) -> History:
+        await self.registry.start()
+        await self.registry.catch_up()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.registry.stop()
+
+    @property
+    def store(self) -> SchemaStore:
+        return self.registry.store
+
+    async def records(self, workflow_id: str, *, to_end: bool = False, follow: bool = False,
+                      timeout_s: float | None = None, since_ms: int | None = None) -> AsyncIterator[StoredRecord]:
+        """The workflow's records in log order, up to its outcome (`to_end`: up to the partition's
+        end, for records written after the outcome). `follow`: wait for new ones until the outcome
+        or `timeout_s`."""
+        topic = self.settings.events_topic
+        tp = TopicPartition(topic, self._kafka.partition_for(workflow_id.encode(),
+                                                              await self._kafka.partition_count(topic)))
+        key = workflow_id.encode()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        async with self._kafka.reader([tp]) as consumer:
+            end = (await self._kafka.true_ends(consumer, [tp]))[tp]
+            await self._seek_start(consumer, tp, end, workflow_id if since_ms is None else None, since_ms)
+            while True:
+                if not follow and await consumer.position(tp) >= end:
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                self.scanned += len(batch.get(tp, ()))
+                for record in batch.get(tp, ()):
+                    if not follow and record.offset >= end:
+                        return
+                    if record.key != key:
+                        continue
+                    stored = StoredRecord.of(record)
+                    yield stored
+                    if (follow or not to_end) and is_outcome(stored):
+                        return
+
+    async def _seek_start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
+                          workflow_id: str | None, since_ms: int | None) -> None:
+        at = since_ms if workflow_id is None else workflow_time_ms(workflow_id)
+        if at is None:
+            await consumer.seek_to_beginning(tp)
+            return
+        found = (await consumer.offsets_for_times({tp: max(0, at - SEEK_SLACK_MS)}))[tp]
+        # Nothing logged since then: Kafka answers None, Tansu offset 0 with timestamp -1.
+        consumer.seek(tp, end if found is None or found.timestamp < 0 else found.offset)
+
+
+async def history(settings: Settings, workflow_id: str, *, to_end: bool = False) -> list[HistoryEntry]:
+    """The workflow's events in log order (see History.records)."""
+    async with History(settings) as reader:
+        return entries_of([r async for r in reader.records(workflow_id, to_end=to_end)], reader.store)

@@ -1,0 +1,127 @@
+"""Recordings: one workflow's records with what is needed to replay them anywhere, in a file.
+
+`choreo record WORKFLOW_ID > file` writes one; tests/golden/ holds recordings the golden tests fold
+through the current coordinator code. JSON lines: a header object (format, workflow, the step
+contracts its graph came from, the final state as recorded), then one record per line, byte exact
+(value in base64) with a readable `event` beside it that loading ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ConfigurationError, DecodeError
+from ..events._avro import SchemaStore
+from ..events._models import StepContract
+from ..events._records import StoredRecord
+from ..saga._entries import HistoryEntry, entries_of, entry_of
+from ..saga._graph import Graph
+from ..saga._replay import Mismatch, catalog_for, check, fold
+from ..transport._registry import framework_store
+from ..transport._settings import Settings
+from ._history import History
+
+FORMAT = "choreograph-recording/1"
+
+
+@dataclass
+class Recording:
+    workflow_id: str
+    workflow: str
+    contracts: list[StepContract]
+    records: list[StoredRecord]
+    final_state: dict[str, Any] | None = None
+    _store: SchemaStore | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> SchemaStore:
+        """Framework schemas plus every schema the workflow's contracts announce."""
+        if self._store is None:
+            self._store = framework_store()
+            for contract in self.contracts:
+                for schema in (*contract.consumes, contract.completes_with):
+                    self._store.add_json(schema.avro_schema)
+        return self._store
+
+    def events(self) -> list[tuple[StoredRecord, HistoryEntry]]:
+        """Each record that is an event, with its decoded entry (decoded once per call)."""
+        return [(r, e) for r in self.records if (e := entry_of(r, self.store)) is not None]
+
+    def entries(self) -> list[HistoryEntry]:
+        return [e for _, e in self.events()]
+
+    def catalog(self) -> dict[str, Graph]:
+        if self.contracts:
+            return {self.workflow: Graph.from_contracts(self.workflow, self.contracts)}
+        return dict(catalog_for(self.entries()))
+
+    def check(self) -> list[Mismatch]:
+        """Replay through the current coordinator code; every difference from the recording."""
+        events = self.events()
+        values = {e.event_id: r.value or b"" for r, e in events}
+        return check([e for _, e in events], values, self.catalog(), self.final_state)
+
+    def dumps(self) -> bytes:
+        header = {"format": FORMAT, "workflow_id": self.workflow_id, "workflow": self.workflow,
+                  "contracts": [c.model_dump(mode="json") for c in self.contracts],
+                  "final_state": self.final_state}
+        lines = [orjson.dumps(header)]
+        for record in self.records:
+            line = record.to_json()
+            entry = entry_of(record, self.store)
+            if entry is not None:
+                line["event"] = {"kind": entry.kind, "step": entry.step, "type": entry.type, "data": entry.data}
+            lines.append(orjson.dumps(line))
+        return b"\n".join(lines) + b"\n"
+
+    @classmethod
+    def loads(cls, text: bytes, name: str = "<recording>") -> Recording:
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            header = orjson.loads(lines[0])
+            if header.get("format") != FORMAT:
+                raise ConfigurationError(f"{name}: not a choreograph recording (format {header.get('format')!r})")
+            contracts = [StepContract.model_validate(c) for c in header["contracts"]]
+            records = [StoredRecord.from_json(orjson.loads(line)) for line in lines[1:]]
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ConfigurationError(f"{name}: unreadable recording: {exc}") from exc
+        return cls(header["workflow_id"], header["workflow"], contracts, records, header.get("final_state"))
+
+    @classmethod
+    def load(cls, path: Path) -> Recording:
+        return cls.loads(path.read_bytes(), str(path))
+
+
+def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: Iterable[StepContract],
+                 store: SchemaStore) -> Recording:
+    records = list(records)
+    entries = entries_of(records, store)
+    if not entries:
+        raise ConfigurationError(f"no events of workflow {workflow_id!r}")
+    workflow = entries[0].workflow
+    mine = [c for c in contracts if c.workflow == workflow]
+    recording = Recording(workflow_id, workflow, mine, records)
+    try:
+        snapshot = fold(entries, recording.catalog()).json()
+    except DecodeError as exc:
+        raise ConfigurationError(f"cannot fold {workflow_id}: {exc}") from exc
+    recording.final_state = {k: v for k, v in snapshot.items() if k not in ("at", "events_folded", "decided")}
+    return recording
+
+
+async def record(settings: Settings | None, workflow_id: str, archive: Path | None = None) -> Recording:
+    """The workflow's records to its partition's end, from the broker or an archive directory."""
+    if archive is not None:
+        from ._archive import Archive
+
+        source = Archive(archive)
+        return recording_of(workflow_id, source.workflow_records(workflow_id), source.contracts().contracts.values(),
+                            source.store)
+    async with History(settings or Settings.from_env()) as reader:
+        records = [r async for r in reader.records(workflow_id, to_end=True)]
+        return recording_of(workflow_id, records, reader.registry.contracts.values(), reader.store)
