@@ -1,31 +1,48 @@
-"""The one seam to Kafka: every client choreograph creates is made here, with the broker profile.
+"""The Kafka transport: the port over aiokafka, with the broker profile. Every aiokafka client
+choreograph creates is made here, so broker quirks and topic layout stay in one place.
 
-Nothing else imports aiokafka's constructors, so broker quirks and topic layout stay in one place.
+The producer is aiokafka's own (it already is a `Producer`): one send per event is the hot path,
+and nothing is put in front of it. Consumers are wrapped thinly (see `_kafka_consumer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
 
 from ..errors import BrokerUnavailable
+from ._kafka_consumer import KafkaConsumer
+from ._partitioner import partition_for
+from ._port import Consumer, Producer, Record, TopicPartition, Transport
+from ._reading import read_records
 from ._settings import Settings
 
 
-class Kafka:
-    """Factory for producers, consumers and topic administration under one Settings."""
+class KafkaTransport:
+    """Producers, consumers and topic administration under one Settings, on a Kafka broker.
+
+    Args:
+        settings: Where the broker is, its profile, and the namespace.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def producer(self, **overrides: Any) -> AIOKafkaProducer:
+    def producer(self, **overrides: Any) -> Producer:
+        """An `AIOKafkaProducer` with the profile's options. See `Transport.producer`.
+
+        Args:
+            **overrides: aiokafka producer options.
+
+        Returns:
+            The producer, not started.
+        """
         profile = self.settings.broker
         options: dict[str, Any] = {
             "bootstrap_servers": self.settings.bootstrap_servers, "linger_ms": profile.linger_ms,
@@ -36,9 +53,20 @@ class Kafka:
             "max_batch_size": 256 * 1024,
         }
         options.update(overrides)
-        return AIOKafkaProducer(**options)
+        producer: Producer = AIOKafkaProducer(**options)
+        return producer
 
-    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
+    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
+        """A wrapped `AIOKafkaConsumer` with the profile's options. See `Transport.consumer`.
+
+        Args:
+            *topics: Topics to subscribe to at start.
+            group_id: Its group, or None.
+            **overrides: aiokafka consumer options.
+
+        Returns:
+            The consumer, not started.
+        """
         profile = self.settings.broker
         options: dict[str, Any] = {
             "bootstrap_servers": self.settings.bootstrap_servers, "group_id": group_id,
@@ -48,11 +76,18 @@ class Kafka:
             "auto_offset_reset": "earliest", "max_poll_records": 500,
         }
         options.update(overrides)
-        return AIOKafkaConsumer(*topics, **options)
+        return KafkaConsumer(AIOKafkaConsumer(*topics, **options), options["group_id"])
 
     @contextlib.asynccontextmanager
-    async def reader(self, partitions: Iterable[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
-        """A group-less consumer assigned to `partitions`, stopped safely on exit."""
+    async def reader(self, partitions: Iterable[TopicPartition]) -> AsyncIterator[Consumer]:
+        """A group-less consumer assigned to `partitions`, stopped safely on exit.
+
+        Args:
+            partitions: The partitions to assign.
+
+        Yields:
+            The started consumer.
+        """
         consumer = self.consumer(group_id=None)
         await consumer.start()
         try:
@@ -62,14 +97,24 @@ class Kafka:
             await self.stop_reader(consumer)
 
     @staticmethod
-    async def stop_reader(consumer: AIOKafkaConsumer) -> None:
-        # aiokafka: stopping a group-less consumer before its background reset task first ran
-        # raises CancelledError out of stop(); one turn of the loop lets that task start.
-        await asyncio.sleep(0)
+    async def stop_reader(consumer: Consumer) -> None:
+        """Stop a group-less consumer (the aiokafka workaround is in `KafkaConsumer.stop`).
+
+        Args:
+            consumer: The consumer.
+        """
         await consumer.stop()
 
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
+        """A started admin client, closed on exit.
+
+        Yields:
+            The client.
+
+        Raises:
+            BrokerUnavailable: The broker cannot be reached.
+        """
         client = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
         try:
             await client.start()
@@ -96,25 +141,56 @@ class Kafka:
                     await admin.create_topics(missing)
 
     async def partition_count(self, topic: str) -> int:
+        """How many partitions `topic` has, from the admin API.
+
+        Args:
+            topic: An existing topic.
+
+        Returns:
+            The count.
+        """
         async with self.admin() as admin:
             described = await admin.describe_topics([topic])
         return len(described[0]["partitions"])
 
     def partition_for(self, key: bytes, partitions: int) -> int:
-        """The partition the default (murmur2) partitioner assigns a key to, as Java clients do."""
-        return int(murmur2(key) & 0x7FFFFFFF) % partitions
+        """The partition the default (murmur2) partitioner assigns a key to, as Java clients do.
+
+        Args:
+            key: The record key.
+            partitions: The partition count.
+
+        Returns:
+            The partition.
+        """
+        return partition_for(key, partitions)
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The true log end of each partition (the offset the next record will get)."""
+        """The true log end of each partition (the offset the next record will get).
+
+        Args:
+            partitions: Any partitions.
+
+        Returns:
+            End offset by partition.
+        """
         tps = list(partitions)
         if not tps:
             return {}
         async with self.reader(tps) as consumer:
             return await self.true_ends(consumer, tps)
 
-    async def true_ends(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """End offsets through a reader assigned to `tps`; moves its positions."""
-        listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+    async def true_ends(self, consumer: Consumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets through a reader assigned to `tps`; moves its positions.
+
+        Args:
+            consumer: A started reader assigned to `tps`.
+            tps: The partitions.
+
+        Returns:
+            End offset by partition.
+        """
+        listed = await consumer.end_offsets(tps)
         if self.settings.broker.list_offsets_exact:
             return listed
         for tp in tps:
@@ -132,42 +208,25 @@ class Kafka:
                     waiting.discard(tp)
         return ends
 
-    async def read(self, partitions: Iterable[TopicPartition], *, start: dict[TopicPartition, int] | None = None,
-                   until: dict[TopicPartition, int] | None = None) -> AsyncIterator[ConsumerRecord]:
-        """Records of the given partitions from `start` (default: beginning) to `until` (default: their end now)."""
-        tps = list(partitions)
-        async with self.reader(tps) as consumer:
-            ends = until if until is not None else await self.true_ends(consumer, tps)
-            for tp in tps:
-                begin = (start or {}).get(tp)
-                if begin is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, begin)
-            remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=1000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset < ends[tp]:
-                            yield record
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-                await asyncio.sleep(0)
+    def read(self, partitions: Iterable[TopicPartition], *, start: Mapping[TopicPartition, int] | None = None,
+             until: Mapping[TopicPartition, int] | None = None) -> AsyncIterator[Record]:
+        """Records of the given partitions from `start` (default: beginning) to `until` (default: their end now).
+
+        Args:
+            partitions: The partitions.
+            start: First offset by partition.
+            until: End offset (exclusive) by partition.
+
+        Returns:
+            An async iterator of the records.
+        """
+        return read_records(self, partitions, start=start, until=until)
 
 
-Hook = Callable[[set[TopicPartition]], Awaitable[None]]
+Kafka = KafkaTransport
 
 
-class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A group member's rebalance callbacks, as two coroutines: `subscribe(..., listener=Rebalance(a, r))`."""
+if TYPE_CHECKING:  # mypy proves the Kafka classes implement the port
 
-    def __init__(self, on_assigned: Hook, on_revoked: Hook) -> None:
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._on_assigned(assigned)
+    def _conforms(settings: Settings) -> tuple[Transport, Consumer]:
+        return KafkaTransport(settings), KafkaTransport(settings).consumer()

@@ -1,0 +1,91 @@
+"""What the memory log stores: records, partitions (offsets, gaps after compaction) and topics."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ._port import Record
+
+# aiokafka refuses a record whose estimated size, with batch framing, passes max_request_size (1 MiB)
+# before the broker's max.message.bytes (1048588) could; the memory log keeps the stricter rule.
+MAX_REQUEST_SIZE = 1_048_576
+_BATCH_OVERHEAD = 61 + 21  # record batch header, and the most a record's own framing takes
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """A record as the memory log stores and returns it (a port `Record`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class MemoryRecordMetadata(NamedTuple):
+    """Where a sent record was stored (a port `RecordMetadata`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+def _varint_size(n: int) -> int:
+    zigzag, size = (n << 1) ^ (n >> 63), 1
+    while zigzag >= 0x80:
+        zigzag >>= 7
+        size += 1
+    return size
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """Aiokafka's upper estimate of a record's size in a batch of its own.
+
+    Args:
+        key: The key.
+        value: The value.
+        headers: The headers.
+
+    Returns:
+        Bytes.
+    """
+    size = _BATCH_OVERHEAD + _varint_size(len(headers))
+    for field in (key, value, *(h for name, v in headers for h in (name.encode(), v))):
+        size += 1 if field is None else len(field) + _varint_size(len(field))
+    return size
+
+
+class StoredPartition:
+    """One partition's records and end offset."""
+
+    __slots__ = ("end", "records")
+
+    def __init__(self) -> None:
+        self.records: list[MemoryRecord] = []  # in offset order; compaction leaves gaps
+        self.end = 0
+
+    def fetch(self, offset: int, limit: int | None) -> tuple[list[Record], int]:
+        """Records from `offset` on, and the position after them (past any gap up to the end)."""
+        i = bisect_left(self.records, offset, key=lambda r: r.offset)
+        out: list[Record] = list(self.records[i:None if limit is None else i + limit])
+        if i + len(out) >= len(self.records):
+            return out, max(offset, self.end)
+        return out, out[-1].offset + 1 if out else offset
+
+
+class StoredTopic:
+    """A topic's partitions, cleanup policy, and where its next keyless record goes."""
+
+    __slots__ = ("compacted", "next_keyless", "partitions")
+
+    def __init__(self, partitions: int, compacted: bool) -> None:
+        self.partitions = [StoredPartition() for _ in range(partitions)]
+        self.compacted = compacted
+        self.next_keyless = 0
