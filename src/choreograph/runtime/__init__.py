@@ -1,5 +1,8 @@
-"""Running workflows: the agent declaration and its runtime, the saga coordinator service, the
-client that publishes goals and follows outcomes, and running any of them as an OS process."""
+"""Running workflows: agents, the saga coordinator, the client, and service processes.
+
+The agent declaration and its runtime, the saga coordinator service, the client that publishes
+goals and follows outcomes, and running any of them as an OS process.
+"""
 
 from ._agent import Agent, StepContext, load_agent
 from ._agent_runtime import AgentRuntime

@@ -14,8 +14,10 @@ per workflow); its return annotation is the event it completes the step with. Ra
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
+import sys
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,6 +70,14 @@ class Agent:
         return agent_source(self.workflow, self.step)
 
     def handler(self, fn: H) -> H:
+        """Declare the step's handler: `async def f(ctx, event: SomeEvent, ...) -> ResultEvent`.
+
+        Its parameter annotations are the events it consumes (several: wait for all, per workflow); its
+        return annotation is the event it completes the step with. Raising fails the step.
+
+        Raises:
+            AgentDefinitionError: The signature does not say what it consumes or returns.
+        """
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
         is_async = inspect.iscoroutinefunction(fn)  # kept in a name: narrowing would change fn's type
@@ -88,6 +98,10 @@ class Agent:
         return fn
 
     def compensation(self, fn: C) -> C:
+        """Declare how to undo the step: `async def f(ctx, request: CompensationRequested) -> None`.
+
+        Raising reports the compensation as failed; the coordinator then ends the workflow `failed`.
+        """
         is_async = inspect.iscoroutinefunction(fn)
         if not is_async:
             raise AgentDefinitionError(f"{self.name}: compensation must be an async function")
@@ -95,6 +109,7 @@ class Agent:
         return fn
 
     def contract(self) -> StepContract:
+        """The step contract this agent announces: what it consumes and completes with, and its schemas."""
         if self.handler_fn is None or self.completes_with is None:
             raise AgentDefinitionError(f"{self.name}: no @agent.handler declared")
         return StepContract(
@@ -111,9 +126,6 @@ class Agent:
 
 def load_agent(spec: str) -> Agent:
     """Import `module:attr` (the current directory is importable) and return the Agent there."""
-    import importlib
-    import sys
-
     module_name, _, attr = spec.partition(":")
     if "" not in sys.path:
         sys.path.insert(0, "")

@@ -3,58 +3,69 @@
 Delivery is at-least-once; effects are once per workflow. The agent's own results in the log are its
 tracking records: each carries the workflow id, so on (re)assignment the runtime reads its recent
 outputs back and a redelivered or duplicated input is a no-op. Offsets are committed only up to the
-oldest record whose work is still pending (in flight or waiting for the rest of a join).
+oldest record whose work is still pending (in flight or waiting for the rest of a join). Partition
+set-up, revocation and commits follow the group-member rule (transport/_member.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRecord,
-    TopicPartition,
-)
-
-from ..errors import DecodeError, UnknownSchemaError
+from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
 from ..events._avro import SchemaStore
 from ..events._envelope import Envelope, Kind, derived_id, fixed_headers
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
 from ..transport._deadletter import DeadLetters
-from ..transport._kafka import Kafka, Rebalance
+from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
-from ..transport._offsets import Cadence, PartitionProgress, commit_progress
+from ..transport._member import GroupMember
+from ..transport._offsets import PartitionProgress
+from ..transport._port import Consumer, Record, TopicPartition, Transport
 from ..transport._registry import Registry, announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ._acks import Acks, Pending
 from ._agent import Agent, StepContext
 from ._eager import start_eagerly
+from ._joins import Input, Joins
+from ._tracking import Done
 
 log = logging.getLogger("choreograph.agent")
 
-_COMPENSATION = "\x00compensation"
+_COMPENSATION = "\x00compensation"  # suffix of a compensation's tracking key (a workflow id has no NUL)
 _REQUEST_TYPE = CompensationRequested.type_name().encode()
 _RESULT_KINDS = {b"step_completed": "", b"step_failed": "",
                  b"compensation_completed": _COMPENSATION, b"compensation_failed": _COMPENSATION}
-_Input = tuple[TopicPartition, int, Event, Envelope]
+_OUTCOME = Kind.OUTCOME.value.encode()
 
 
 class AgentRuntime(ServiceBase):
-    """The process-level runner of one Agent: `async with AgentRuntime(agent, settings) as rt: ...`."""
+    """The process-level runner of one Agent: `async with AgentRuntime(agent, settings) as rt: ...`.
 
-    def __init__(self, agent: Agent, settings: Settings, *, max_concurrency: int = 64,
-                 dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
+    Args:
+        agent: The agent to run.
+        settings: Broker, namespace and topics.
+        transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
+        max_concurrency: Handler runs at once.
+        dedupe_lookback: Records per partition read back on assignment to learn past results.
+        dedupe_capacity: Tracking keys kept in memory.
+        commit_interval_s: Period of commits.
+        ready_file: Written once the agent is ready (`choreo up` waits for it).
+    """
+
+    def __init__(self, agent: Agent, settings: Settings, *, transport: Transport | None = None,
+                 max_concurrency: int = 64, dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
                  commit_interval_s: float = 0.25, ready_file: Path | None = None) -> None:
+        if agent.handler_fn is None:
+            raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         self.agent = agent
         self.contract = agent.contract()
         self.settings = settings
-        self._kafka = Kafka(settings)
+        self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._store: SchemaStore = framework_store()
         for event in (*agent.consumes, *(t for t in [agent.completes_with] if t)):
             self._store.add(event.avro)
@@ -63,26 +74,26 @@ class AgentRuntime(ServiceBase):
         self._step = agent.step.encode()
         self._consumed = {t.type_name().encode(): t for t in agent.consumes}
         self._lookback = dedupe_lookback
-        self._capacity = dedupe_capacity
         self._ready_file = ready_file
-        self._commit_due = Cadence(commit_interval_s)
-        self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
-        self._unacked: deque[tuple[asyncio.Future[Any], str, list[tuple[TopicPartition, int]]]] = deque()
+        self._acks = Acks()
         self._topic = settings.events_topic
-        self._joins: dict[str, dict[bytes, _Input]] = {}
-        self._done: OrderedDict[str, None] = OrderedDict()
+        self._joins = Joins(len(self._consumed))
+        self._done = Done(dedupe_capacity)  # tracking keys of results in the log
+        self._ended = Done(dedupe_capacity)  # workflows with an outcome: a late input opens no join
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._max_concurrency = max_concurrency
         self._slot_freed = asyncio.Event()
         self._pending: list[asyncio.Future[Any]] = []
         self._fatal: BaseException | None = None
-        self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
-        # aiokafka clients belong to the running loop, so they are made in start().
-        self._producer: AIOKafkaProducer
-        self._consumer: AIOKafkaConsumer
+        self._member = GroupMember[PartitionProgress](
+            self._kafka, settings.agent_group(agent.workflow, agent.step), [settings.events_topic],
+            set_up=self._set_up, progress=lambda p: p, release=self._release,
+            commit_interval_s=commit_interval_s, auto_offset_reset="latest")
+        # Clients belong to the running loop, so they are made in start().
+        self._producer: Any
         self._dead: DeadLetters
 
     # lifecycle -------------------------------------------------------------------------------
@@ -91,13 +102,9 @@ class AgentRuntime(ServiceBase):
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
         self._producer = self._kafka.producer()
-        self._consumer = self._kafka.consumer(
-            group_id=self.settings.agent_group(self.agent.workflow, self.agent.step), auto_offset_reset="latest")
         self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name)
         await self._producer.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self.settings.events_topic], listener=Rebalance(self._on_assigned, self._on_revoked))
-        await self._assigned.wait()  # set by the rebalance listener once partitions are ours
+        await self._member.join()
         partitions = len(await self._producer.partitions_for(self.settings.events_topic))
         await announce(self._producer, self.settings.registry_topic, self.settings.events_topic, partitions,
                        self.contract, self.agent.source)
@@ -106,39 +113,46 @@ class AgentRuntime(ServiceBase):
         log.info("%s ready: %r", self.agent.name, self.agent)
 
     async def stop(self) -> None:
+        """Finish running handlers, commit, leave the group."""
         self._stopping.set()
         try:
             await self._drain()
             await self._commit()
         finally:
-            await self._consumer.stop()
+            await self._member.leave()
             await self._producer.stop()
             if self._registry is not None:
                 await self._registry.stop()
 
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""
+        member = self._member
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
-            for tp, records in batch.items():
-                progress = self._progress.get(tp) or self._progress.setdefault(tp, PartitionProgress(records[0].offset))
-                for record in records:
-                    if (unfinished := self._on_record(tp, progress, record)) is not None:
-                        await unfinished
+            async with member.batch(timeout_ms=100, max_records=1000) as batch:
+                for _, progress, records in batch:
+                    for record in records:
+                        if (unfinished := self._on_record(progress, record)) is not None:
+                            await unfinished
             self._settle_acks()
             if self._fatal is not None:
                 raise self._fatal
             # Commits are periodic, not per batch: tracking records make redelivery harmless, so
             # a commit only bounds how much a restart re-reads.
-            if self._commit_due():
+            if member.commit_due():
                 await self._commit()
 
     # per record ------------------------------------------------------------------------------
 
-    def _on_record(self, tp: TopicPartition, progress: PartitionProgress,
-                   record: ConsumerRecord) -> Coroutine[Any, Any, None] | None:
-        """Handle one record synchronously where possible (nearly always); else return the coroutine
-        that finishes the job (a schema to learn, a record to dead-letter, a full handler pool)."""
+    # One flat function on purpose: it runs for every record of the topic, most of which are skipped
+    # after one pass over the headers; splitting it adds calls to that path (a relay is ~90 us/event).
+    def _on_record(  # noqa: C901
+            self, progress: PartitionProgress, record: Record) -> Coroutine[Any, Any, None] | None:
+        """Handle one record synchronously where possible (nearly always).
+
+        Returns:
+            None, or the coroutine that finishes the job (a schema to learn, a record to
+            dead-letter, a full handler pool).
+        """
         progress.next = record.offset + 1
         event_type = source = kind = step = None
         for name, value in record.headers:  # one pass, no dict: most records are skipped right here
@@ -153,18 +167,19 @@ class AgentRuntime(ServiceBase):
         if event_type is None:
             return None  # not an event; the coordinator dead-letters what nobody can read
         if source == self._source:
-            suffix = _RESULT_KINDS.get(kind or b"")
-            if suffix is not None and record.key:
-                self._remember(record.key.decode() + suffix)
+            self._learn(record.key, kind)
             return None
         if event_type in MARKER_TYPES:
             on_marker(progress, event_type, record.value, record.offset)
             return None
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
-        if kind == b"outcome":
-            if self._joins and record.key:
-                self._drop_join(record.key.decode())
+        if kind == _OUTCOME:
+            if record.key:
+                workflow_id = record.key.decode()
+                self._ended.add(workflow_id)
+                if self._joins:
+                    self._joins.drop(workflow_id)
             return None
         if event_type == _REQUEST_TYPE:
             if step != self._step or self.agent.compensation_fn is None:
@@ -172,55 +187,57 @@ class AgentRuntime(ServiceBase):
             key = (record.key or b"").decode() + _COMPENSATION
             if key in self._done or key in self._running:
                 return None
-            return self._on_request(tp, progress, record, key)
+            return self._on_request(progress, record, key)
         model = self._consumed.get(event_type)
         if model is None:
             return None
         workflow_id = record.key.decode() if record.key else ""
-        if workflow_id in self._done or workflow_id in self._running:
+        if workflow_id in self._done or workflow_id in self._running or workflow_id in self._ended:
             return None
         try:
-            event, envelope = model.decode(record.value, self._store), Envelope.from_record(record.key, record.headers)
+            event = model.decode(record.value or b"", self._store)
+            envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError:
-            return self._on_undecodable(tp, progress, record, model, workflow_id, event_type)
-        return self._on_input(tp, progress, record.offset, workflow_id, event_type, event, envelope)
+            return self._on_undecodable(progress, record, model, workflow_id, event_type)
+        return self._on_input(workflow_id, event_type, Input(progress, record.offset, event, envelope))
 
-    def _on_input(self, tp: TopicPartition, progress: PartitionProgress, offset: int, workflow_id: str,
-                  event_type: bytes, event: Event, envelope: Envelope) -> Coroutine[Any, Any, None] | None:
-        join = self._joins.setdefault(workflow_id, {})
-        if event_type in join:
-            return None  # a duplicate of an input we already hold
-        progress.pin(offset)
-        join[event_type] = (tp, offset, event, envelope)
-        if len(join) < len(self._consumed):
+    def _learn(self, key: bytes | None, kind: bytes | None) -> None:
+        """Remember one of this agent's own results (a tracking record)."""
+        suffix = _RESULT_KINDS.get(kind or b"")
+        if suffix is not None and key:
+            self._done.add(key.decode() + suffix)
+
+    def _on_input(self, workflow_id: str, event_type: bytes, item: Input) -> Coroutine[Any, Any, None] | None:
+        inputs = self._joins.add(workflow_id, event_type, item)
+        if inputs is None:
             return None
-        del self._joins[workflow_id]
-        return self._start(workflow_id, self._run_step(workflow_id, join, envelope))
+        return self._start(workflow_id, self._run_step(workflow_id, inputs, item.envelope))
 
-    async def _on_request(self, tp: TopicPartition, progress: PartitionProgress, record: ConsumerRecord,
-                          key: str) -> None:
+    async def _on_request(self, progress: PartitionProgress, record: Record, key: str) -> None:
         decoded = await self._decode(record, CompensationRequested)
         if decoded is not None:
+            item = Input(progress, record.offset, *decoded)
             progress.pin(record.offset)
-            if (waiting := self._start(key, self._compensate(key, *decoded, tp, record.offset))) is not None:
+            if (waiting := self._start(key, self._compensate(key, item))) is not None:
                 await waiting
 
-    async def _on_undecodable(self, tp: TopicPartition, progress: PartitionProgress, record: ConsumerRecord,
-                              model: type[Event], workflow_id: str, event_type: bytes) -> None:
+    async def _on_undecodable(self, progress: PartitionProgress, record: Record, model: type[Event],
+                              workflow_id: str, event_type: bytes) -> None:
         decoded = await self._decode(record, model)
         if decoded is not None:
-            if (waiting := self._on_input(tp, progress, record.offset, workflow_id, event_type, *decoded)) is not None:
+            item = Input(progress, record.offset, *decoded)
+            if (waiting := self._on_input(workflow_id, event_type, item)) is not None:
                 await waiting
 
-    async def _decode(self, record: ConsumerRecord, model: type[Event]) -> tuple[Event, Envelope] | None:
+    async def _decode(self, record: Record, model: type[Event]) -> tuple[Event, Envelope] | None:
         """The typed event and its envelope, or None after dead-lettering a record we cannot read."""
         try:
             envelope = Envelope.from_record(record.key, record.headers)
             try:
-                return model.decode(record.value, self._store), envelope
+                return model.decode(record.value or b"", self._store), envelope
             except UnknownSchemaError:
                 await self._learn_schemas()  # maybe a newer writer schema was announced since
-                return model.decode(record.value, self._store), envelope
+                return model.decode(record.value or b"", self._store), envelope
         except DecodeError as exc:
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.agent.name, record.topic,
                         record.partition, record.offset, exc)
@@ -266,14 +283,16 @@ class AgentRuntime(ServiceBase):
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
             self._fatal = task.exception()
 
-    async def _run_step(self, workflow_id: str, inputs: dict[bytes, _Input], cause: Envelope) -> None:
+    async def _run_step(self, workflow_id: str, inputs: dict[bytes, Input], cause: Envelope) -> None:
         agent = self.agent
-        assert agent.handler_fn is not None
+        handler = agent.handler_fn
+        if handler is None:  # checked in __init__; kept for the type checker
+            raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         ctx = StepContext(agent.workflow, workflow_id, agent.step, cause, log)
-        args = [inputs[t.type_name().encode()][2] for t in agent.consumes]
+        args = [inputs[t.type_name().encode()].event for t in agent.consumes]
         result: Event
         try:
-            result = await agent.handler_fn(ctx, *args)
+            result = await handler(ctx, *args)
             if agent.completes_with is not None and not isinstance(result, agent.completes_with):
                 raise TypeError(f"handler returned {type(result).__name__}, "
                                 f"declared {agent.completes_with.__name__}")
@@ -282,30 +301,36 @@ class AgentRuntime(ServiceBase):
             log.info("%s failed %s: %r", agent.name, workflow_id, exc)
             result = StepFailed(step=agent.step, reason=str(exc) or repr(exc), error_type=type(exc).__name__)
             kind = Kind.STEP_FAILED
-        await self._publish(ctx, result, kind, workflow_id, [(tp, offset) for tp, offset, _, _ in inputs.values()])
+        await self._publish(ctx, result, kind, workflow_id, tuple(inputs.values()))
 
-    async def _compensate(self, key: str, request: Event, cause: Envelope, tp: TopicPartition, offset: int) -> None:
+    async def _compensate(self, key: str, item: Input) -> None:
         agent = self.agent
-        assert agent.compensation_fn is not None and isinstance(request, CompensationRequested)
-        ctx = StepContext(agent.workflow, cause.workflow_id, agent.step, cause, log)
+        compensation, request = agent.compensation_fn, item.event
+        if compensation is None or not isinstance(request, CompensationRequested):
+            raise AgentDefinitionError(f"{agent.name}: compensation run without a compensation handler")
+        ctx = StepContext(agent.workflow, item.envelope.workflow_id, agent.step, item.envelope, log)
         result: Event
         try:
-            await agent.compensation_fn(ctx, request)
+            await compensation(ctx, request)
             result, kind = CompensationCompleted(step=agent.step), Kind.COMPENSATION_COMPLETED
         except Exception as exc:
-            log.warning("%s compensation failed %s: %r", agent.name, cause.workflow_id, exc)
+            log.warning("%s compensation failed %s: %r", agent.name, ctx.workflow_id, exc)
             result = CompensationFailed(step=agent.step, reason=str(exc) or repr(exc),
                                         error_type=type(exc).__name__)
             kind = Kind.COMPENSATION_FAILED
-        await self._publish(ctx, result, kind, key, [(tp, offset)])
+        await self._publish(ctx, result, kind, key, (item,))
 
-    async def _publish(self, ctx: StepContext, result: Event, kind: Kind, key: str,
-                       offsets: list[tuple[TopicPartition, int]]) -> None:
-        """Side events, then the result, on the workflow's partition. The step counts as done (and
-        its inputs may be committed past) only once the broker has the result; the handler's slot
-        is free as soon as the result is handed to the producer."""
-        future = None
+    async def _publish(self, ctx: StepContext, result: Event, kind: Kind, key: str, inputs: tuple[Input, ...]) -> None:
+        """Publish side events, then the result, on the workflow's partition.
+
+        The step counts as done (and its inputs may be committed past) only once the broker has
+        the result; the handler's slot is free as soon as the result is handed to the producer.
+        """
         events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
+        # The input's partition is the workflow's (keyed by its id): naming it skips the
+        # producer's pure-Python murmur2, about 5% of a relay's CPU.
+        partition = inputs[0].partition
+        ack: asyncio.Future[Any] | None = None
         for index, (event, event_kind) in enumerate(events):
             # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
             # re-run (`choreo replay`), carries the id of the original.
@@ -316,46 +341,66 @@ class AgentRuntime(ServiceBase):
                                     id=derived_id(ctx.workflow_id, *parts))
             fixed = self._fixed.get(event_kind) or self._fixed.setdefault(
                 event_kind, fixed_headers(self.agent.source, ctx.workflow, event_kind, ctx.step))
-            # The input's partition is the workflow's (keyed by its id): naming it skips the
-            # producer's pure-Python murmur2, about 5% of a relay's CPU.
-            future = await self._producer.send(self._topic, value=event.encode(), key=envelope.key,
-                                               headers=envelope.headers_with(fixed), partition=offsets[0][0].partition)
-        assert future is not None
-        # Records of one partition are acknowledged in order: the result's ack covers the side
-        # events. Acks are collected by _settle_acks, not by a callback per record (~6% of a relay).
-        self._unacked.append((future, key, offsets))
+            ack = await self._producer.send(self._topic, value=event.encode(), key=envelope.key,
+                                            headers=envelope.headers_with(fixed), partition=partition)
+        if ack is not None:  # always: the result is the last of `events`
+            self._acks.add(Pending(ack, key, inputs))
 
     def _settle_acks(self) -> None:
         """Finish the steps whose results the broker has acknowledged, oldest first."""
-        unacked = self._unacked
-        while unacked and unacked[0][0].done():
-            future, key, offsets = unacked.popleft()
-            if future.cancelled() or future.exception() is not None:
-                if self._fatal is None:
-                    self._fatal = future.exception() or asyncio.CancelledError()
-                self._running.discard(key)
+        for pending, error in self._acks.settled():
+            self._running.discard(pending.key)
+            if error is not None:
+                self._fatal = self._fatal or error
+                continue
+            self._done.add(pending.key)
+            for item in pending.inputs:
+                item.release()
+
+    # partitions ------------------------------------------------------------------------------
+
+    async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
+            TopicPartition, tuple[int, PartitionProgress]]:
+        """Set up newly assigned partitions before any of their records is handled.
+
+        Each one's position is its committed offset, or the true end for a new agent; the agent's
+        past results and the workflows' outcomes before it are read back into the tracking sets.
+        """
+        states: dict[TopicPartition, tuple[int, PartitionProgress]] = {}
+        start: dict[TopicPartition, int] = {}
+        ends = await self._kafka.end_offsets(assigned)
+        for tp in assigned:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                # A new agent starts from now. The true end, not auto_offset_reset=latest, which
+                # lands inside the last batch on Tansu. Committed at once so a restart resumes here.
+                position = ends[tp]
+                await consumer.commit({tp: position})
             else:
-                self._complete(key, offsets)
+                position = committed
+            states[tp] = (position, PartitionProgress(position, tp.partition))
+            start[tp] = max(0, position - self._lookback)
+        if start:
+            async for record in self._kafka.read(start, start=start, until=ends):
+                self._look_back(record)
+        return states
 
-    def _complete(self, key: str, offsets: Iterable[tuple[TopicPartition, int]]) -> None:
-        self._remember(key)
-        self._running.discard(key)
-        for tp, offset in offsets:
-            if (progress := self._progress.get(tp)) is not None:
-                progress.unpin(offset)
+    def _look_back(self, record: Record) -> None:
+        source = kind = None
+        for name, value in record.headers:
+            if name == "ce_source":
+                source = value
+            elif name == "ce_kind":
+                kind = value
+        if source == self._source:
+            self._learn(record.key, kind)
+        elif kind == _OUTCOME and record.key:
+            self._ended.add(record.key.decode())
 
-    # bookkeeping -----------------------------------------------------------------------------
-
-    def _remember(self, key: str) -> None:
-        self._done[key] = None
-        self._done.move_to_end(key)
-        if len(self._done) > self._capacity:
-            self._done.popitem(last=False)
-
-    def _drop_join(self, workflow_id: str) -> None:
-        for tp, offset, _, _ in self._joins.pop(workflow_id, {}).values():
-            if (progress := self._progress.get(tp)) is not None:
-                progress.unpin(offset)
+    async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:
+        """Before revoked partitions are committed: let their running steps finish."""
+        await self._drain()
+        self._joins.drop_partitions({tp.partition for tp in gone})
 
     async def _drain(self) -> None:
         """Let running handlers finish and their results be stored, so a commit covers them."""
@@ -368,38 +413,4 @@ class AgentRuntime(ServiceBase):
         if self._pending:
             await asyncio.gather(*self._pending)
             self._pending.clear()
-        await commit_progress(self._consumer, self._progress)
-
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        start: dict[TopicPartition, int] = {}
-        ends = await self._kafka.end_offsets(assigned)
-        for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                # A new agent starts from now. The true end, not auto_offset_reset=latest, which
-                # lands inside the last batch on Tansu. Committed at once so a restart resumes here.
-                position = ends[tp]
-                self._consumer.seek(tp, position)
-                await self._consumer.commit({tp: position})
-            else:
-                position = committed
-            self._progress[tp] = PartitionProgress(position)
-            start[tp] = max(0, position - self._lookback)
-        if start:
-            async for record in self._kafka.read(start, start=start, until=ends):
-                headers = dict(record.headers)
-                if headers.get("ce_source") == self._source:
-                    suffix = _RESULT_KINDS.get(headers.get("ce_kind", b""))
-                    if suffix is not None and record.key:
-                        self._remember(record.key.decode() + suffix)
-        log.info("%s assigned partitions %s", self.agent.name, sorted(tp.partition for tp in assigned))
-        self._assigned.set()
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._drain()
-        await self._commit()
-        for tp in revoked:
-            self._progress.pop(tp, None)
-        self._joins = {wf: j for wf, j in self._joins.items()
-                       if not any(tp in revoked for tp, _, _, _ in j.values())}
-
+        await self._member.commit()

@@ -1,5 +1,7 @@
-"""What users and the CLI call: publish a goal (validated against the workflow's goal schema, as
-its entry agents announced it), and wait for a workflow's outcome."""
+"""What users and the CLI call: publish a goal, and wait for a workflow's outcome.
+
+A goal is validated against the workflow's goal schema, as its entry agents announced it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
 from fastavro.validation import ValidationError, validate
 
 from ..errors import DecodeError, GoalValidationError, WorkflowError
@@ -17,12 +18,14 @@ from ..events._envelope import CLIENT_SOURCE, Envelope, Kind, new_workflow_id
 from ..events._models import WorkflowOutcome
 from ..saga._graph import goal_types
 from ..transport._kafka import Kafka
+from ..transport._port import Producer, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._settings import Settings
 
 
 @dataclass(frozen=True)
 class PublishedGoal:
+    """Where a published goal landed: its workflow, workflow id, partition and offset."""
     workflow: str
     workflow_id: str
     partition: int
@@ -30,13 +33,19 @@ class PublishedGoal:
 
 
 class Client:
-    """`async with Client(settings) as c: goal = await c.publish("report", {...})`"""
+    """Publishes goals and follows workflows: `async with Client(settings) as c: await c.publish(...)`.
 
-    def __init__(self, settings: Settings, source: str = CLIENT_SOURCE) -> None:
+    Args:
+        settings: Broker, namespace and topics.
+        source: The CloudEvents source of the goals it publishes.
+        transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
+    """
+
+    def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None) -> None:
         self.settings = settings
-        self._kafka = Kafka(settings)
+        self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
-        self._producer: AIOKafkaProducer  # made on entry, inside the running loop
+        self._producer: Producer  # made on entry, inside the running loop
         self._source = source
         self._goal_schemas: dict[str, AvroSchema] = {}
 
@@ -70,6 +79,20 @@ class Client:
         return schema
 
     async def publish(self, workflow: str, data: dict[str, Any], workflow_id: str | None = None) -> PublishedGoal:
+        """Publish a goal of `workflow` with `data`, validated against the announced goal schema.
+
+        Args:
+            workflow: The workflow's name.
+            data: The goal's fields (defaults are filled in).
+            workflow_id: The workflow id; a new UUIDv7 unless given.
+
+        Returns:
+            Where the goal landed.
+
+        Raises:
+            WorkflowError: No agent announced the workflow, or it has several goal types.
+            GoalValidationError: `data` does not fit the goal schema.
+        """
         schema = await self.goal_schema(workflow)
         record = conform(schema, data)
         envelope = Envelope.new(type=schema.name, source=self._source, workflow=workflow,
@@ -111,7 +134,7 @@ class Client:
                             continue
                         try:
                             envelope = Envelope.from_record(record.key, record.headers)
-                            outcome = (WorkflowOutcome.decode(record.value, self._registry.store)
+                            outcome = (WorkflowOutcome.decode(record.value or b"", self._registry.store)
                                        if envelope.kind is Kind.OUTCOME else None)
                         except DecodeError:
                             continue

@@ -1,5 +1,6 @@
-"""The saga coordinator service: reads every workflow event, folds it with `saga.handle`, publishes
-the decisions (graph fixed at start, compensation requests, outcome). It never calls an agent.
+"""The saga coordinator service: folds every workflow event with `saga.handle`, publishes decisions.
+
+Decisions are the graph fixed at start, compensation requests and the outcome. It never calls an agent.
 
 Its state is the log. The commit position of a partition never passes the goal of a saga that is
 still open, so after kill -9 a new instance re-reads every open saga from its goal. While it re-reads
@@ -11,29 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRecord,
-    TopicPartition,
-)
 
 from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError
 from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, derived_id
 from ..events._models import StepContract
 from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
 from ..transport._deadletter import DeadLetters
-from ..transport._kafka import Kafka, Rebalance
+from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
-from ..transport._offsets import Cadence, PartitionProgress, commit_progress
+from ..transport._member import GroupMember
+from ..transport._offsets import PartitionProgress
+from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
 _CONTRACT_TYPE = StepContract.type_name()
@@ -42,8 +38,8 @@ _CONTRACT_TYPE = StepContract.type_name()
 class _Partition:
     """Open sagas of one partition, and where the silent replay after assignment ends."""
 
-    def __init__(self, position: int, replay_end: int) -> None:
-        self.progress = PartitionProgress(position)
+    def __init__(self, position: int, replay_end: int, partition: int = -1) -> None:
+        self.progress = PartitionProgress(position, partition)
         self.replay_end = replay_end
         self.sagas: dict[str, SagaState] = {}
         self.goal_offsets: dict[str, int] = {}
@@ -55,73 +51,81 @@ class _Partition:
 
 
 class Coordinator(ServiceBase):
-    """`async with Coordinator(settings) as c: await c.run()`"""
+    """The saga coordinator: `async with Coordinator(settings) as c: await c.run()`.
 
-    def __init__(self, settings: Settings, *, ready_file: Path | None = None,
+    Args:
+        settings: Broker, namespace and topics.
+        transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
+        ready_file: Written once the coordinator is ready (`choreo up` waits for it).
+        finished_capacity: Finished workflow ids kept to ignore their late events.
+        commit_interval_s: Period of commits.
+        observe: `observe(partition, offset, state)` sees the saga state after each event is
+            handled: what `choreo state --at` must reproduce (tests compare the two).
+    """
+
+    def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
                  finished_capacity: int = 100_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None) -> None:
-        """`observe(partition, offset, state)`, if given, sees the saga state after each event is
-        handled: what `choreo state --at` must reproduce (tests compare the two)."""
         self.settings = settings
-        self._kafka = Kafka(settings)
+        self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
-        # aiokafka clients belong to the running loop, so they are made in start().
-        self._producer: AIOKafkaProducer
-        self._consumer: AIOKafkaConsumer
+        # Clients belong to the running loop, so they are made in start().
+        self._producer: Producer
         self._dead: DeadLetters
-        self._partitions: dict[TopicPartition, _Partition] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self._capacity = finished_capacity
+        self._finished = Done(finished_capacity)
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
         self._observe = observe
-        self._commit_due = Cadence(commit_interval_s)
         self._registry_current = False  # caught up with the registry since this batch was fetched
-        self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._member = GroupMember[_Partition](
+            self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
+            progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
+            auto_offset_reset="earliest")
+
+    @property
+    def _partitions(self) -> dict[TopicPartition, _Partition]:
+        return self._member.partitions
 
     async def start(self) -> None:
+        """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
         self._producer = self._kafka.producer()
-        self._consumer = self._kafka.consumer(group_id=self.settings.coordinator_group,
-                                              auto_offset_reset="earliest")
         self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group)
         await self._producer.start()
         await self._registry.start()
         await self._registry.catch_up()
-        await self._consumer.start()
-        self._consumer.subscribe([self.settings.events_topic], listener=Rebalance(self._on_assigned, self._on_revoked))
-        await self._assigned.wait()  # set by the rebalance listener once partitions are ours
+        await self._member.join()
         if self._ready_file is not None:
             self._ready_file.write_text("coordinator")
         log.info("coordinator ready on %s", self.settings.events_topic)
 
     async def stop(self) -> None:
+        """Commit what was handled and leave the group."""
         self._stopping.set()
         try:
             await self._commit()
         finally:
-            await self._consumer.stop()
+            await self._member.leave()
             await self._registry.stop()
             await self._producer.stop()
 
     async def run(self) -> None:
+        """Fold every event and publish decisions until stop() is requested."""
+        member = self._member
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
-            self._registry_current = False
-            for tp, records in batch.items():
-                part = self._partitions.get(tp)
-                if part is None:
-                    part = self._partitions[tp] = _Partition(records[0].offset, 0)
-                was_replaying = part.replaying
-                for record in records:
-                    await self._on_record(part, record)
-                if was_replaying and not part.replaying:
-                    await self._settle_all(part)
-            if self._commit_due():  # periodic: a commit only bounds how much a restart re-reads
+            async with member.batch(timeout_ms=100, max_records=1000) as batch:
+                self._registry_current = False
+                for _, part, records in batch:
+                    was_replaying = part.replaying
+                    for record in records:
+                        await self._on_record(part, record)
+                    if was_replaying and not part.replaying:
+                        await self._settle_all(part)
+            if member.commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
-    async def _on_record(self, part: _Partition, record: ConsumerRecord) -> None:
+    async def _on_record(self, part: _Partition, record: Record) -> None:
         progress = part.progress
         progress.seen(record.offset)
         history = progress.is_history(record.timestamp)
@@ -135,7 +139,7 @@ class Coordinator(ServiceBase):
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 on_marker(progress, marker, record.value, record.offset)
                 return
-            fact = await self._fact(envelope, record.value)
+            fact = await self._fact(envelope, record.value or b"")
         except DecodeError as exc:
             if history:  # restored: dead-lettered when it was first read, and restored with the rest
                 return
@@ -184,9 +188,11 @@ class Coordinator(ServiceBase):
             self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
-        """Read the registry to its end (once per batch). Markers on the events topic keep the catalog
-        current as partitions are read; this is for a goal of a workflow no marker has named yet,
-        and for settling after a silent replay."""
+        """Read the registry to its end (once per batch).
+
+        Markers on the events topic keep the catalog current as partitions are read; this is for a
+        goal of a workflow no marker has named yet, and for settling after a silent replay.
+        """
         if not self._registry_current:
             await self._registry.catch_up()
             self._registry_current = True
@@ -198,9 +204,7 @@ class Coordinator(ServiceBase):
         part.sagas.pop(state.workflow_id, None)
         if (offset := part.goal_offsets.pop(state.workflow_id, None)) is not None:
             part.progress.unpin(offset)
-        self._finished[state.workflow_id] = None
-        if len(self._finished) > self._capacity:
-            self._finished.popitem(last=False)
+        self._finished.add(state.workflow_id)
 
     async def _fact(self, envelope: Envelope, value: bytes) -> Fact:
         """Validate the payload against its writer schema and extract what the saga needs."""
@@ -228,20 +232,24 @@ class Coordinator(ServiceBase):
         while self._pending:
             pending, self._pending = self._pending, []
             await asyncio.gather(*pending)
-        await commit_progress(self._consumer, {tp: p.progress for tp, p in self._partitions.items()})
+        await self._member.commit()
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
+            TopicPartition, tuple[int, _Partition]]:
+        """Set up newly assigned partitions before any of their records is handled.
+
+        Each one's position is its committed offset (else its start), and its silent replay runs to
+        the true end: the sagas open there are rebuilt from the log before anything is decided.
+        """
         ends = await self._kafka.end_offsets(assigned)
+        states = {}
         for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            position = committed if committed is not None else await self._consumer.position(tp)
-            part = self._partitions[tp] = _Partition(position, ends[tp])
+            committed = await consumer.committed(tp)
+            position = committed if committed is not None else await consumer.position(tp)
+            states[tp] = (position, _Partition(position, ends[tp], tp.partition))
+        return states
+
+    async def _on_ready(self, parts: dict[TopicPartition, _Partition]) -> None:
+        for part in parts.values():
             if not part.replaying:
                 await self._settle_all(part)
-        self._assigned.set()
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._commit()
-        for tp in revoked:
-            self._partitions.pop(tp, None)
-

@@ -19,6 +19,7 @@ from ..transport._settings import Settings
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """A service process to start: its name and command line."""
     name: str
     argv: list[str]
 
@@ -33,6 +34,7 @@ def project_root() -> Path:
 
 
 def discover(root: Path) -> list[ServiceSpec]:
+    """The services of a project: services/coordinator.py and one agent per public module of services/<workflow>/."""
     specs = [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])]
     for package in sorted(p for p in (root / "services").iterdir() if (p / "__init__.py").is_file()):
         for module in sorted(package.glob("*.py")):

@@ -30,6 +30,7 @@ def ready_file() -> Path | None:
 
 
 async def serve(service: Service) -> None:
+    """Run a service until SIGTERM or SIGINT: start, run, and always stop."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)

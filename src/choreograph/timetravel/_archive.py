@@ -1,11 +1,12 @@
-"""The archive: every record of a namespace's topics in Avro Object Container Files on disk, so
-history, state and replay outlive a memory-only broker.
+"""The archive: every record of a namespace's topics in Avro Object Container Files on disk.
+
+So history, state and replay outlive a memory-only broker.
 
 Layout: DIR/<topic>/<YYYY-MM-DDTHH>/<partition>-<first offset>-<last offset>.avro, one segment per
 topic, partition and hour of the records' timestamps (UTC), each record byte for byte with its key,
 headers, offset and timestamp (schema: schemas/choreograph/archived_record.avsc). Segments are
 written to a temporary name and renamed when complete, so a reader never sees half a segment.
-`Archiver` (archiver.py) writes them; `Archive` reads them; `restore` re-publishes them.
+`Archiver` (_archiver.py) writes them; `Archive` reads them; `restore` re-publishes them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import fastavro
-from aiokafka import AIOKafkaProducer, TopicPartition
 
 from ..errors import ArchiveError
 from ..events._avro import SchemaStore
@@ -30,6 +30,7 @@ from ..events._records import StoredRecord
 from ..saga._entries import HistoryEntry, entries_of
 from ..saga._graph import Graph
 from ..transport._kafka import Kafka
+from ..transport._port import Producer, TopicPartition
 from ..transport._registry import Contracts
 from ..transport._restore import MARKER_TYPES
 from ..transport._settings import Settings
@@ -39,15 +40,22 @@ SEGMENT = re.compile(r"^(\d+)-(\d+)-(\d+)\.avro$")
 
 
 def hour_of(timestamp_ms: int) -> str:
+    """The segment directory of a record's timestamp: its UTC hour, `YYYY-MM-DDTHH`."""
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%dT%H")
 
 
 def segment_path(root: Path, topic: str, partition: int, records: list[StoredRecord]) -> Path:
+    """Where the segment of `records` goes: named by the hour of the first and the first and last offsets."""
     return root / topic / hour_of(records[0].timestamp) / f"{partition}-{records[0].offset}-{records[-1].offset}.avro"
 
 
 def write_segment(path: Path, records: list[StoredRecord]) -> None:
-    """Write one complete segment: to a temporary file, flushed to disk, then renamed into place."""
+    """Write one complete segment: to a temporary file, flushed to disk, then renamed into place.
+
+    Args:
+        path: The segment's path (see segment_path); missing directories are created.
+        records: The records, all of one topic and partition, in offset order; at least one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".avro.part")
     rows = ({"topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
@@ -64,6 +72,16 @@ def write_segment(path: Path, records: list[StoredRecord]) -> None:
 
 @dataclass(frozen=True)
 class SegmentRef:
+    """A segment file of an archive, and what its name says it holds.
+
+    Attributes:
+        path: The file.
+        topic: The topic of its records.
+        partition: Their partition.
+        first: The first offset.
+        last: The last offset.
+    """
+
     path: Path
     topic: str
     partition: int
@@ -72,8 +90,17 @@ class SegmentRef:
 
 
 class Archive:
-    """Reads an archive directory. A damaged segment is reported in `problems` (file and position)
-    and the records before the damage are still returned."""
+    """Reads an archive directory.
+
+    A damaged segment is reported in `problems` (file and position), and the records before the
+    damage are still returned.
+
+    Args:
+        root: The archive directory.
+
+    Raises:
+        ArchiveError: `root` is not a directory.
+    """
 
     def __init__(self, root: Path) -> None:
         if not root.is_dir():
@@ -84,6 +111,7 @@ class Archive:
         self._contracts: Contracts | None = None
 
     def segments(self, topic_suffix: str | None = None) -> list[SegmentRef]:
+        """The segments, by topic, partition and offsets; only topics ending in `topic_suffix` if given."""
         found = []
         for path in self.root.glob("*/*/*.avro"):
             match = SEGMENT.match(path.name)
@@ -94,10 +122,12 @@ class Archive:
         return sorted(found, key=lambda s: (s.topic, s.partition, s.first, s.last, str(s.path)))
 
     def read_segment(self, segment: SegmentRef) -> Iterator[StoredRecord]:
+        """The records of one segment, up to any damage (reported in `problems`)."""
         with open(segment.path, "rb") as stream:
             yield from self._rows(segment.path, stream)
 
     def _rows(self, path: Path, stream: BinaryIO) -> Iterator[StoredRecord]:
+        """The records of an open segment file; at damage, a problem noted and the iteration ends."""
         index = 0
         try:
             for row in fastavro.reader(stream):
@@ -110,7 +140,14 @@ class Archive:
                                  f"({type(exc).__name__}: {exc or 'truncated'}); the records before it are used")
 
     def records(self, topic_suffix: str | None = None) -> Iterator[StoredRecord]:
-        """Every record, per topic and partition in offset order, each offset once."""
+        """Every record, per topic and partition in offset order, each offset once.
+
+        Args:
+            topic_suffix: Only topics ending in it (such as ".events"), if given.
+
+        Yields:
+            The records.
+        """
         seen: set[tuple[str, int, int]] = set()
         for segment in self.segments(topic_suffix):
             for record in self.read_segment(segment):
@@ -129,27 +166,39 @@ class Archive:
 
     @property
     def store(self) -> SchemaStore:
+        """The framework's schemas and those of the archived contracts."""
         return self.contracts().store
 
     def catalog(self) -> Mapping[str, Graph]:
+        """The step graph of every workflow the archived contracts announce."""
         return self.contracts().catalog
 
     def workflow_records(self, workflow_id: str) -> list[StoredRecord]:
+        """The archived records of the events topic keyed by `workflow_id`, in offset order."""
         key = workflow_id.encode()
         return [r for r in self.records(".events") if r.key == key]
 
     def history(self, workflow_id: str) -> list[HistoryEntry]:
+        """The workflow's archived events, decoded (see workflow_records)."""
         return entries_of(self.workflow_records(workflow_id), self.store)
-
 
 
 @dataclass
 class RestoreReport:
+    """What a restore did (`choreo archive restore` prints its JSON).
+
+    Attributes:
+        restore_id: The id of the restore, in its markers.
+        records: Target topic -> how many records were re-published to it.
+        problems: The damaged segments (see Archive.problems); records after the damage were not restored.
+    """
+
     restore_id: str
     records: dict[str, int]  # by target topic
     problems: list[str]
 
     def json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
         return {"restore_id": self.restore_id, "records": self.records, "problems": self.problems}
 
 
@@ -157,12 +206,25 @@ _SUFFIXES = (".events", ".registry", ".deadletter")
 
 
 async def restore(settings: Settings, root: Path, *, force: bool = False) -> RestoreReport:
-    """Re-publish an archive into this namespace's topics, each partition inside a restore bracket
-    (see _restore), with the original keys, headers, values, timestamps, partitions and order.
+    """Re-publish an archive into this namespace's topics, each partition inside a restore bracket.
 
-    Running services learn from the restored records and never act on them; a new agent group
-    starts at the end; so a restore repeats no side effect and adds no event besides its markers.
-    Offsets shift by what the partition held before (agents' announcements, the opening marker).
+    The records keep their keys, headers, values, timestamps, partitions and order; the bracket (see
+    transport._restore) is a RestoreStarted marker before them and a RestoreCompleted after. Running
+    services learn from the restored records and never act on them; a new agent group starts at the
+    end; so a restore repeats no side effect and adds no event besides its markers. Offsets shift by
+    what the partition held before (agents' announcements, the opening marker).
+
+    Args:
+        settings: The namespace to restore into.
+        root: The archive directory.
+        force: Restore even into a broker whose events topic holds workflow events or a restore.
+
+    Returns:
+        The report: how many records went to each topic, and any damaged segments.
+
+    Raises:
+        ArchiveError: `root` is not an archive directory, holds several namespaces, needs more
+            partitions than a topic has, or (unless `force`) the broker already holds workflows.
     """
     archive = Archive(root)
     targets = {".events": settings.events_topic, ".registry": settings.registry_topic,
@@ -200,8 +262,9 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
     return RestoreReport(restore_id, counts, archive.problems)
 
 
-async def _restore_partition(producer: AIOKafkaProducer, topic: str, partition: int, records: list[StoredRecord],
+async def _restore_partition(producer: Producer, topic: str, partition: int, records: list[StoredRecord],
                              restore_id: str, archive: str) -> None:
+    """Re-publish one partition's records between its two restore markers; return once the broker has them."""
     until = max(r.timestamp for r in records)
     opening = RestoreStarted(restore_id=restore_id, archive=archive, records=len(records), until_timestamp=until)
     closing = RestoreCompleted(restore_id=restore_id, records=len(records))
@@ -212,7 +275,8 @@ async def _restore_partition(producer: AIOKafkaProducer, topic: str, partition: 
     await _send_marker(producer, topic, partition, closing, restore_id)
 
 
-async def _send_marker(producer: AIOKafkaProducer, topic: str, partition: int, marker: Event, restore_id: str) -> None:
+async def _send_marker(producer: Producer, topic: str, partition: int, marker: Event, restore_id: str) -> None:
+    """Publish a restore marker to one partition and wait for the broker to have it."""
     envelope = Envelope.new(type=marker.type_name(), source=RESTORE_SOURCE, workflow="",
                             workflow_id=f"restore/{restore_id}", kind=Kind.OTHER)
     await producer.send_and_wait(topic, value=marker.encode(), key=envelope.key, headers=envelope.headers(),
@@ -221,7 +285,19 @@ async def _send_marker(producer: AIOKafkaProducer, topic: str, partition: int, m
 
 async def refuse_unless_empty(kafka: Kafka, settings: Settings,
                              hint: str = "restore into an empty broker, or pass --force") -> None:
-    """An archive goes into a broker that has no workflows yet (agents' announcements are fine)."""
+    """Refuse a broker whose events topic holds workflow events or a restore's markers.
+
+    An archive goes into a broker that has no workflows yet (agents' announcements are fine); so
+    does a sandbox re-run.
+
+    Args:
+        kafka: The broker's client.
+        settings: The namespace whose events topic is read.
+        hint: What to do instead, appended to the error.
+
+    Raises:
+        ArchiveError: The events topic holds an event of a kind other than "other", or a restore marker.
+    """
     topic = settings.events_topic
     tps = [TopicPartition(topic, p) for p in range(await kafka.partition_count(topic))]
     async for record in kafka.read(tps):

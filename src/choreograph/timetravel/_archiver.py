@@ -1,5 +1,7 @@
-"""`choreo archive --to DIR`: a service that copies every record of the namespace's topics into
-archive segments (see archive.py), in its own consumer group, resumable from its committed position.
+"""`choreo archive --to DIR`: a service copying every record of the namespace's topics to an archive.
+
+Records go into archive segments (see _archive.py), read in the archiver's own consumer group,
+resumable from its committed position.
 
 Records are buffered and written as complete segments every `flush_interval_s` (and when a buffer
 holds `segment_records`); only then are their offsets committed. A crash between the two re-writes
@@ -13,13 +15,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
 from ..errors import ArchiveError
 from ..events._records import StoredRecord
-from ..transport._kafka import Kafka, Rebalance
+from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
-from ..transport._offsets import Cadence, PartitionProgress, commit_progress
+from ..transport._member import GroupMember
+from ..transport._offsets import Cadence, PartitionProgress
+from ..transport._port import Consumer, Record, TopicPartition, Transport
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ._archive import Archive, hour_of, segment_path, write_segment
@@ -28,52 +30,62 @@ log = logging.getLogger("choreograph.archive")
 
 
 class Archiver(ServiceBase):
-    """`async with Archiver(settings, Path("archive")) as a: await a.run(until_idle=True)`"""
+    """The archiver service: `async with Archiver(settings, Path("archive")) as a: await a.run()`.
 
-    def __init__(self, settings: Settings, root: Path, *, flush_interval_s: float = 2.0,
-                 segment_records: int = 50_000, ready_file: Path | None = None) -> None:
+    Args:
+        settings: Broker, namespace and topics.
+        root: The archive directory.
+        transport: The broker port; Kafka (aiokafka) unless given.
+        flush_interval_s: How often buffered records are written as segments and committed.
+        segment_records: A buffer this large is written at once.
+        ready_file: Written once the archiver is ready (`choreo up` waits for it).
+    """
+
+    def __init__(self, settings: Settings, root: Path, *, transport: Transport | None = None,
+                 flush_interval_s: float = 2.0, segment_records: int = 50_000, ready_file: Path | None = None) -> None:
         self.settings = settings
         self.root = root
         self.archived = 0
-        self._kafka = Kafka(settings)
+        self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._flush_due = Cadence(flush_interval_s)
         self._segment_records = segment_records
         self._ready_file = ready_file
         self._topics = [settings.events_topic, settings.registry_topic, settings.deadletter_topic]
         self._buffers: dict[TopicPartition, list[StoredRecord]] = {}
-        self._progress: dict[TopicPartition, PartitionProgress] = {}
-        self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._consumer: AIOKafkaConsumer  # made in start(), inside the running loop
+        self._member = GroupMember[PartitionProgress](
+            self._kafka, settings.archive_group, self._topics, set_up=self._set_up, progress=lambda p: p,
+            release=self._release, max_poll_records=5000)
 
     async def start(self) -> None:
+        """Join the archive group; returns once the first partitions are set up."""
         self.root.mkdir(parents=True, exist_ok=True)
         await self._kafka.ensure_topics()
-        self._consumer = self._kafka.consumer(group_id=self.settings.archive_group, max_poll_records=5000)
-        await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=Rebalance(self._on_assigned, self._on_revoked))
-        await self._assigned.wait()
+        await self._member.join()
         if self._ready_file is not None:
             self._ready_file.write_text("archive")
         log.info("archiving %s to %s", ", ".join(self._topics), self.root)
 
     async def stop(self) -> None:
+        """Write what is buffered, commit, and leave the group."""
         self._stopping.set()
         try:
             await self._flush()
         finally:
-            await self._consumer.stop()
+            await self._member.leave()
 
     async def run(self, until_idle: bool = False) -> None:
-        """Archive until stop is requested, or (`until_idle`) until a look at every partition's end
-        finds nothing left to read."""
+        """Archive until stop is requested.
+
+        Args:
+            until_idle: Return instead once a look at every partition's end finds nothing left to read.
+        """
         ends = await self._ends() if until_idle else {}
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batch.items():
-                progress = self._progress.setdefault(tp, PartitionProgress(records[0].offset))
-                for record in records:
-                    self._take(tp, progress, record)
+            async with self._member.batch(timeout_ms=200, max_records=5000) as batch:
+                for tp, progress, records in batch:
+                    for record in records:
+                        self._take(tp, progress, record)
             if any(len(b) >= self._segment_records for b in self._buffers.values()) or self._flush_due():
                 await self._flush()
             if until_idle and await self._caught_up(ends):
@@ -81,14 +93,13 @@ class Archiver(ServiceBase):
                 if await self._caught_up(ends):
                     return
 
-    def _take(self, tp: TopicPartition, progress: PartitionProgress, record: ConsumerRecord) -> None:
+    def _take(self, tp: TopicPartition, progress: PartitionProgress, record: Record) -> None:
         progress.seen(record.offset)
         event_type = None
         for name, value in record.headers:
             if name == "ce_type":
                 event_type = value
-        if event_type in MARKER_TYPES:
-            assert event_type is not None
+        if event_type is not None and event_type in MARKER_TYPES:
             on_marker(progress, event_type, record.value, record.offset)
             return
         if progress.is_history(record.timestamp):
@@ -96,11 +107,13 @@ class Archiver(ServiceBase):
         self._buffers.setdefault(tp, []).append(StoredRecord.of(record))
 
     async def _ends(self) -> dict[TopicPartition, int]:
-        return await self._kafka.end_offsets(self._consumer.assignment())
+        ends: dict[TopicPartition, int] = await self._kafka.end_offsets(self._member.consumer.assignment())
+        return ends
 
     async def _caught_up(self, ends: dict[TopicPartition, int]) -> bool:
         for tp, end in ends.items():
-            if tp in self._consumer.assignment() and await self._consumer.position(tp) < end:
+            consumer = self._member.consumer
+            if tp in consumer.assignment() and await consumer.position(tp) < end:
                 return False
         return True
 
@@ -117,24 +130,26 @@ class Archiver(ServiceBase):
                 await asyncio.to_thread(write_segment, segment_path(self.root, tp.topic, tp.partition, run), run)
             self.archived += len(records)
         self._buffers.clear()
-        await commit_progress(self._consumer, self._progress)
+        await self._member.commit()
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
+            TopicPartition, tuple[int, PartitionProgress]]:
+        states = {}
         for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            position = await self._resume_at(tp, committed)
+            position = await self._resume_at(tp, await consumer.committed(tp))
             if position is None:
-                await self._consumer.seek_to_beginning(tp)
-                position = await self._consumer.position(tp)
-            else:
-                self._consumer.seek(tp, position)
-            self._progress[tp] = PartitionProgress(position)
-        self._assigned.set()
+                await consumer.seek_to_beginning(tp)
+                position = await consumer.position(tp)
+            states[tp] = (position, PartitionProgress(position, tp.partition))
+        return states
 
     async def _resume_at(self, tp: TopicPartition, committed: int | None) -> int | None:
-        """Where to resume: past the committed offset, or past the last archived record when the
-        broker still holds that very record (segments written, commit lost). A directory whose
-        last record the broker does not hold is the archive of another log: refused."""
+        """Where to resume a partition.
+
+        Past the committed offset, or past the last archived record when the broker still holds that
+        very record (segments written, commit lost). A directory whose last record the broker does
+        not hold is the archive of another log: refused.
+        """
         archive = Archive(self.root)
         mine = [s for s in archive.segments() if s.topic == tp.topic and s.partition == tp.partition]
         if not mine:
@@ -152,8 +167,6 @@ class Archiver(ServiceBase):
                                f"{last.last} differs from the broker's; archive into a new directory")
         return last.last + 1
 
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._flush()
-        for tp in revoked:
-            self._progress.pop(tp, None)
-
+    async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:
+        """Write what is buffered (of every partition) before the revoked ones are committed."""
+        await self._flush()  # the member commits the revoked partitions right after

@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from ..events._avro import SchemaStore
 from ..events._envelope import workflow_time_ms
 from ..events._records import StoredRecord
 from ..saga._entries import HistoryEntry, entries_of, is_outcome
 from ..transport._kafka import Kafka
+from ..transport._port import Consumer, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._settings import Settings
 
@@ -28,11 +27,24 @@ SEEK_SLACK_MS = 1_000
 
 
 class History:
-    """Reads workflows' records from the events topic: `async with History(settings) as h: ...`."""
+    """Reads workflows' records from the events topic: `async with History(settings) as h: ...`.
 
-    def __init__(self, settings: Settings) -> None:
+    Entering it starts a registry reader and catches up with it, so `store` knows the writer schema of
+    every announced event type.
+
+    Args:
+        settings: The broker and namespace to read.
+        transport: The broker port; Kafka (aiokafka) unless given.
+
+    Attributes:
+        settings: The broker and namespace read.
+        registry: The registry reader: announced contracts and their schemas.
+        scanned: How many records were fetched from the broker, the workflow's and others'.
+    """
+
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         self.settings = settings
-        self._kafka = Kafka(settings)
+        self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self.registry = Registry(self._kafka)
         self.scanned = 0  # records fetched from the broker, the workflow's and others'
 
@@ -46,13 +58,27 @@ class History:
 
     @property
     def store(self) -> SchemaStore:
+        """The writer schemas to decode events with: the framework's and every announced one."""
         return self.registry.store
 
     async def records(self, workflow_id: str, *, to_end: bool = False, follow: bool = False,
                       timeout_s: float | None = None, since_ms: int | None = None) -> AsyncIterator[StoredRecord]:
-        """The workflow's records in log order, up to its outcome (`to_end`: up to the partition's
-        end, for records written after the outcome). `follow`: wait for new ones until the outcome
-        or `timeout_s`."""
+        """The workflow's records in log order, up to its outcome.
+
+        Reading starts at `since_ms` if given, else at the time a UUIDv7 workflow id carries (each
+        less SEEK_SLACK_MS), else at the partition's start.
+
+        Args:
+            workflow_id: The workflow instance's id.
+            to_end: Read on past the outcome, to the partition's end now (records written after it).
+            follow: Wait for new records until the outcome or `timeout_s`, rather than stop at the
+                partition's end.
+            timeout_s: Stop after this many seconds, if given.
+            since_ms: Where to start reading (Unix ms), instead of the id's time.
+
+        Yields:
+            The workflow's records.
+        """
         topic = self.settings.events_topic
         tp = TopicPartition(topic, self._kafka.partition_for(workflow_id.encode(),
                                                               await self._kafka.partition_count(topic)))
@@ -78,8 +104,12 @@ class History:
                     if (follow or not to_end) and is_outcome(stored):
                         return
 
-    async def _seek_start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
+    async def _seek_start(self, consumer: Consumer, tp: TopicPartition, end: int,
                           workflow_id: str | None, since_ms: int | None) -> None:
+        """Seek to the first offset at `since_ms`, or the id's time, less the slack.
+
+        Without either time, seek to the partition's start; when nothing was logged since, to `end`.
+        """
         at = since_ms if workflow_id is None else workflow_time_ms(workflow_id)
         if at is None:
             await consumer.seek_to_beginning(tp)
@@ -89,7 +119,18 @@ class History:
         consumer.seek(tp, end if found is None or found.timestamp < 0 else found.offset)
 
 
-async def history(settings: Settings, workflow_id: str, *, to_end: bool = False) -> list[HistoryEntry]:
-    """The workflow's events in log order (see History.records)."""
-    async with History(settings) as reader:
+async def history(settings: Settings, workflow_id: str, *, to_end: bool = False,
+                  transport: Transport | None = None) -> list[HistoryEntry]:
+    """The workflow's events in log order, decoded, from the broker (see History.records).
+
+    Args:
+        settings: The broker and namespace to read.
+        workflow_id: The workflow instance's id.
+        to_end: Read on past the outcome, to the partition's end.
+        transport: The broker port; Kafka (aiokafka) unless given.
+
+    Returns:
+        The events; empty if the workflow has none.
+    """
+    async with History(settings, transport) as reader:
         return entries_of([r async for r in reader.records(workflow_id, to_end=to_end)], reader.store)

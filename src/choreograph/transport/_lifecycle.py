@@ -7,8 +7,11 @@ from typing import Self
 
 
 class ServiceBase:
-    """The lifecycle the services share: `async with service:` runs start() and stop();
-    request_stop() (from a signal handler) ends run() at its next turn."""
+    """The lifecycle the services share.
+
+    `async with service:` runs start() and stop(); request_stop() (from a signal handler) ends
+    run() at its next turn.
+    """
 
     _stopping: asyncio.Event
 
@@ -26,4 +29,5 @@ class ServiceBase:
         await self.stop()
 
     def request_stop(self) -> None:
+        """Ask run() to return at its next turn (safe from a signal handler)."""
         self._stopping.set()

@@ -1,21 +1,26 @@
-"""Commit positions that never pass a record whose work is still pending (in flight, or waiting
-for a join, or an unfinished saga), so a crash redelivers exactly what was not done."""
+"""Commit positions that never pass a record whose work is still pending.
+
+Pending: in flight, or waiting for a join, or an unfinished saga; so a crash redelivers exactly
+what was not done.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 class PartitionProgress:
-    """Next offset to read, plus pinned offsets the commit must not move past, and the restore
-    bracket the partition is in (see _restore)."""
+    """A partition's next offset, the pinned offsets a commit must not pass, its restore bracket.
 
-    __slots__ = ("_pins", "bracket_at", "committed", "history_until", "next")
+    Args:
+        next_offset: The next offset to read (also taken as committed).
+        partition: The partition's number.
+    """
 
-    def __init__(self, next_offset: int) -> None:
+    __slots__ = ("_pins", "bracket_at", "committed", "history_until", "next", "partition")
+
+    def __init__(self, next_offset: int, partition: int = -1) -> None:
+        self.partition = partition
         self.next = next_offset
         self.committed = next_offset
         self._pins: dict[int, int] = {}
@@ -57,12 +62,3 @@ class Cadence:
             return False
         self._next = now + self._interval
         return True
-
-
-async def commit_progress(consumer: AIOKafkaConsumer, progress: Mapping[TopicPartition, PartitionProgress]) -> None:
-    """Commit each partition whose committable offset moved since its last commit."""
-    offsets = {tp: p.committable() for tp, p in progress.items() if p.committable() != p.committed}
-    if offsets:
-        await consumer.commit(offsets)
-        for tp, offset in offsets.items():
-            progress[tp].committed = offset
