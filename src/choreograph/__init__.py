@@ -59,6 +59,17 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    """Import a name of `_LAZY` from its subpackage on first use (PEP 562), and keep it.
+
+    Args:
+        name: The attribute asked for.
+
+    Returns:
+        The attribute.
+
+    Raises:
+        AttributeError: `choreograph` has no attribute `name`.
+    """
     if name in _LAZY:
         import importlib  # deferred for start-up speed, see _LAZY
 

@@ -1,3 +1,5 @@
+"""`python -m choreograph`: the command line."""
+
 from .cli._app import main
 
 main()

@@ -1,4 +1,6 @@
-"""The exception tree. Everything choreograph raises on purpose derives from ChoreographError.
+"""The exception tree: everything choreograph raises on purpose derives from ChoreographError.
+
+The hierarchy::
 
     ChoreographError
     ├── ConfigurationError          bad settings, environment or CLI input

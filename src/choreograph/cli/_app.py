@@ -32,14 +32,18 @@ app.add_typer(archive_app, name="archive")
 
 
 def _err(message: str) -> None:
-    """An error line on stderr. Never wrapped (messages name files); rich is imported only here,
-    so a command that succeeds does not pay for it."""
+    """Print an error line on stderr, in rich markup.
+
+    Never wrapped (messages name files). rich is imported only here, so a command that succeeds does
+    not pay for it.
+    """
     from rich.console import Console
 
     Console(stderr=True, soft_wrap=True).print(message, highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as an error; return the exit to raise with `code`."""
     _err(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
@@ -190,6 +194,7 @@ def history(
 
 
 def _point(text: str) -> Point:
+    """A point of a workflow's history from an option's text (see saga.Point.parse)."""
     from ..saga._replay import Point
 
     return Point.parse(text)
@@ -203,8 +208,10 @@ def state(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a summary")] = False,
     from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
 ) -> None:
-    """The coordinator's view of a workflow at a point of its history (default: now), rebuilt by
-    folding its events with the coordinator's own code."""
+    """The coordinator's view of a workflow at a point of its history (default: now).
+
+    Rebuilt by folding its events with the coordinator's own code.
+    """
     from ..timetravel._state import state_report
 
     report = _run(state_report(workflow_id, at=None if at is None else _point(at),
@@ -241,8 +248,10 @@ def replay(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the re-run's outcome")] = 60.0,
     from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
 ) -> None:
-    """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed
-    back; report where the re-run's events differ from the recorded ones (exit 1 if any do)."""
+    """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed back.
+
+    Report where the re-run's events differ from the recorded ones (exit 1 if any do).
+    """
     from ..sandbox._run import rerun
     from ..timetravel._recording import record as take
     from ._render import print_replay
@@ -299,8 +308,10 @@ def archive_restore(
     directory: Path,
     force: Annotated[bool, typer.Option("--force", help="restore even into a broker that has workflows")] = False,
 ) -> None:
-    """Re-publish an archive into an empty broker: history, state and replay work again, and running
-    services treat the restored events as history, never as new work."""
+    """Re-publish an archive into an empty broker: history, state and replay work again.
+
+    Running services treat the restored events as history, never as new work.
+    """
     from ..timetravel._archive import restore
 
     report = _run(restore(Settings.from_env(), directory, force=force))
@@ -322,6 +333,7 @@ def demo(
 
 
 def main() -> None:
+    """Run the `choreo` command line; a ChoreographError is an error line and exit status 1."""
     try:
         app()
     except ChoreographError as exc:

@@ -1,5 +1,8 @@
-"""The demo behind `make run`: start the stack, run several report goals (some failing), show
-progress live, print the outcomes, stop the stack. Last line: completed=N compensated=M failed=K."""
+"""The demo behind `make run`: report workflows, some failing, with live progress, on a local stack.
+
+Start the stack, run several report goals (some failing), show progress live, print the outcomes,
+stop the stack. Last line: completed=N compensated=M failed=K.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ COLOURS = {"completed": "green", "compensated": "yellow", "failed": "red", "runn
 
 @dataclass
 class Row:
+    """One goal of the demo and what has happened to it so far."""
+
     goal: PublishedGoal
     topic: str
     fail_at: str | None
@@ -41,10 +46,12 @@ class Row:
 
     @property
     def status(self) -> str:
+        """The outcome's status, or "running"."""
         return self.outcome.status.value if self.outcome else "running"
 
 
 def _table(rows: list[Row], started: float) -> Table:
+    """The live table: a row per goal, with the time since `started`."""
     table = Table(title=f"report workflows ({time.monotonic() - started:.1f} s)")
     for column in ("workflow", "topic", "fail_at", "status", "steps done", "latest event", "compensated, in order"):
         table.add_column(column)
@@ -56,6 +63,7 @@ def _table(rows: list[Row], started: float) -> Table:
 
 
 async def _run(console: Console, timeout_s: float) -> list[Row]:
+    """Publish the goals and follow them to their outcomes (or the timeout), showing the live table."""
     async with Client(Settings.from_env(), source="choreo://demo") as client:
         rows = [Row(await client.publish("report", {"topic": t, "fail_at": f}), t, f) for t, f in GOALS]
         by_id = {row.goal.workflow_id: row for row in rows}
@@ -75,8 +83,16 @@ async def _run(console: Console, timeout_s: float) -> list[Row]:
 
 
 def run_demo(timeout_s: float = 90.0, keep: bool = False) -> int:
-    """`keep`: leave the stack running afterwards (explore with history, state, replay, archive;
-    end with `choreo down`)."""
+    """Run the demo: start the stack, run the goals, print the outcomes, stop the stack.
+
+    Args:
+        timeout_s: How long to wait for every workflow's outcome.
+        keep: Leave the stack running afterwards (explore with history, state, replay, archive; end
+            with `choreo down`).
+
+    Returns:
+        The exit status: 0, or 1 if a workflow did not finish in time.
+    """
     exit_on_signals()  # a closed terminal or a kill must still stop what the demo started
     console = Console()
     os.environ.setdefault("REPORT_STEP_DELAY_MS", "300")  # so progress is visible; the example agents read it

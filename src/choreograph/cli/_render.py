@@ -1,5 +1,8 @@
-"""How `choreo history` and `choreo state` look on a terminal: a timeline with causation arrows,
-compensations marked, and the state of a workflow as a short summary."""
+"""How `choreo history`, `choreo state` and `choreo replay` look on a terminal.
+
+History is a timeline with causation arrows and compensations marked; state a short summary; a
+replay's report a table of the events that differ.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from ..saga._entries import HistoryEntry
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..sandbox._run import ReplayReport
+    from ..sandbox._compare import ReplayReport
 
 _STYLE = {"compensation_requested": "yellow", "compensation_completed": "yellow", "compensation_failed": "red",
           "step_failed": "red", "outcome": "bold", "goal": "bold"}
@@ -36,8 +39,10 @@ def detail(entry: HistoryEntry) -> str:
 
 
 def _console() -> Console:
-    """A console as wide as the terminal, or 160 columns when the output is a pipe or a file. rich is
-    imported here, on first use: `--json` output never needs it."""
+    """A console as wide as the terminal, or 160 columns when the output is a pipe or a file.
+
+    rich is imported here, on first use: `--json` output never needs it.
+    """
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -47,7 +52,13 @@ def _console() -> Console:
 
 
 class Timeline:
-    """Collects entries and prints them: a table at the end, or a line per entry as it comes."""
+    """Collects entries and prints them: a table at the end, or a line per entry as it comes.
+
+    Args:
+        workflow_id: The workflow the entries belong to (the table's title).
+        as_json: Print each entry as a JSON line as it comes, and no table.
+        stream: Print each entry as a line as it comes (`--follow`), and no table.
+    """
 
     def __init__(self, workflow_id: str, *, as_json: bool, stream: bool) -> None:
         self.workflow_id = workflow_id
@@ -58,6 +69,7 @@ class Timeline:
         self._console: Console | None = None
 
     def add(self, entry: HistoryEntry) -> None:
+        """Add an entry, printing it now when streaming or printing JSON."""
         self.entries.append(entry)
         self._offsets.setdefault(entry.event_id, entry.offset)
         if self.as_json:
@@ -69,6 +81,7 @@ class Timeline:
                                 f"{cells[5]:<9} {cells[6]:<8} {cells[7]}", style=_STYLE.get(entry.kind))
 
     def _cells(self, e: HistoryEntry) -> list[str]:
+        """An entry's columns: offset, time, mark, kind, step, source, cause (← @offset), detail."""
         if e.causation_id is None:
             cause = ""
         else:
@@ -78,6 +91,7 @@ class Timeline:
                 e.source.rsplit("/", 1)[-1], cause, detail(e)]
 
     def done(self) -> None:
+        """Print the table of every entry added, unless each was printed as it came (or none was)."""
         if self.as_json or self.stream or not self.entries:
             return
         from rich import box

@@ -15,6 +15,7 @@ from ..transport._settings import Settings, run_dir
 
 
 def _exit(signum: int, _frame: object) -> None:
+    """Signal handler: exit with status 128 + the signal's number."""
     raise SystemExit(128 + signum)
 
 
@@ -25,12 +26,26 @@ def exit_on_signals() -> None:
 
 
 def ignore_signals() -> None:
+    """Ignore SIGTERM, SIGHUP and SIGINT, so a second signal does not cut a cleanup short."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
 
 def up(timeout_s: float = 60.0) -> dict[str, int]:
-    """Start broker (unless configured or running), coordinator and agents; return name -> pid."""
+    """Start broker (unless configured or running), coordinator and agents; return name -> pid.
+
+    What was started is recorded in .choreo/services.json, for `down`. If anything fails, what was
+    started is stopped again.
+
+    Args:
+        timeout_s: How long to wait for every service to be ready.
+
+    Returns:
+        Service name -> process id.
+
+    Raises:
+        ConfigurationError: The stack is already up, or no services/ directory can be found.
+    """
     state_file = run_dir() / "services.json"
     if state_file.exists():
         raise ConfigurationError("already up (see .choreo/services.json); run `choreo down` first")

@@ -1,5 +1,8 @@
-"""Typed events: the models, the framework's own events, the CloudEvents envelope, and the Avro
-single-object codec they travel in. Pure: no broker, no I/O beyond reading bundled schemas."""
+"""Typed events: the models, the framework's own events, the CloudEvents envelope and the Avro codec.
+
+Events travel Avro single-object encoded, their metadata in CloudEvents Kafka headers. Pure: no
+broker, no I/O beyond reading bundled schemas.
+"""
 
 from ._avro import AvroSchema, SchemaStore
 from ._envelope import (

@@ -62,6 +62,7 @@ _V4_BITS = (0x4000 << 64) | (0x8 << 60)
 
 
 def new_traceparent() -> str:
+    """A W3C traceparent of a new trace: random trace and span ids, sampled."""
     return f"00-{_bits(128):032x}-{_bits(64):016x}-01"
 
 
@@ -86,8 +87,23 @@ def utc_now() -> str:
 
 
 class Envelope(NamedTuple):
-    """Everything about an event but its payload. Immutable; a NamedTuple because one is built for
-    every event in and out, and a frozen dataclass took ~4 us of that."""
+    """Everything about an event but its payload, as CloudEvents Kafka headers and the record key carry it.
+
+    Immutable; a NamedTuple because one is built for every event in and out, and a frozen dataclass
+    took ~4 us of that.
+
+    Attributes:
+        id: The event id (ce_id).
+        type: The Avro full name of the payload's schema (ce_type).
+        source: Who published it (ce_source), e.g. COORDINATOR_SOURCE or agent_source(...).
+        time: When it was published, ISO 8601 UTC in milliseconds (ce_time).
+        workflow: The workflow's name (ce_workflow).
+        workflow_id: The workflow instance's id: the record key.
+        kind: The role of the event in the saga (ce_kind).
+        step: The step it belongs to, if any (ce_step).
+        causation_id: The id of the event that caused it, if any (ce_causationid).
+        traceparent: The W3C trace context (traceparent).
+    """
 
     id: str
     type: str
@@ -103,18 +119,36 @@ class Envelope(NamedTuple):
     @classmethod
     def new(cls, *, type: str, source: str, workflow: str, workflow_id: str, kind: Kind,
             step: str | None = None, cause: Envelope | None = None, id: str | None = None) -> Envelope:
+        """An envelope stamped now, caused by `cause` if given (its id, and a span of its trace).
+
+        Args:
+            type: The Avro full name of the payload's schema.
+            source: Who publishes the event.
+            workflow: The workflow's name.
+            workflow_id: The workflow instance's id.
+            kind: The role of the event in the saga.
+            step: The step the event belongs to, if any.
+            cause: The envelope of the event that caused this one, if any.
+            id: The event id; None for a new random one (see derived_id for a deterministic one).
+
+        Returns:
+            The envelope.
+        """
         return cls(id or new_event_id(), type, source, utc_now(), workflow, workflow_id, kind, step,
                    None if cause is None else cause.id,
                    child_traceparent(None if cause is None else cause.traceparent))
 
     def with_id(self, id: str) -> Envelope:
+        """A copy with the event id `id`."""
         return self._replace(id=id)
 
     @property
     def key(self) -> bytes:
+        """The record key: the workflow id, UTF-8 encoded."""
         return self.workflow_id.encode()
 
     def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka headers that carry this envelope (CloudEvents binary mode, and traceparent)."""
         return self.headers_with(fixed_headers(self.source, self.workflow, self.kind, self.step))
 
     def headers_with(self, fixed: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -129,7 +163,18 @@ class Envelope(NamedTuple):
 
     @classmethod
     def from_record(cls, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Envelope:
-        """Read the envelope back; DecodeError when a required attribute is missing or mangled."""
+        """Read an envelope back from a record's key and headers.
+
+        Args:
+            key: The record key (the workflow id).
+            headers: The record's headers.
+
+        Returns:
+            The envelope.
+
+        Raises:
+            DecodeError: A required header is missing, or a header is malformed.
+        """
         h = dict(headers)
         try:
             kind = _KINDS.get(h["ce_kind"])
@@ -164,17 +209,23 @@ _sha1 = hashlib.sha1
 
 
 def derived_id(workflow_id: str, *parts: str) -> str:
-    """A deterministic event id (uuid5 of the workflow id and `parts`). Decisions and agent results
-    use it, so an event re-emitted after a crash, or re-produced by a sandbox re-run, has the id
-    of the original and deduplicates downstream. Same value as uuid.uuid5, at a fifth of its cost."""
+    """A deterministic event id: the uuid5 of the workflow id and `parts`.
+
+    Decisions and agent results use it, so an event re-emitted after a crash, or re-produced by a
+    sandbox re-run, has the id of the original and deduplicates downstream. Same value as
+    uuid.uuid5(uuid.NAMESPACE_URL, "choreograph:<workflow_id>/<part>/..."), at a fifth of its cost.
+    """
     name = "choreograph:" + "/".join((workflow_id, *parts))
     h = _sha1(_URL_NAMESPACE + name.encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def new_workflow_id() -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds first, so the id says when its goal was
-    published and `choreo history` can seek to that time instead of scanning the partition."""
+    """A new workflow id: a UUIDv7 (RFC 9562), 48 bits of Unix milliseconds first.
+
+    So the id says when its goal was published, and `choreo history` can seek to that time instead
+    of scanning the partition (see workflow_time_ms).
+    """
     n = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | _bits(12) << 64 | 0x2 << 62 | _bits(62)
     h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -30,7 +30,18 @@ def schema_root() -> Path:
 
 
 def load_schema(source: SchemaSource) -> AvroSchema:
-    """An AvroSchema from a dict, a JSON string or a path to an .avsc file."""
+    """Load a record schema.
+
+    Args:
+        source: The schema as JSON data, as JSON text (a string starting with `{`), or the path of an
+            .avsc file.
+
+    Returns:
+        The parsed schema.
+
+    Raises:
+        SchemaError: The file cannot be read, or the schema is not a valid Avro record.
+    """
     if isinstance(source, Mapping):
         return AvroSchema.from_json(source)
     if isinstance(source, str) and source.lstrip().startswith("{"):
@@ -43,7 +54,12 @@ def load_schema(source: SchemaSource) -> AvroSchema:
 
 
 class Event(BaseModel):
-    """Base of every event payload. Subclass with `schema=` naming its .avsc (or a dict)."""
+    """Base of every event payload: a frozen pydantic model bound to an Avro record schema.
+
+    Subclass with `schema=` naming its .avsc file (or giving the schema as a dict or JSON text);
+    the class statement fails with SchemaError without one, and with SchemaDriftError when the
+    model's fields do not mirror the schema's (names, types, optionality).
+    """
 
     # Validators are built on first use, not at import: a command line starts ~40 ms sooner.
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -71,12 +87,26 @@ class Event(BaseModel):
         return cls.avro.name
 
     def encode(self) -> bytes:
+        """This event as an Avro single-object payload of its schema."""
         # A model without nested models is its own field dict; model_dump() would copy it (~2 us).
         return self.avro.encode(self.__dict__ if self._flat else self.model_dump())
 
     @classmethod
     def decode(cls, payload: bytes, store: SchemaStore) -> Self:
-        """Decode a single-object payload written with any schema the store knows."""
+        """Decode a single-object payload written with any schema the store knows, read as this event.
+
+        Args:
+            payload: The single-object encoded bytes.
+            store: The known writer schemas.
+
+        Returns:
+            The event.
+
+        Raises:
+            DecodeError: The payload cannot be decoded, or its writer schema is unknown
+                (UnknownSchemaError).
+            InvalidPayloadError: The decoded record fails this model's validation.
+        """
         record = store.decode(payload, cls.avro)
         try:
             return cls.model_validate(record)
@@ -92,32 +122,71 @@ def _holds_model(annotation: Any) -> bool:
 
 
 def _framework(name: str) -> Path:
+    """The bundled .avsc file of the framework event `name`."""
     return schema_root() / "choreograph" / f"{name}.avsc"
 
 
 class StepFailed(Event, schema=_framework("step_failed")):
+    """A step's handler raised: the saga coordinator starts compensating.
+
+    Attributes:
+        step: The step that failed.
+        reason: The exception's message.
+        error_type: The exception's class name.
+    """
+
     step: str
     reason: str
     error_type: str
 
 
 class CompensationRequested(Event, schema=_framework("compensation_requested")):
+    """The coordinator asks the agent of a completed step to undo it.
+
+    Attributes:
+        step: The step to undo.
+        failed_step: The step whose failure made the workflow compensate.
+        reason: Why that step failed.
+    """
+
     step: str
     failed_step: str
     reason: str
 
 
 class CompensationCompleted(Event, schema=_framework("compensation_completed")):
+    """An agent undid its step.
+
+    Attributes:
+        step: The step undone.
+    """
+
     step: str
 
 
 class CompensationFailed(Event, schema=_framework("compensation_failed")):
+    """An agent could not undo its step: the workflow ends failed and needs a person.
+
+    Attributes:
+        step: The step that could not be undone.
+        reason: The exception's message.
+        error_type: The exception's class name.
+    """
+
     step: str
     reason: str
     error_type: str
 
 
 class StepNode(BaseModel):
+    """One step of a workflow's step graph, as WorkflowStarted records it.
+
+    Attributes:
+        name: The step's name.
+        depends_on: The steps whose completion events it consumes.
+        compensable: Whether its agent can undo it.
+    """
+
     model_config = ConfigDict(frozen=True, defer_build=True)
     name: str
     depends_on: list[str]
@@ -125,17 +194,37 @@ class StepNode(BaseModel):
 
 
 class WorkflowStarted(Event, schema=_framework("workflow_started")):
+    """The coordinator fixed the step graph this workflow instance runs with, for its whole life.
+
+    Attributes:
+        workflow: The workflow's name.
+        steps: Its steps, in a topological order.
+    """
+
     workflow: str
     steps: list[StepNode]
 
 
 class OutcomeStatus(enum.StrEnum):
+    """How a workflow instance ended: every step completed, compensated after a failure, or failed."""
+
     COMPLETED = "completed"
     COMPENSATED = "compensated"
     FAILED = "failed"
 
 
 class WorkflowOutcome(Event, schema=_framework("workflow_outcome")):
+    """The final word on a workflow instance.
+
+    Attributes:
+        workflow: The workflow's name.
+        status: How it ended.
+        failed_step: The step whose failure ended it, if one did.
+        reason: Why it failed or was compensated, if it did not complete.
+        completed_steps: The steps that completed, sorted.
+        compensated_steps: The steps that were undone, sorted.
+    """
+
     workflow: str
     status: OutcomeStatus
     failed_step: str | None = None
@@ -153,11 +242,21 @@ class EventSchema(BaseModel):
 
     @classmethod
     def of(cls, event: type[Event]) -> EventSchema:
+        """The announcement of the event type `event`."""
         return cls(name=event.type_name(), avro_schema=event.avro.json())
 
 
 class StepContract(Event, schema=_framework("step_contract")):
-    """What an agent announces: its step, what it consumes, what it completes with."""
+    """What an agent announces on the registry topic: the step it runs and the event types it speaks.
+
+    Attributes:
+        workflow: The workflow's name.
+        step: The step the agent runs.
+        agent: The agent's name.
+        consumes: The event types it consumes; those no step completes with are the workflow's goals.
+        completes_with: The event type it completes its step with.
+        compensable: Whether it can undo its step.
+    """
 
     workflow: str
     step: str
@@ -168,7 +267,17 @@ class StepContract(Event, schema=_framework("step_contract")):
 
 
 class RestoreStarted(Event, schema=_framework("restore_started")):
-    """Opens a restore bracket on a partition (see choreograph.archive)."""
+    """Opens a restore bracket on a partition (see choreograph.transport._restore).
+
+    The records that follow it, up to RestoreCompleted and stamped no later than `until_timestamp`,
+    are history re-published from an archive, not new work.
+
+    Attributes:
+        restore_id: The restore's id, shared by its markers on every partition.
+        archive: The archive directory restored.
+        records: How many records the restore re-publishes on this partition.
+        until_timestamp: The newest restored record's timestamp (ms).
+    """
 
     restore_id: str
     archive: str
@@ -177,7 +286,12 @@ class RestoreStarted(Event, schema=_framework("restore_started")):
 
 
 class RestoreCompleted(Event, schema=_framework("restore_completed")):
-    """Closes the restore bracket of a partition."""
+    """Closes the restore bracket RestoreStarted opened on this partition.
+
+    Attributes:
+        restore_id: The restore's id.
+        records: How many records the restore re-published on this partition.
+    """
 
     restore_id: str
     records: int

@@ -1,5 +1,8 @@
-"""A Kafka record as choreograph stores it outside the broker: in a record file (`choreo record`),
-an archive segment, or a sandbox copy. Every byte that matters is kept, so it can be re-published."""
+"""A Kafka record as choreograph stores it outside the broker.
+
+In a recording (`choreo record`), an archive segment, or a sandbox copy. Every byte that matters is
+kept, so it can be re-published.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +16,39 @@ class ConsumedRecord(Protocol):
     """What a record read from a broker carries (aiokafka's ConsumerRecord, the memory log's record)."""
 
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic it was read from."""
+        ...
+
     @property
-    def partition(self) -> int: ...
+    def partition(self) -> int:
+        """The partition it was read from."""
+        ...
+
     @property
-    def offset(self) -> int: ...
+    def offset(self) -> int:
+        """Its offset in the partition."""
+        ...
+
     @property
-    def timestamp(self) -> int: ...
+    def timestamp(self) -> int:
+        """Its timestamp in Unix milliseconds, as the broker logged it."""
+        ...
+
     @property
-    def key(self) -> bytes | None: ...
+    def key(self) -> bytes | None:
+        """Its key (for an event, the workflow id)."""
+        ...
+
     @property
-    def value(self) -> bytes | None: ...
+    def value(self) -> bytes | None:
+        """Its value (for an event, the Avro single-object payload)."""
+        ...
+
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes]]:
+        """Its headers, in order."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +65,23 @@ class StoredRecord:
 
     @classmethod
     def of(cls, record: ConsumedRecord) -> StoredRecord:
+        """A copy of a record read from a broker."""
         return cls(record.topic, record.partition, record.offset, record.timestamp, record.key, record.value,
                    tuple(record.headers or ()))
 
     def header(self, name: str) -> bytes | None:
+        """The value of the first header called `name`, or None."""
         for key, value in self.headers:
             if key == name:
                 return value
         return None
 
     def to_json(self) -> dict[str, Any]:
-        """Text where the bytes are UTF-8 (keys and CloudEvents headers always are), else base64."""
+        """The record as JSON data (a recording's line).
+
+        The key and header values are text where the bytes are UTF-8 (keys and CloudEvents headers
+        always are), else {"base64": ...}; the value is always base64.
+        """
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
                 "timestamp": self.timestamp, "key": _text(self.key),
                 "headers": [[name, _text(value)] for name, value in self.headers],
@@ -60,6 +89,12 @@ class StoredRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredRecord:
+        """Read a record back from the JSON data to_json made.
+
+        Raises:
+            KeyError: A required field (topic, partition, offset, timestamp) is missing.
+            ValueError: A field cannot be read (a number that is not one, or bad base64).
+        """
         value = data.get("value")
         return cls(str(data["topic"]), int(data["partition"]), int(data["offset"]), int(data["timestamp"]),
                    _bytes(data.get("key")), None if value is None else base64.b64decode(value),
@@ -67,6 +102,7 @@ class StoredRecord:
 
 
 def _text(value: bytes | None) -> str | dict[str, str] | None:
+    """Bytes as JSON: the text if they are UTF-8, else {"base64": ...}."""
     if value is None:
         return None
     try:
@@ -76,6 +112,7 @@ def _text(value: bytes | None) -> str | dict[str, str] | None:
 
 
 def _bytes(value: str | dict[str, str] | None) -> bytes | None:
+    """The bytes _text made JSON of."""
     if value is None:
         return None
     if isinstance(value, dict):

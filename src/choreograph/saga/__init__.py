@@ -1,5 +1,7 @@
-"""The saga: step graphs, the coordinator's pure decision function `handle(state, fact)`, and the
-fold, diff and check that replay recorded workflows through it. Pure: no broker, no I/O."""
+"""The saga: step graphs, the coordinator's pure decision function `handle(state, fact)`, and replay.
+
+`fold`, `diff` and `check` replay recorded workflows through `handle`. Pure: no broker, no I/O.
+"""
 
 from ._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
 from ._entries import HistoryEntry, entries_of, entry_of, is_outcome

@@ -29,7 +29,16 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class Fact:
-    """What the coordinator learns from one event, independent of Kafka and Avro."""
+    """What the coordinator learns from one event, independent of Kafka and Avro.
+
+    Attributes:
+        kind: The event's kind; Kind.OTHER for WorkflowStarted (then `graph` is set).
+        workflow: The workflow's name.
+        step: The step the event is about, if any.
+        reason: Why a step or its compensation failed (STEP_FAILED, COMPENSATION_FAILED).
+        graph: The step graph a WorkflowStarted fixed.
+        status: The outcome's status (OUTCOME).
+    """
 
     kind: Kind
     workflow: str
@@ -41,7 +50,23 @@ class Fact:
 
 @dataclass(frozen=True, slots=True)
 class SagaState:
-    """One workflow instance as the coordinator sees it."""
+    """One workflow instance as the coordinator sees it.
+
+    Every field only grows (sets by union, maps by new keys), so facts fold in any order and any
+    number of times to the same state.
+
+    Attributes:
+        workflow_id: The workflow instance's id.
+        workflow: The workflow's name, once a fact has named it.
+        goal_seen: Whether its goal has been read.
+        graph: The step graph it runs with, once WorkflowStarted fixed it.
+        completed: The steps that completed.
+        failed: Failed step -> reason.
+        compensation_requested: The steps asked to undo themselves.
+        compensated: The steps undone.
+        compensation_failed: Step that could not be undone -> reason.
+        outcome: Its outcome's status, once it has one.
+    """
 
     workflow_id: str
     workflow: str = ""
@@ -56,12 +81,20 @@ class SagaState:
 
     @property
     def finished(self) -> bool:
+        """Whether the workflow has its outcome (then no fact changes it any more)."""
         return self.outcome is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """An event the coordinator must publish; `fact` is how it changes the state once taken."""
+    """An event the coordinator must publish; `fact` is how it changes the state once taken.
+
+    Attributes:
+        kind: The event's kind.
+        step: The step it is about, if any.
+        event: The event to publish.
+        fact: What taking the decision tells the coordinator (applied with evolve).
+    """
 
     kind: Kind
     step: str | None
@@ -73,8 +106,24 @@ _STARTED = WorkflowStarted.type_name()
 
 
 def fact_of(envelope: Envelope, record: Mapping[str, Any]) -> Fact:
-    """What one event (its envelope and decoded payload) tells the coordinator. The coordinator,
-    `choreo state` and the golden replayer all read events through this one function."""
+    """What one event (its envelope and decoded payload) tells the coordinator.
+
+    The coordinator, `choreo state` and the golden replayer all read events through this one
+    function.
+
+    Args:
+        envelope: The event's envelope.
+        record: The event's decoded payload.
+
+    Returns:
+        The fact.
+
+    Raises:
+        pydantic.ValidationError: The payload of a WorkflowStarted, failure or outcome event does not
+            fit its model (a ValueError).
+        WorkflowError: The steps of a WorkflowStarted do not form a graph (an unknown dependency or a
+            cycle).
+    """
     if envelope.type == _STARTED:
         started = WorkflowStarted.model_validate(record)
         return Fact(Kind.OTHER, envelope.workflow, graph=Graph.of(started.workflow, started.steps))
@@ -88,7 +137,10 @@ def fact_of(envelope: Envelope, record: Mapping[str, Any]) -> Fact:
 
 
 def evolve(state: SagaState, fact: Fact) -> SagaState:
-    """Fold one fact into the state. Idempotent: applying a fact twice changes nothing."""
+    """Fold one fact into the state. Idempotent: applying a fact twice changes nothing.
+
+    A failure keeps its first reason, a graph and an outcome their first value.
+    """
     if fact.workflow and not state.workflow:
         state = replace(state, workflow=fact.workflow)
     step = fact.step or ""
@@ -114,13 +166,30 @@ def evolve(state: SagaState, fact: Fact) -> SagaState:
 
 
 def handle(state: SagaState, fact: Fact, catalog: Mapping[str, Graph]) -> tuple[SagaState, list[Decision]]:
-    """Fold `fact`, then take every decision the new state calls for (applying each as it is taken)."""
+    """Fold `fact`, then take every decision the new state calls for (applying each as it is taken).
+
+    Args:
+        state: The workflow's state before the fact.
+        fact: What one event tells the coordinator (see fact_of).
+        catalog: The current step graph of each workflow, for a goal that has no graph yet.
+
+    Returns:
+        The new state, with every decision taken applied, and the decisions in the order taken.
+    """
     state = evolve(state, fact)
     return settle(state, catalog)
 
 
 def settle(state: SagaState, catalog: Mapping[str, Graph]) -> tuple[SagaState, list[Decision]]:
-    """Take the decisions `state` calls for without a new fact: used after replaying a log silently."""
+    """Take the decisions `state` calls for without a new fact: used after replaying a log silently.
+
+    Args:
+        state: The workflow's state.
+        catalog: The current step graph of each workflow, for a goal that has no graph yet.
+
+    Returns:
+        The new state, with every decision taken applied, and the decisions in the order taken.
+    """
     taken: list[Decision] = []
     while decisions := _next_decisions(state, catalog):
         for decision in decisions:
@@ -130,6 +199,7 @@ def settle(state: SagaState, catalog: Mapping[str, Graph]) -> tuple[SagaState, l
 
 
 def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Decision]:
+    """The decisions `state` calls for now: start, compensation requests, or the outcome; none if done."""
     if state.outcome is not None:
         return []
     graph = state.graph
@@ -168,18 +238,23 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
 
 def _dependents_undone(state: SagaState, graph: Graph, step: str, completed: frozenset[str],
                        live: frozenset[str]) -> bool:
-    """Reverse dependency order: `step` may be compensated once no step depending on it can still
-    run, and every one that completed has been compensated (or has nothing to undo)."""
+    """Whether `step` may be compensated now, in reverse dependency order.
+
+    It may once no step depending on it can still run, and every one that completed has been
+    compensated (or has nothing to undo).
+    """
     return all(d not in live and (d not in completed or d in state.compensated or not graph.nodes[d].compensable)
                for d in graph.dependents[step])
 
 
 def _started(state: SagaState, graph: Graph) -> Decision:
+    """The decision to fix `graph` as the workflow's step graph (WorkflowStarted)."""
     event = WorkflowStarted(workflow=state.workflow, steps=[graph.nodes[n] for n in graph.order])
     return Decision(Kind.OTHER, None, event, Fact(Kind.OTHER, state.workflow, graph=graph))
 
 
 def _request(state: SagaState, step: str) -> Decision:
+    """The decision to ask the agent of `step` to undo it (CompensationRequested)."""
     failed_step = min(state.failed)
     event = CompensationRequested(step=step, failed_step=failed_step, reason=state.failed[failed_step])
     return Decision(Kind.COMPENSATION_REQUESTED, step, event,
@@ -187,6 +262,7 @@ def _request(state: SagaState, step: str) -> Decision:
 
 
 def _outcome(state: SagaState, status: OutcomeStatus, failed_step: str | None, reason: str | None) -> Decision:
+    """The decision to end the workflow with `status` (WorkflowOutcome)."""
     event = WorkflowOutcome(
         workflow=state.workflow, status=status, failed_step=failed_step, reason=reason,
         completed_steps=sorted(state.completed), compensated_steps=sorted(state.compensated),

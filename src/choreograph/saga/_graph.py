@@ -15,7 +15,14 @@ from ..events._models import StepContract, StepNode
 
 @dataclass(frozen=True)
 class Graph:
-    """Steps of one workflow with their dependencies, in a topological order."""
+    """Steps of one workflow with their dependencies, in a topological order.
+
+    Attributes:
+        workflow: The workflow's name.
+        nodes: Step name -> step.
+        order: The step names, each after the steps it depends on (ties broken by name).
+        dependents: Step name -> the steps that depend on it directly.
+    """
 
     workflow: str
     nodes: Mapping[str, StepNode]
@@ -24,6 +31,18 @@ class Graph:
 
     @classmethod
     def of(cls, workflow: str, nodes: Iterable[StepNode]) -> Graph:
+        """The graph of the given steps, ordered.
+
+        Args:
+            workflow: The workflow's name.
+            nodes: Its steps; of two with one name, the last counts.
+
+        Returns:
+            The graph.
+
+        Raises:
+            WorkflowError: A step depends on a step not given, or the dependencies form a cycle.
+        """
         by_name = {n.name: n for n in nodes}
         for node in by_name.values():
             unknown = set(node.depends_on) - by_name.keys()
@@ -51,6 +70,21 @@ class Graph:
 
     @classmethod
     def from_contracts(cls, workflow: str, contracts: Iterable[StepContract]) -> Graph:
+        """The graph that the announced contracts of `workflow` make.
+
+        Step S depends on step T when S consumes the event type T completes with (of two steps
+        completing with one type, the first given counts).
+
+        Args:
+            workflow: The workflow's name.
+            contracts: Announced contracts; those of other workflows are ignored.
+
+        Returns:
+            The graph.
+
+        Raises:
+            WorkflowError: The dependencies form a cycle.
+        """
         mine = [c for c in contracts if c.workflow == workflow]
         producers: dict[str, str] = {}
         for c in mine:

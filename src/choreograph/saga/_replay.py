@@ -21,14 +21,34 @@ from ._graph import Graph
 
 @dataclass(frozen=True)
 class Point:
-    """A point in a workflow's history: an offset of its partition, or a log timestamp (ms)."""
+    """A point in a workflow's history: an offset of its partition, or a log timestamp (ms).
+
+    With neither set, the point is the end of the history.
+
+    Attributes:
+        offset: The last offset included.
+        timestamp_ms: The last log timestamp included, in Unix milliseconds.
+    """
 
     offset: int | None = None
     timestamp_ms: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Point:
-        """`1234` is an offset; an ISO 8601 time (`2026-11-21T09:30:00Z`) is a log timestamp."""
+        """Read a point as `choreo state --at` takes it.
+
+        `1234` is an offset; an ISO 8601 time with a time zone (`2026-11-21T09:30:00Z`) is a log
+        timestamp, rounded to the millisecond.
+
+        Args:
+            text: The offset or the time.
+
+        Returns:
+            The point.
+
+        Raises:
+            ConfigurationError: The text is neither, or a time without a time zone.
+        """
         if text.isdigit():
             return cls(offset=int(text))
         try:
@@ -40,6 +60,7 @@ class Point:
         return cls(timestamp_ms=round(moment.timestamp() * 1000))  # int() could land a millisecond early
 
     def includes(self, entry: HistoryEntry) -> bool:
+        """Whether `entry` is at or before this point."""
         if self.offset is not None:
             return entry.offset <= self.offset
         if self.timestamp_ms is not None:
@@ -49,7 +70,14 @@ class Point:
 
 @dataclass
 class Snapshot:
-    """The coordinator's view of one workflow after the events up to a point."""
+    """The coordinator's view of one workflow after the events up to a point.
+
+    Attributes:
+        state: The workflow's state.
+        last: The last event folded, if any.
+        events: How many events were folded.
+        decided: The decisions taken at `last`, which the coordinator published right after it.
+    """
 
     state: SagaState
     last: HistoryEntry | None = None
@@ -57,6 +85,7 @@ class Snapshot:
     decided: list[Decision] = field(default_factory=list)  # taken at `last`, published right after
 
     def json(self) -> dict[str, Any]:
+        """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome)."""
         s = self.state
         status = s.outcome.value if s.outcome is not None else "running" if s.goal_seen else "unknown"
         graph = None if s.graph is None else [
@@ -74,12 +103,21 @@ class Snapshot:
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:
+    """A decision as Snapshot.json lists it: kind, step and event type."""
     return {"kind": decision.kind.value, "step": decision.step, "type": decision.event.type_name()}
 
 
 def catalog_for(entries: Iterable[HistoryEntry], fallback: Mapping[str, Graph] | None = None) -> Mapping[str, Graph]:
-    """The graph the coordinator gave this workflow: the one its recorded WorkflowStarted names.
-    Before the coordinator recorded one, `fallback` (the registry's current catalog) stands in."""
+    """The catalog to replay a workflow with: the graph its recorded WorkflowStarted names.
+
+    Args:
+        entries: The workflow's events.
+        fallback: What stands in before the coordinator recorded a WorkflowStarted (the registry's
+            current catalog); None for an empty catalog.
+
+    Returns:
+        Workflow name -> graph: the recorded graph alone, or `fallback`.
+    """
     for entry in entries:
         fact = _fact(entry)
         if fact is not None and fact.graph is not None:
@@ -98,9 +136,19 @@ def _fact(entry: HistoryEntry) -> Fact | None:
 
 
 def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: Point | None = None) -> Snapshot:
-    """The state a coordinator that handled these events live held after the last one within
-    `until`: each event goes through saga.handle, the coordinator's own code, decisions included.
-    Like the coordinator, it ignores everything after the outcome."""
+    """Rebuild the state a coordinator that handled these events live held after the last one within `until`.
+
+    Each event goes through saga.handle, the coordinator's own code, decisions included. Like the
+    coordinator, it ignores everything after the outcome, and events it could not read.
+
+    Args:
+        entries: The workflow's events, in log order.
+        catalog: The step graphs to start the workflow with (see catalog_for).
+        until: The last point to fold; None for every event.
+
+    Returns:
+        The snapshot after the last event folded; one of an unnamed workflow if none was.
+    """
     snapshot: Snapshot | None = None
     for entry in entries:
         if until is not None and not until.includes(entry):
@@ -116,7 +164,18 @@ def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: P
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What changed between two snapshots' JSON: sets as added/removed, other fields as from/to."""
+    """What changed between two snapshots' JSON (Snapshot.json), field by field.
+
+    Lists of strings and dicts change as {"added": ..., "removed": ...}, anything else as
+    {"from": ..., "to": ...}; where the snapshots are and the decisions taken there are left out.
+
+    Args:
+        before: The earlier snapshot's JSON.
+        after: The later snapshot's JSON.
+
+    Returns:
+        Field name -> change, sorted by name; only fields that changed.
+    """
     changes: dict[str, Any] = {}
     for name in before.keys() | after.keys():
         if name in ("at", "events_folded", "decided"):
@@ -136,7 +195,13 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Mismatch:
-    """One way the current code departs from a recorded run."""
+    """One way the current code departs from a recorded run.
+
+    Attributes:
+        index: The position of the decision concerned among the recorded coordinator events and the
+            decisions taken now; -1 for the final state.
+        what: What differs, in words.
+    """
 
     index: int
     what: str
@@ -145,39 +210,33 @@ class Mismatch:
         return f"decision {self.index}: {self.what}" if self.index >= 0 else self.what
 
 
+# A decision taken on replay: the id of the event it was taken on, the decision, the state after it.
+_Taken = tuple[str | None, Decision, SagaState]
+
+
 def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Mapping[str, Graph],
           final_state: Mapping[str, Any] | None) -> list[Mismatch]:
-    """Replay everything but the coordinator's own events through saga.handle and compare the
-    decisions with the coordinator events recorded (id, kind, step, type, cause, payload bytes, order)
-    and the final state with `final_state`. `values` maps event ids to recorded payload bytes."""
+    """Replay a recorded workflow through the current coordinator code; list where it departs from the recording.
+
+    Everything but the coordinator's own events goes through saga.handle. The decisions taken are
+    compared with the coordinator events recorded (id, kind, step, type, cause, payload bytes and
+    order), and the final state with `final_state`.
+
+    Args:
+        entries: The workflow's events, in log order.
+        values: Event id -> recorded payload bytes.
+        catalog: The step graphs to start the workflow with (see catalog_for).
+        final_state: The recorded final state (Snapshot.json without "at", "events_folded" and
+            "decided"), or None not to compare it.
+
+    Returns:
+        Every mismatch, in decision order, the final state's last; empty when the code reproduces
+        the recording.
+    """
     recorded = [e for e in entries if e.source == COORDINATOR_SOURCE]
-    emitted: list[tuple[str | None, Decision, SagaState]] = []
-    state: SagaState | None = None
-    for entry in entries:
-        if entry.source == COORDINATOR_SOURCE:
-            continue
-        state = state or SagaState(entry.workflow_id)
-        if state.finished or (fact := _fact(entry)) is None:
-            continue
-        state, decisions = handle(state, fact, catalog)
-        emitted.extend((entry.event_id, d, state) for d in decisions)
-    problems: list[Mismatch] = []
-    for index, (want, got) in enumerate(zip(recorded, emitted, strict=False)):
-        cause, decision, after = got
-        event_id = derived_id(after.workflow_id, decision.kind.value, decision.step or "")
-        checks = [("kind", want.kind, decision.kind.value), ("step", want.step, decision.step),
-                  ("type", want.type, decision.event.type_name()), ("event id", want.event_id, event_id)]
-        if want.causation_id is not None:  # None: settled after a coordinator restart, cause unknown
-            checks.append(("cause", want.causation_id, cause))
-        for name, expected, actual in checks:
-            if expected != actual:
-                problems.append(Mismatch(index, f"recorded {want.kind} {want.step or ''}: "
-                                                f"{name} {actual!r} now, {expected!r} recorded"))
-                break
-        else:
-            if values.get(want.event_id) != decision.event.encode():
-                problems.append(Mismatch(index, f"{want.kind} {want.step or ''} payload differs: "
-                                                f"{decision.event.model_dump(mode='json')} != {want.data}"))
+    emitted, state = _decide(entries, catalog)
+    problems = [mismatch for index, (want, got) in enumerate(zip(recorded, emitted, strict=False))
+                if (mismatch := _compare(index, want, got, values)) is not None]
     for want in recorded[len(emitted):]:
         problems.append(Mismatch(len(emitted), f"recorded {want.kind} {want.step or ''} was not decided"))
     for _, decision, _ in emitted[len(recorded):]:
@@ -189,3 +248,36 @@ def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Map
         if changed:
             problems.append(Mismatch(-1, f"final state differs: {changed}"))
     return problems
+
+
+def _decide(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph]) -> tuple[list[_Taken], SagaState | None]:
+    """The decisions the current code takes on everything but the coordinator's own events, and the final state."""
+    emitted: list[_Taken] = []
+    state: SagaState | None = None
+    for entry in entries:
+        if entry.source == COORDINATOR_SOURCE:
+            continue
+        state = state or SagaState(entry.workflow_id)
+        if state.finished or (fact := _fact(entry)) is None:
+            continue
+        state, decisions = handle(state, fact, catalog)
+        emitted.extend((entry.event_id, d, state) for d in decisions)
+    return emitted, state
+
+
+def _compare(index: int, want: HistoryEntry, got: _Taken, values: Mapping[str, bytes]) -> Mismatch | None:
+    """The first way the decision `got` departs from the recorded coordinator event `want`, if any."""
+    cause, decision, after = got
+    event_id = derived_id(after.workflow_id, decision.kind.value, decision.step or "")
+    checks = [("kind", want.kind, decision.kind.value), ("step", want.step, decision.step),
+              ("type", want.type, decision.event.type_name()), ("event id", want.event_id, event_id)]
+    if want.causation_id is not None:  # None: settled after a coordinator restart, cause unknown
+        checks.append(("cause", want.causation_id, cause))
+    for name, expected, actual in checks:
+        if expected != actual:
+            return Mismatch(index, f"recorded {want.kind} {want.step or ''}: "
+                                   f"{name} {actual!r} now, {expected!r} recorded")
+    if values.get(want.event_id) != decision.event.encode():
+        return Mismatch(index, f"{want.kind} {want.step or ''} payload differs: "
+                               f"{decision.event.model_dump(mode='json')} != {want.data}")
+    return None

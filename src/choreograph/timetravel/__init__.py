@@ -1,5 +1,7 @@
-"""Replay and time travel: a workflow's history from the broker, recordings, the archive and its
-archiver service, and a workflow's state at any point."""
+"""Replay and time travel: workflow histories, recordings, the archive, and state at any point.
+
+A workflow's history is read from the broker or from the archive its archiver service writes.
+"""
 
 from ._archive import Archive, restore, write_segment
 from ._archiver import Archiver

@@ -31,6 +31,17 @@ FORMAT = "choreograph-recording/1"
 
 @dataclass
 class Recording:
+    """One workflow's records, with the step contracts its graph came from and its final state.
+
+    Attributes:
+        workflow_id: The workflow instance's id.
+        workflow: The workflow's name.
+        contracts: The workflow's step contracts, as announced when it was recorded.
+        records: The workflow's records, byte exact, in log order.
+        final_state: The state folded from the records when recorded (Snapshot.json without "at",
+            "events_folded" and "decided"); None if not recorded.
+    """
+
     workflow_id: str
     workflow: str
     contracts: list[StepContract]
@@ -53,9 +64,14 @@ class Recording:
         return [(r, e) for r in self.records if (e := entry_of(r, self.store)) is not None]
 
     def entries(self) -> list[HistoryEntry]:
+        """The decoded events (see events)."""
         return [e for _, e in self.events()]
 
     def catalog(self) -> dict[str, Graph]:
+        """The workflow's step graph: made from its contracts, else as its WorkflowStarted recorded it.
+
+        Empty when it has neither.
+        """
         if self.contracts:
             return {self.workflow: Graph.from_contracts(self.workflow, self.contracts)}
         return dict(catalog_for(self.entries()))
@@ -67,6 +83,7 @@ class Recording:
         return check([e for _, e in events], values, self.catalog(), self.final_state)
 
     def dumps(self) -> bytes:
+        """The recording file's content: JSON lines, the header first, then a line per record."""
         header = {"format": FORMAT, "workflow_id": self.workflow_id, "workflow": self.workflow,
                   "contracts": [c.model_dump(mode="json") for c in self.contracts],
                   "final_state": self.final_state}
@@ -81,6 +98,18 @@ class Recording:
 
     @classmethod
     def loads(cls, text: bytes, name: str = "<recording>") -> Recording:
+        """Read a recording from a recording file's content (see dumps).
+
+        Args:
+            text: The content.
+            name: What to call it in errors (the file's name).
+
+        Returns:
+            The recording.
+
+        Raises:
+            ConfigurationError: The text is not a recording, or not a readable one.
+        """
         lines = [line for line in text.splitlines() if line.strip()]
         try:
             header = orjson.loads(lines[0])
@@ -94,11 +123,31 @@ class Recording:
 
     @classmethod
     def load(cls, path: Path) -> Recording:
+        """Read a recording file (see loads).
+
+        Raises:
+            OSError: The file cannot be read.
+            ConfigurationError: The file is not a recording, or not a readable one.
+        """
         return cls.loads(path.read_bytes(), str(path))
 
 
 def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: Iterable[StepContract],
                  store: SchemaStore) -> Recording:
+    """A recording of the workflow's records, with its contracts and the final state folded from them.
+
+    Args:
+        workflow_id: The workflow instance's id.
+        records: Its records, in log order.
+        contracts: Announced contracts; those of other workflows are left out.
+        store: The writer schemas to decode the records with.
+
+    Returns:
+        The recording.
+
+    Raises:
+        ConfigurationError: No record is an event, or the events cannot be folded.
+    """
     records = list(records)
     entries = entries_of(records, store)
     if not entries:
@@ -115,9 +164,23 @@ def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: I
 
 
 async def record(settings: Settings | None, workflow_id: str, archive: Path | None = None) -> Recording:
-    """The workflow's records to its partition's end, from the broker or an archive directory."""
+    """Record a workflow: its records to its partition's end, from the broker or an archive directory.
+
+    Args:
+        settings: The broker and namespace to read; None for Settings.from_env(). Unused with `archive`.
+        workflow_id: The workflow instance's id.
+        archive: An archive directory to read instead of the broker.
+
+    Returns:
+        The recording.
+
+    Raises:
+        ConfigurationError: The workflow has no events there (or they cannot be folded), or no
+            broker is configured (BrokerUnavailable).
+        ArchiveError: `archive` is not a directory.
+    """
     if archive is not None:
-        from ._archive import Archive
+        from ._archive import Archive  # deferred: only reading an archive needs its segment schema parsed
 
         source = Archive(archive)
         return recording_of(workflow_id, source.workflow_records(workflow_id), source.contracts().contracts.values(),

@@ -1,5 +1,8 @@
-"""`choreo state`: a workflow's state at a point of its history, or what changed between two points,
-read from the broker or an archive and folded with the coordinator's code (see replay.fold)."""
+"""`choreo state`: a workflow's state at a point of its history, or what changed between two points.
+
+The history is read from the broker or an archive and folded with the coordinator's code (see
+saga.fold).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,23 @@ from ._recording import record
 
 async def state_report(workflow_id: str, *, settings: Settings | None = None, at: Point | None = None,
                        diff: tuple[Point, Point] | None = None, archive: Path | None = None) -> dict[str, Any]:
-    """`choreo state`'s JSON: a snapshot (replay.Snapshot.json), or `from`, `to`, `changes`, `events`."""
+    """`choreo state`'s JSON: a snapshot (saga.Snapshot.json), or `from`, `to`, `changes`, `events`.
+
+    Args:
+        workflow_id: The workflow instance's id.
+        settings: The broker and namespace to read; None for Settings.from_env().
+        at: The point to fold up to; None for the whole history.
+        diff: Two points to compare instead: the snapshots at each, what changed (saga.diff) and the
+            events in between.
+        archive: An archive directory to read instead of the broker.
+
+    Returns:
+        The JSON-ready report.
+
+    Raises:
+        ConfigurationError: The workflow has no events there, or no broker is configured.
+        ArchiveError: `archive` is not a directory.
+    """
     recording = await record(settings, workflow_id, archive)
     entries = recording.entries()
     catalog = catalog_for(entries, recording.catalog())

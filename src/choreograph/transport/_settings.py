@@ -18,7 +18,18 @@ from ..errors import BrokerUnavailable, ConfigurationError
 
 @dataclass(frozen=True)
 class BrokerProfile:
-    """Client settings that depend on which broker implementation we talk to."""
+    """Client settings that depend on which broker implementation we talk to.
+
+    Attributes:
+        name: The broker kind: "tansu" or "kafka" (CHOREO_BROKER).
+        fetch_max_wait_ms: How long a fetch may wait for data.
+        enable_idempotence: Whether producers are idempotent.
+        acks: The producers' acks setting.
+        list_offsets_exact: Whether ListOffsets(latest) gives the true log end.
+        linger_ms: The producers' linger.
+        session_timeout_ms: The consumer group session timeout.
+        heartbeat_interval_ms: The consumer group heartbeat interval.
+    """
 
     name: str
     fetch_max_wait_ms: int
@@ -54,7 +65,14 @@ def run_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a process needs to find its broker, topics and groups."""
+    """Everything a process needs to find its broker, topics and groups.
+
+    Attributes:
+        bootstrap_servers: The broker's address(es), comma separated.
+        broker: The client settings of the broker's kind.
+        namespace: The prefix of every topic and group name.
+        partitions: How many partitions the events topic is created with.
+    """
 
     bootstrap_servers: str
     broker: BrokerProfile = field(default_factory=lambda: PROFILES["kafka"])
@@ -63,25 +81,31 @@ class Settings:
 
     @property
     def events_topic(self) -> str:
+        """The topic of every workflow event, keyed by workflow id: `<namespace>.events`."""
         return f"{self.namespace}.events"
 
     @property
     def registry_topic(self) -> str:
+        """The compacted topic of announced step contracts: `<namespace>.registry`."""
         return f"{self.namespace}.registry"
 
     @property
     def deadletter_topic(self) -> str:
+        """The topic of records nobody could read: `<namespace>.deadletter`."""
         return f"{self.namespace}.deadletter"
 
     @property
     def coordinator_group(self) -> str:
+        """The saga coordinator's consumer group: `<namespace>.coordinator`."""
         return f"{self.namespace}.coordinator"
 
     @property
     def archive_group(self) -> str:
+        """The archiver's consumer group: `<namespace>.archive`."""
         return f"{self.namespace}.archive"
 
     def agent_group(self, workflow: str, step: str) -> str:
+        """The consumer group of the agents of `step` of `workflow`: `<namespace>.agent.<workflow>.<step>`."""
         return f"{self.namespace}.agent.{workflow}.{step}"
 
     def env(self) -> dict[str, str]:
@@ -95,7 +119,25 @@ class Settings:
 
     @classmethod
     def from_env(cls, bootstrap_servers: str | None = None, broker: str | None = None) -> Settings:
-        """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker `choreo broker start|up` left running."""
+        """Settings from the environment: KAFKA_BOOTSTRAP_SERVERS if set, else the local broker left running.
+
+        The local broker is the one `choreo broker start` or `choreo up` started (its address in
+        .choreo/broker.json); its kind defaults to "tansu", any other's to "kafka". CHOREO_BROKER,
+        CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS and CHOREO_FETCH_MAX_WAIT_MS
+        override the defaults.
+
+        Args:
+            bootstrap_servers: The broker's address, instead of KAFKA_BOOTSTRAP_SERVERS.
+            broker: The broker's kind, instead of CHOREO_BROKER.
+
+        Returns:
+            The settings.
+
+        Raises:
+            BrokerUnavailable: No address is given or set, and no local broker runs.
+            ConfigurationError: The broker kind is not one of PROFILES.
+            ValueError: A numeric variable is not a number.
+        """
         servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         kind = broker or os.environ.get("CHOREO_BROKER")
         if not servers:
