@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import enum
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,10 @@ class SagaKit:
         self._armed: dict[tuple[str, Crash], int] = {}
         self.handler_runs: dict[tuple[str, str], int] = {}
         """How many times each (workflow id, step) handler ran: effects, at least once."""
+        self.reruns_after_result: dict[tuple[str, str], int] = {}
+        """Handler runs of a (workflow id, step) that started when its result was already in the log."""
+        self._logged: set[tuple[str, str]] = set()
+        self._gates: dict[str, asyncio.Event] = {}
 
     async def __aenter__(self) -> SagaKit:
         await asyncio.gather(*(self.start_service(name) for name in [COORDINATOR, *self._agents]))
@@ -97,7 +101,12 @@ class SagaKit:
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._client.__aexit__()
-        await asyncio.gather(*(self.stop_service(name) for name in list(self._services)))
+        try:
+            if exc[0] is None:
+                self.check_alive()
+        finally:
+            await asyncio.gather(*(self.stop_service(name) for name in list(self._services)),
+                                 return_exceptions=True)
 
     # services ------------------------------------------------------------------------------------------
 
@@ -113,8 +122,12 @@ class SagaKit:
             return agent
 
         async def run(ctx: StepContext, *events: Event) -> Event:
-            result = await handler(ctx, *events)  # the effect
             key = (ctx.workflow_id, ctx.step)
+            if key in self._logged:
+                self.reruns_after_result[key] = self.reruns_after_result.get(key, 0) + 1
+            if (gate := self._gates.get(ctx.step)) is not None:
+                await gate.wait()
+            result = await handler(ctx, *events)  # the effect
             self.handler_runs[key] = self.handler_runs.get(key, 0) + 1
             if self._take((ctx.step, Crash.AFTER_EFFECT)):
                 await self._crash(ctx.step)
@@ -186,6 +199,8 @@ class SagaKit:
 
     def _sent(self, owner: str | None, envelope: Envelope) -> None:
         """Called when a service's record is in the log: the AFTER_PUBLISH crash point."""
+        if envelope.kind in (Kind.STEP_COMPLETED, Kind.STEP_FAILED):
+            self._logged.add((envelope.workflow_id, envelope.step or ""))
         if owner is None:
             return
         decisive = envelope.kind in (Kind.STEP_COMPLETED, Kind.STEP_FAILED, Kind.COMPENSATION_COMPLETED,
@@ -207,6 +222,15 @@ class SagaKit:
         if service == COORDINATOR and at is not Crash.AFTER_PUBLISH:
             raise KitError("the coordinator runs no handler: crash it AFTER_PUBLISH")
         self._armed[(service, at)] = self._armed.get((service, at), 0) + times
+
+    def pause_step(self, step: str) -> None:
+        """Hold every run of `step`'s handler (started, not finished) until `resume_step`."""
+        self._gates.setdefault(step, asyncio.Event())
+
+    def resume_step(self, step: str) -> None:
+        """Let the held runs of `step` go on, and later ones run at once."""
+        if (gate := self._gates.pop(step, None)) is not None:
+            gate.set()
 
     def duplicate(self, *, kind: Kind | None = None, step: str | None = None, times: int = 1) -> None:
         """Deliver the next `times` matching records twice (as a producer retry or a user's re-publish would)."""
@@ -231,16 +255,29 @@ class SagaKit:
                                 workflow=goal.workflow, workflow_id=goal.workflow_id, kind=kind, step=step,
                                 id=derived_id(goal.workflow_id, kind.value, step))
         producer = self._transport(None).producer()
-        await producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
-                                     headers=envelope.headers(), partition=goal.partition)
+        await producer.start()
+        try:
+            await producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
+                                         headers=envelope.headers(), partition=goal.partition)
+        finally:
+            await producer.stop()
 
     # expect --------------------------------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        """Raise if a service died on its own (not by an injected crash): that is a bug to see."""
+        for entry in self._services.values():
+            task = entry.task
+            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+                raise KitError(f"service {entry.name} died: {task.exception()!r}") from task.exception()
 
     async def outcome(self, goal: PublishedGoal, timeout_s: float = 10.0) -> WorkflowOutcome:
         """The workflow's outcome, waiting up to `timeout_s` for it."""
         if self._client is None:
             raise KitError("use the kit inside `async with`")
+        self.check_alive()
         found = await self._client.wait(goal, timeout_s)
+        self.check_alive()
         if found is None:
             raise KitError(f"workflow {goal.workflow_id} has no outcome after {timeout_s} s")
         return found
@@ -268,12 +305,23 @@ class SagaKit:
         return [e for e in await self.events(goal)
                 if (kind is None or e.kind == kind) and (step is None or e.step == step)]
 
+    async def eventually(self, check: Callable[[], Awaitable[object]], timeout_s: float = 10.0) -> object:
+        """Await `check()` until it returns something truthy; KitError after `timeout_s`."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not (result := await check()):
+            self.check_alive()
+            if asyncio.get_running_loop().time() > deadline:
+                raise KitError(f"still false after {timeout_s} s: {check}")
+            await asyncio.sleep(0.01)
+        return result
+
     async def idle(self, timeout_s: float = 10.0) -> None:
         """Wait until every service's group has committed everything on the events topic."""
         groups = [self.settings.coordinator_group,
                   *(self.settings.agent_group(a.workflow, a.step) for a in self._agents.values())]
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
+            self.check_alive()
             lag = self.lag(groups)
             if not any(lag.values()):
                 return

@@ -1,5 +1,7 @@
-"""The Kafka transport: the port over aiokafka, with the broker profile. Every aiokafka client
-choreograph creates is made here, so broker quirks and topic layout stay in one place.
+"""The Kafka transport: the port over aiokafka, with the broker profile.
+
+Every aiokafka client choreograph creates is made here, so broker quirks and topic layout stay in
+one place.
 
 The producer is aiokafka's own (it already is a `Producer`): one send per event is the hot path,
 and nothing is put in front of it. Consumers are wrapped thinly (see `_kafka_consumer`).

@@ -1,5 +1,6 @@
-"""The Kafka consumer behind the port: aiokafka's, wrapped thinly, because aiokafka's consumer
-methods insist on aiokafka's own `TopicPartition` class. The wrapper converts at the boundary (a few
+"""The Kafka consumer behind the port: aiokafka's, wrapped thinly.
+
+aiokafka's consumer methods insist on aiokafka's own `TopicPartition` class. The wrapper converts at the boundary (a few
 tuples per batch, not per record) and adapts port rebalance listeners to aiokafka's abstract class.
 """
 

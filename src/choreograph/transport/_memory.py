@@ -317,8 +317,9 @@ class MemoryLog:
             _IN_HOOK.reset(token)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run the log's own work (a rebalance) as a task outside any hook, so that callbacks it
-        runs meet `on_await` even when a hook caused it.
+        """Run the log's own work (a rebalance) as a task outside any hook.
+
+        So the callbacks it runs meet `on_await` even when a hook caused it.
 
         Args:
             work: The coroutine.

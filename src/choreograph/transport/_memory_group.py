@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 def round_robin(subscriptions: dict[str, frozenset[str]], partitions_of: Callable[[str], int]
                 ) -> dict[str, set[TopicPartition]]:
-    """Aiokafka's default assignment: partitions sorted by topic and number, dealt to members
-    sorted by id in turn, skipping members not subscribed to the partition's topic.
+    """Assign as aiokafka does by default: round robin.
+
+    Partitions sorted by topic and number are dealt to members sorted by id in turn, skipping
+    members not subscribed to the partition's topic.
 
     Args:
         subscriptions: Subscribed topics by member id.

@@ -1,5 +1,7 @@
-"""The default partitioner of Kafka's Java clients (and aiokafka): murmur2 of the key, made
-positive, modulo the partition count. Pure Python, so the in-memory log needs no aiokafka.
+"""The default partitioner of Kafka's Java clients (and aiokafka).
+
+murmur2 of the key, made positive, modulo the partition count. Pure Python, so the in-memory log
+needs no aiokafka.
 """
 
 from __future__ import annotations

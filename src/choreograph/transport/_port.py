@@ -430,8 +430,10 @@ class Transport(Protocol):
 
     def read(self, partitions: Iterable[TopicPartition], *, start: Mapping[TopicPartition, int] | None = None,
              until: Mapping[TopicPartition, int] | None = None) -> AsyncIterator[Record]:
-        """Records of the partitions, each from `start` (default: its beginning) to `until` (default:
-        its true end when called); in offset order within each partition.
+        """Records of the partitions, in offset order within each partition.
+
+        Each partition is read from `start` (default: its beginning) to `until` (default: its true
+        end when called).
 
         Args:
             partitions: The partitions to read.
