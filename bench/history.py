@@ -147,7 +147,8 @@ def run(settings: Settings, workflows: int = 5000) -> HistoryFigures:
         out = subprocess.run([sys.executable, "-m", "choreograph", "history", workflow_id, "--json"], env=env,
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
         cli.append((time.perf_counter() - t0) * 1000)
-        assert out.returncode == 0 and len(out.stdout.splitlines()) == 20, out.stderr
+        assert out.returncode == 0, out.stderr
+        assert len(out.stdout.splitlines()) == 20, out.stdout
     return HistoryFigures(events=len(ids) * 20, workflows=len(ids), build_s=round(build_s, 1),
                           library_p50_ms=round(statistics.median(library), 1), library_max_ms=round(max(library), 1),
                           cli_p50_ms=round(statistics.median(cli), 1), cli_max_ms=round(max(cli), 1),

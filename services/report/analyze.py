@@ -9,7 +9,7 @@ agent = Agent(workflow="report", step="analyze")
 
 @agent.handler
 async def analyze(ctx: StepContext, research: ResearchCompleted) -> AnalysisCompleted:
-    await work(ctx.step, research.fail_at)
+    await work(ctx, research.fail_at)
     findings = [f"finding from {source}" for source in research.sources]
     return AnalysisCompleted(topic=research.topic, fail_at=research.fail_at, findings=findings)
 

@@ -9,7 +9,7 @@ agent = Agent(workflow="report", step="chart")
 
 @agent.handler
 async def chart(ctx: StepContext, analysis: AnalysisCompleted) -> ChartCompleted:
-    await work(ctx.step, analysis.fail_at)
+    await work(ctx, analysis.fail_at)
     return ChartCompleted(topic=analysis.topic, fail_at=analysis.fail_at,
                           chart_uri=f"charts/{ctx.workflow_id}.svg")
 

@@ -9,7 +9,7 @@ agent = Agent(workflow="report", step="draft")
 
 @agent.handler
 async def draft(ctx: StepContext, analysis: AnalysisCompleted) -> DraftCompleted:
-    await work(ctx.step, analysis.fail_at)
+    await work(ctx, analysis.fail_at)
     text = f"# {analysis.topic}\n" + "\n".join(f"- {f}" for f in analysis.findings)
     return DraftCompleted(topic=analysis.topic, fail_at=analysis.fail_at, text=text)
 

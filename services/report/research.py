@@ -9,7 +9,7 @@ agent = Agent(workflow="report", step="research")
 
 @agent.handler
 async def research(ctx: StepContext, goal: ReportGoal) -> ResearchCompleted:
-    await work(ctx.step, goal.fail_at)
+    await work(ctx, goal.fail_at)
     sources = [f"https://example.org/{goal.topic.replace(' ', '-')}/{i}" for i in range(3)]
     return ResearchCompleted(topic=goal.topic, fail_at=goal.fail_at, sources=sources)
 

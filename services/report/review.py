@@ -9,7 +9,7 @@ agent = Agent(workflow="report", step="review")
 
 @agent.handler
 async def review(ctx: StepContext, chart: ChartCompleted, draft: DraftCompleted) -> ReviewCompleted:
-    await work(ctx.step, draft.fail_at)
+    await work(ctx, draft.fail_at)
     return ReviewCompleted(topic=draft.topic, approved=True, notes=f"{len(draft.text)} chars, {chart.chart_uri}")
 
 
