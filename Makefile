@@ -1,10 +1,13 @@
-# Two commands on a fresh machine: `make run` (demo) and `make test` (whole suite).
+# Two commands on a fresh machine: `make run` (demo) and `make test` (whole suite: lint, types,
+# import contracts, then every test). The test layers on their own: `make test-unit` (pure, no
+# broker, no processes; well under 30 s), `make test-integration` (a real broker, in process),
+# `make test-e2e` (real processes and the choreo command line).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-unit test-integration test-e2e lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +24,30 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src services tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src services tests
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
 
 # Every scenario on one broker; prints a table, writes bench/results/latest.json, and ends with
 # one JSON line of headline figures. Not part of `make test`: benchmarks print, they never assert.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
+
+# Sagas while random services are SIGKILLed and restarted (2 of each, one broker); prints what was
+# lost, duplicated or re-run, and one JSON line. Reports, never asserts. Options: ARGS='--goals 40'.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) .choreo .pytest_cache .mypy_cache .ruff_cache

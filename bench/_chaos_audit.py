@@ -127,7 +127,7 @@ def trail(entries: list[HistoryEntry]) -> str:
 
 
 def compensated_exactly_completed(entries: list[HistoryEntry], fail_at: str | None) -> bool:
-    """tests/sagas.py's rule as a check: a failed saga asks each completed step to compensate once
+    """tests/helpers/sagas.py's rule as a check: a failed saga asks each completed step to compensate once
     (and each does), a successful one asks none."""
     completed = {e.step for e in entries if e.kind == "step_completed" and e.step is not None}
     want: Counter[str] = Counter(completed) if fail_at is not None else Counter()

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from choreograph.events import Envelope, Kind, fixed_headers
+from choreograph.events import Envelope, Kind
+from choreograph.events._envelope import fixed_headers  # the agent runtime's own header cache, timed here
 from choreograph.transport import framework_store
 
 # The example workflow's research result: a typical small payload (a topic, a few sources).

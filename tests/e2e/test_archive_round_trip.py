@@ -1,60 +1,24 @@
-"""The archive: segments on disk, the archiver, and restore into a fresh broker with services running."""
+"""The archive end to end: `choreo archive` of a running demo, restore into a fresh broker with services
+running, and a restored open saga across coordinator restarts (segment files: tests/unit/test_archive_segments.py)."""
 
 from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
-import pytest
-from conftest import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually
+from helpers import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually
 
 from choreograph import Envelope, Kind, history
-from choreograph.errors import ArchiveError
 from choreograph.events import AvroSchema, StoredRecord, new_workflow_id
 from choreograph.runtime import load_agent
 from choreograph.timetravel import Archive, restore, write_segment
 from choreograph.transport import Kafka, announce
-
-
-def records(n: int, partition: int = 0) -> list[StoredRecord]:
-    return [StoredRecord("ns.events", partition, i, 1_795_000_000_000 + i, f"wf{i % 3}".encode(), bytes([i % 256]) * 50,
-                         (("ce_id", f"id{i}".encode()), ("ce_kind", b"goal"))) for i in range(n)]
-
-
-def test_segments_keep_every_byte_and_a_damaged_one_is_reported_with_file_and_position(tmp_path: Path) -> None:
-    whole = records(500)
-    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "0-0-499.avro", whole)
-    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "1-0-499.avro", records(500, partition=1))
-    assert list(Archive(tmp_path).records()) == whole + records(500, partition=1)
-
-    damaged = tmp_path / "ns.events" / "2026-11-18T10" / "1-0-499.avro"
-    data = damaged.read_bytes()
-    damaged.write_bytes(data[: len(data) - 40])  # truncated: the last block is cut short
-    archive = Archive(tmp_path)
-    read = list(archive.records())
-    assert read[:500] == whole, "the intact segment is read in full"
-    assert read[500:] == records(500, partition=1)[: len(read) - 500]
-    [problem] = archive.problems
-    assert str(damaged) in problem and "byte" in problem
-
-
-def test_a_corrupt_header_is_reported_and_other_segments_still_read(tmp_path: Path) -> None:
-    write_segment(tmp_path / "ns.events" / "2026-11-18T10" / "0-0-9.avro", records(10))
-    bad = tmp_path / "ns.registry" / "2026-11-18T10" / "0-0-9.avro"
-    bad.parent.mkdir(parents=True)
-    bad.write_bytes(b"Obj\x01 not really avro")
-    archive = Archive(tmp_path)
-    assert list(archive.records()) == records(10)
-    assert len(archive.problems) == 1 and str(bad) in archive.problems[0] and "byte 0" not in archive.problems[0]
-
-
-def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="no such archive"):
-        Archive(tmp_path / "nope")
 
 
 def without_offsets(lines: list[dict[str, object]], *also: str) -> list[dict[str, object]]:
@@ -81,9 +45,6 @@ def events_by_source(env: dict[str, str]) -> Counter[str]:
               "    async for r in k.read(tps): c[dict(r.headers).get('ce_source', b'?').decode()] += 1\n"
               "    print(orjson.dumps(c).decode())\n"
               "asyncio.run(main())\n")
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return Counter(orjson.loads(out.stdout))
@@ -111,9 +72,6 @@ def await_groups_caught_up(env: dict[str, str], timeout_s: float = 60) -> None:
               "            assert asyncio.get_running_loop().time() < deadline, (group, lag)\n"
               "            await asyncio.sleep(0.2)\n"
               "asyncio.run(main())\n")
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", script, str(timeout_s), *GROUPS], env=env, text=True,
                          capture_output=True, timeout=timeout_s + 30)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -171,7 +129,8 @@ def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
         other = {**env, "CHOREO_NAMESPACE": "damaged"}
         partial = choreo("archive", "restore", str(damaged_dir), env=other)
         assert partial.returncode == 1
-        assert str(segment.path) in partial.stderr and "byte" in partial.stderr
+        assert str(segment.path) in partial.stderr
+        assert "byte" in partial.stderr
         intact = [g for g in goals if before[g][0]["partition"] != segment.partition]
         assert intact
         assert {g: without_offsets(h, "topic") for g, h in histories(other, intact).items()} == {

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import choreo, clean_env
+from helpers import choreo, clean_env
 
 from choreograph import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"goal", "step_completed", "step_failed", "compensation_requested", "compensation_completed",
          "compensation_failed", "outcome", "other"}
 HISTORY_KEYS = {"topic", "partition", "offset", "timestamp", "type", "kind", "step", "event_id", "causation_id",
@@ -22,12 +21,14 @@ def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str,
     up = choreo("up", env=cli_env)
     try:
         assert up.returncode == 0, up.stderr
-        assert "coordinator" in up.stdout and "report.review" in up.stdout
+        assert "coordinator" in up.stdout
+        assert "report.review" in up.stdout
 
         done = choreo("publish", "report", "--data", '{"topic": "cli"}', "--wait", "60", env=cli_env)
         assert done.returncode == 0, done.stderr
         result = orjson.loads(done.stdout)
-        assert result["status"] == "completed" and result["workflow_id"]
+        assert result["status"] == "completed"
+        assert result["workflow_id"]
 
         failing = choreo("publish", "report", "--data", '{"topic": "cli", "fail_at": "draft"}', "--wait", "60",
                          env=cli_env)
@@ -36,14 +37,17 @@ def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str,
         history = choreo("history", orjson.loads(failing.stdout)["workflow_id"], "--json", env=cli_env)
         assert history.returncode == 0, history.stderr
         lines = [orjson.loads(line) for line in history.stdout.splitlines()]
-        assert lines[0]["kind"] == "goal" and lines[-1]["kind"] == "outcome"
+        assert lines[0]["kind"] == "goal"
+        assert lines[-1]["kind"] == "outcome"
         for line in lines:
-            assert HISTORY_KEYS <= line.keys() and line["kind"] in KINDS
+            assert line.keys() >= HISTORY_KEYS
+            assert line["kind"] in KINDS
         assert [line["offset"] for line in lines] == sorted(line["offset"] for line in lines)
         assert {line["step"] for line in lines if line["kind"] == "step_failed"} == {"draft"}
     finally:
         down = choreo("down", env=cli_env)
-    assert down.returncode == 0 and "coordinator" in down.stdout
+    assert down.returncode == 0
+    assert "coordinator" in down.stdout
     assert "broker" not in down.stdout, "a configured cluster is used, never a broker of our own"
     assert not (tmp_path / "home" / "broker.json").exists()
 

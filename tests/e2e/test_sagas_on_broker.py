@@ -1,4 +1,6 @@
-"""Sagas end to end on a real broker, every service its own process."""
+"""Sagas end to end on a real broker, every service its own process: outcomes and compensations, a
+coordinator or an agent killed mid-saga, duplicates, an agent joining by being started, copies sharing
+partitions (unreadable records: tests/integration/test_dead_letters.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import signal
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from conftest import Stack, agent_spec, coordinator_spec, eventually
-from sagas import (
+from helpers import Stack, agent_spec, coordinator_spec, eventually
+from helpers.sagas import (
     REPORT_DEPENDS,
     assert_compensated_exactly_completed,
     assert_reverse_dependency_order,
@@ -164,57 +166,10 @@ async def test_a_new_agent_joins_the_workflow_by_being_started(stack: Stack, tmp
     assert_reverse_dependency_order(entries, {**REPORT_DEPENDS, "factcheck": ["analyze"]})
 
 
-async def test_unreadable_records_are_dead_lettered_and_the_next_event_is_processed(stack: Stack) -> None:
-    from choreograph import Envelope, Kind
-
-    stack.start_examples()
-    settings = stack.settings
-    headers = Envelope.new(type="report.ReportGoal", source="test", workflow="report", workflow_id="bad",
-                           kind=Kind.GOAL).headers()
-    bad = {
-        b"\x00\x01 not avro at all": "malformed",
-        b"\xc3\x01" + bytes(8) + b"\x02x": "unknown fingerprint",
-    }
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        sent = {value: await producer.send_and_wait(settings.events_topic, value=value, key=b"bad", headers=headers)
-                for value in bad}
-        headerless = await producer.send_and_wait(settings.events_topic, value=b"no envelope", key=b"bad")
-    finally:
-        await producer.stop()
-    async with Client(settings) as client:
-        good = await client.publish("report", {"topic": "after the bad ones"})
-        outcome = await client.wait(good, 60)
-    assert outcome is not None and outcome.status is OutcomeStatus.COMPLETED
-
-    kafka = Kafka(settings)
-
-    async def dead_letters() -> list[dict[str, bytes]]:
-        found = []
-        async for record in kafka.read([TopicPartition(settings.deadletter_topic, 0)]):
-            found.append({**dict(record.headers), "value": record.value})
-        return found if len(found) >= 2 * len(bad) + 1 else []
-
-    letters = await eventually(dead_letters, what="dead letters from coordinator and research")
-    for value, meta in sent.items():
-        mine = [d for d in letters if d["value"] == value]
-        assert {d["dlq_consumer"] for d in mine} == {settings.coordinator_group.encode(), b"report.research"}
-        for d in mine:
-            assert d["dlq_topic"] == settings.events_topic.encode()
-            assert int(d["dlq_partition"]) == meta.partition and int(d["dlq_offset"]) == meta.offset
-            assert d["dlq_reason"]
-            assert d["ce_type"] == b"report.ReportGoal"  # the original headers travel along
-    # A record without an envelope is nobody's event: only the coordinator, which reads everything, reports it.
-    [orphan] = [d for d in letters if d["value"] == b"no envelope"]
-    assert orphan["dlq_consumer"] == settings.coordinator_group.encode()
-    assert int(orphan["dlq_offset"]) == headerless.offset and b"ce_" in orphan["dlq_reason"]
-
-
 def assigned_partitions(stack: Stack, name: str) -> set[int] | None:
     """The partitions an agent process last logged as assigned to it."""
-    lines = [line for line in stack.log(name).splitlines() if "assigned partitions" in line]
-    return set(ast.literal_eval(lines[-1].split("assigned partitions ", 1)[1])) if lines else None
+    lines = [line for line in stack.log(name).splitlines() if ".agent." in line and ": assigned [" in line]
+    return set(ast.literal_eval(lines[-1].split(": assigned ", 1)[1])) if lines else None
 
 
 async def test_copies_of_an_agent_share_partitions_and_take_over_from_a_killed_copy(stack: Stack) -> None:
@@ -233,7 +188,8 @@ async def test_copies_of_an_agent_share_partitions_and_take_over_from_a_killed_c
         stack.kill("report.analyze", signal.SIGKILL)  # some of its work is in flight or uncommitted
         outcomes = await client.wait_many(goals, 90)
     assert assigned_partitions(stack, "report.analyze-2") == everything
-    assert {o.status for o in outcomes.values()} == {OutcomeStatus.COMPLETED} and len(outcomes) == len(goals)
+    assert {o.status for o in outcomes.values()} == {OutcomeStatus.COMPLETED}
+    assert len(outcomes) == len(goals)
     for goal in goals:
         entries = await history(stack.settings, goal.workflow_id, to_end=True)
         assert steps_of(entries, "step_completed").count("analyze") == 1, "one analyze result per workflow"

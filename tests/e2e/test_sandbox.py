@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import TopicPartition
-from conftest import Stack, choreo
+from helpers import Stack, choreo
 
 from choreograph import Client, OutcomeStatus
 from choreograph.transport import Kafka
@@ -37,7 +37,8 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
     async with Client(settings) as client:
         goal = await client.publish("report", {"topic": "sandboxed", "fail_at": "review"})
         outcome = await client.wait(goal, 60)
-    assert outcome is not None and outcome.status is OutcomeStatus.COMPENSATED
+    assert outcome is not None
+    assert outcome.status is OutcomeStatus.COMPENSATED
     kafka = Kafka(settings)
     tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
     production = sorted([(r.partition, r.offset, r.value) async for r in kafka.read(tps)])
@@ -45,7 +46,8 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
     same = choreo("replay", goal.workflow_id, "--sandbox", "same", "--agents", "analyze", "--json", env=cli_env)
     assert same.returncode == 0, same.stdout + same.stderr
     report = orjson.loads(same.stdout)
-    assert report["identical"] and report["differences"] == []
+    assert report["identical"]
+    assert report["differences"] == []
     assert report["sandbox"] == f"{settings.namespace}.sandbox.same"
     assert report["rerun_events"] == report["recorded_events"] >= 16
     assert report["agents"] == ["analyze=services.report.analyze:agent"]
@@ -61,9 +63,11 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
     assert difference["fields"]["data"]["rerun"]["findings"] == ["one new finding"]
     human = choreo("replay", goal.workflow_id, "--sandbox", "changed-again", "--agents",
                    "analyze=changed_analyze:agent", env=env)
-    assert human.returncode == 1 and "one new finding" in human.stdout
+    assert human.returncode == 1
+    assert "one new finding" in human.stdout
 
     after = sorted([(r.partition, r.offset, r.value) async for r in kafka.read(tps)])
     assert after == production, "nothing reached production topics"
     reused = choreo("replay", goal.workflow_id, "--sandbox", "same", "--agents", "analyze", env=cli_env)
-    assert reused.returncode == 1 and "in use" in reused.stderr
+    assert reused.returncode == 1
+    assert "in use" in reused.stderr

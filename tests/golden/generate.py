@@ -4,7 +4,7 @@ Every recording is a real run of the real coordinator (its own process) on an em
 `happy` and `compensated` with the example agents as processes; `failed_compensation`, `duplicated`
 and `reordered` with the agents' events played by this script in a fixed order (the example
 agents' contracts and event models), so the coordinator meets duplicates and unusual orders for
-certain. The golden tests (tests/test_replay.py) fold each through the current coordinator code.
+certain. The golden tests (tests/unit/test_replay.py) fold each through the current coordinator code.
 Regenerate only when a change of decisions is intended, and say so in the commit.
 """
 

@@ -1,4 +1,4 @@
-"""Assertions about a workflow's recorded history that several broker tests share."""
+"""Assertions about a workflow's recorded history that several broker tests share (`from helpers.sagas import ...`)."""
 
 from __future__ import annotations
 

@@ -25,9 +25,11 @@ def test_the_headline_line_has_every_acceptance_figure_as_a_ratio_or_difference(
         "codec": {"encode_us": 20.0, "decode_us": 15.0, "payload_bytes": 180, "header_bytes": 350},
     }
     figures = headline(results)
-    assert REQUIRED <= figures.keys()
-    assert figures["relay_ratio"] == 0.6 and figures["hop_overhead_ms"] == 0.5
-    assert figures["vs_faust"] == 6.0 and figures["vs_faststream"] == 20.0
+    assert figures.keys() >= REQUIRED
+    assert figures["relay_ratio"] == 0.6
+    assert figures["hop_overhead_ms"] == 0.5
+    assert figures["vs_faust"] == 6.0
+    assert figures["vs_faststream"] == 20.0
     assert figures["codec_us"] == 35.0
 
 

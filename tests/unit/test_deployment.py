@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
+from helpers import ROOT
 
 from choreograph.runtime import discover
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose() -> dict[str, dict[str, object]]:
@@ -21,7 +18,8 @@ def test_compose_runs_kafka_in_kraft_mode_with_a_health_check() -> None:
     kafka = compose()["kafka"]
     assert str(kafka["image"]).startswith("apache/kafka:")
     env = kafka["environment"]
-    assert isinstance(env, dict) and "controller" in env["KAFKA_PROCESS_ROLES"]
+    assert isinstance(env, dict)
+    assert "controller" in env["KAFKA_PROCESS_ROLES"]
     assert "healthcheck" in kafka
 
 

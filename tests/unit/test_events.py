@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from choreograph import (
     DecodeError,
@@ -16,8 +16,6 @@ from choreograph import (
     WorkflowOutcome,
 )
 from choreograph.events import FRAMEWORK_EVENTS, AvroSchema, SchemaStore, StepContract, schema_root
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def crc64_avro(data: bytes) -> int:
@@ -60,8 +58,9 @@ def test_every_shipped_model_mirrors_its_schema() -> None:
     # Drift raises at class creation, so importing every model module is the check.
     import services.report._events as report
 
-    models = [*FRAMEWORK_EVENTS, StepContract, *(v for v in vars(report).values()
-                                                 if isinstance(v, type) and issubclass(v, Event) and v is not Event)]
+    models: list[type[Event]] = [*FRAMEWORK_EVENTS, StepContract, *(v for v in vars(report).values()
+                                                                   if isinstance(v, type) and issubclass(v, Event)
+                                                                   and v is not Event)]
     assert len(models) >= 13
     # schemas/archive/ holds the archive's file format, which is not an event and has no model.
     schemas = {AvroSchema.from_json(p.read_text()).name for p in (ROOT / "schemas").rglob("*.avsc")
@@ -130,11 +129,13 @@ def test_envelope_follows_the_cloudevents_kafka_binding_and_round_trips() -> Non
                         workflow_id="wf-1", kind=Kind.STEP_COMPLETED, step="research", cause=goal)
     headers = dict(step.headers())
     assert {"ce_id", "ce_type", "ce_source", "ce_time", "ce_specversion", "content-type"} <= headers.keys()
-    assert headers["ce_specversion"] == b"1.0" and headers["content-type"] == b"application/avro"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["content-type"] == b"application/avro"
     assert headers["ce_causationid"] == goal.id.encode()
     assert step.key == b"wf-1"
     # W3C trace context: same trace as the cause, a new span.
-    assert step.traceparent and goal.traceparent
+    assert step.traceparent
+    assert goal.traceparent
     assert step.traceparent.split("-")[1] == goal.traceparent.split("-")[1]
     assert step.traceparent.split("-")[2] != goal.traceparent.split("-")[2]
     assert Envelope.from_record(step.key, step.headers()) == step

@@ -10,20 +10,23 @@ while it runs, as they do with aiokafka (which activates an assignment before it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
 
 import pytest
 
 from choreograph import OutcomeStatus, PublishedGoal
 from choreograph.testing import Crash, SagaKit
 from services.report import analyze, chart, draft, research, review
+from services.report._events import ChartCompleted
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 SET_UP = {"end_offsets", "committed", "position", "read"}  # the awaits of a partition's set-up
 FAIL_AT = [None, "chart", "review", "draft", "analyze"]
 
 
-def inject_at(kit: SagaKit, nth: int, action: Callable[[], Awaitable[None]]) -> list[str]:
+def inject_at(kit: SagaKit, nth: int, action: Callable[[], Coroutine[Any, Any, None]]) -> list[str]:
     """Run `action` at the `nth` set-up await from now; widen every set-up await meanwhile."""
     seen: list[str] = []
 
@@ -48,7 +51,8 @@ async def publish(kit: SagaKit, count: int) -> dict[str, tuple[PublishedGoal, st
     return goals
 
 
-async def assert_each_saga_has_one_right_outcome(kit: SagaKit, goals: dict[str, tuple[PublishedGoal, str | None]]) -> None:
+async def assert_each_saga_has_one_right_outcome(
+        kit: SagaKit, goals: dict[str, tuple[PublishedGoal, str | None]]) -> None:
     for goal, fail_at in goals.values():
         want = OutcomeStatus.COMPLETED if fail_at is None else OutcomeStatus.COMPENSATED
         await kit.expect_outcome(goal, want, timeout_s=20)
@@ -91,7 +95,7 @@ async def test_a_half_finished_join_survives_a_rebalance_of_its_agent() -> None:
         goals = await publish(kit, 6)
         for goal, fail_at in goals.values():
             if fail_at in (None, "review"):
-                await kit.eventually(lambda g=goal: kit.emitted(g, kind="step_completed", step="chart"))
+                await kit.eventually(partial(kit.emitted, goal, kind="step_completed", step="chart"))
         await kit.start_service("review#2")  # review's partitions move while its joins are half done
         kit.resume_step("draft")
         await assert_each_saga_has_one_right_outcome(kit, goals)
@@ -121,6 +125,6 @@ async def test_a_duplicate_join_input_after_the_outcome_pins_no_commit() -> None
         goal = await kit.given_goal("report", {"topic": "late", "fail_at": "draft"})
         await kit.expect_outcome(goal, OutcomeStatus.COMPENSATED)
         [chart_done] = await kit.emitted(goal, kind="step_completed", step="chart")
-        await kit.given_event(goal, chart.ChartCompleted(**(chart_done.data or {})), step="chart")
+        await kit.given_event(goal, ChartCompleted(**(chart_done.data or {})), step="chart")
         await kit.expect_outcome(await kit.given_goal("report", {"topic": "after"}), OutcomeStatus.COMPLETED)
         await kit.idle()  # review's committed lag returns to 0

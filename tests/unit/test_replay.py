@@ -9,19 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import GOLDEN as GOLDEN_DIR
 
-from choreograph.errors import ConfigurationError
+from choreograph import ConfigurationError, ReplayError
 from choreograph.saga import Point, diff, fold
 from choreograph.saga import _decide as saga  # the mutation tests patch the decision module itself
 from choreograph.timetravel import Recording
 
-GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.jsonl"))
+GOLDEN = sorted(GOLDEN_DIR.glob("*.jsonl"))
 
 
 def test_the_golden_set_covers_the_cases_we_promise() -> None:
     assert {p.stem for p in GOLDEN} >= {"happy", "compensated", "failed_compensation", "duplicated", "reordered"}
     statuses = {p.stem: Recording.load(p).final_state["status"] for p in GOLDEN}  # type: ignore[index]
-    assert statuses["happy"] == "completed" and statuses["failed_compensation"] == "failed"
+    assert statuses["happy"] == "completed"
+    assert statuses["failed_compensation"] == "failed"
     assert statuses["compensated"] == statuses["duplicated"] == statuses["reordered"] == "compensated"
 
 
@@ -78,7 +80,6 @@ def test_points_parse() -> None:
 
 
 def test_which_steps_a_sandbox_reruns() -> None:
-    from choreograph.errors import ReplayError
     from choreograph.sandbox import rerun_steps
 
     graph = Recording.load(next(p for p in GOLDEN if p.stem == "happy")).catalog()["report"]

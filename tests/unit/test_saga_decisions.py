@@ -104,13 +104,15 @@ def test_any_interleaving_duplication_or_reordering_gives_the_same_outcome_and_c
     outcome = reference.outcomes[0]
     completed = set(outcome.completed_steps)
     if fail is None:
-        assert outcome.status is OutcomeStatus.COMPLETED and not reference.requests
+        assert outcome.status is OutcomeStatus.COMPLETED
+        assert not reference.requests
     elif compensation_fails not in {s for s in completed if graph.nodes[s].compensable}:
         assert outcome.status is OutcomeStatus.COMPENSATED
         assert set(reference.requests) == {s for s in completed if graph.nodes[s].compensable}
     else:
         assert outcome.status is OutcomeStatus.FAILED
-        assert outcome.reason and compensation_fails in outcome.reason
+        assert outcome.reason
+        assert compensation_fails in outcome.reason
 
 
 def test_report_failing_at_chart_compensates_draft_then_analyze_then_research() -> None:
@@ -137,7 +139,8 @@ def test_a_goal_for_a_workflow_nobody_announced_fails_with_a_reason() -> None:
     _, decisions = handle(SagaState("wf-1"), Fact(Kind.GOAL, "nobody"), {})
     assert [d.kind for d in decisions] == [Kind.OUTCOME]
     assert isinstance(decisions[0].event, WorkflowOutcome)
-    assert decisions[0].event.status is OutcomeStatus.FAILED and "nobody" in (decisions[0].event.reason or "")
+    assert decisions[0].event.status is OutcomeStatus.FAILED
+    assert "nobody" in (decisions[0].event.reason or "")
 
 
 def test_an_instance_keeps_the_graph_it_started_with() -> None:

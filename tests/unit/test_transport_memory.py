@@ -94,7 +94,8 @@ async def test_crash_calls_no_callback_commits_nothing_and_the_survivor_resumes_
     await log.idle()
     b = await _member(transport, "B", journal, commit_on_revoke=True)
     await log.idle()
-    assert a.assignment() == {TP0} and b.assignment() == {TP1}  # round robin over member ids in join order
+    assert a.assignment() == {TP0}  # round robin over member ids in join order
+    assert b.assignment() == {TP1}
     await _produce(transport, 0, 5)
     assert await _drain(a) == [(0, n) for n in range(5)]
     await a.commit({TP0: 2})
@@ -184,9 +185,12 @@ async def test_on_await_injects_a_join_and_the_rebalance_waits_for_the_running_c
 
     kinds = [e[:2] for e in journal.entries]
     assert kinds[:3] == [("A", "revoked"), ("A", "assigning"), ("A", "assigned")], kinds
-    assert ("A", "revoked") in kinds[3:] and ("B", "assigned") in kinds[3:], kinds  # the next rebalance
-    assert a.assignment() | joiner.assignment() == {TP0, TP1} and not a.assignment() & joiner.assignment()
-    assert "committed" in operations and "start" not in operations
+    assert ("A", "revoked") in kinds[3:], kinds  # the next rebalance
+    assert ("B", "assigned") in kinds[3:], kinds
+    assert a.assignment() | joiner.assignment() == {TP0, TP1}
+    assert not a.assignment() & joiner.assignment()
+    assert "committed" in operations
+    assert "start" not in operations
     log.on_await = None
     await a.stop()
     await joiner.stop()
@@ -227,7 +231,8 @@ async def test_a_record_larger_than_a_request_is_refused(transport: MemoryTransp
     with pytest.raises(RecordTooLargeError):
         await producer.send("big", b"x" * 1_000_000, key=b"k", headers=[("h", b"y" * 48_576)])
     meta = await producer.send_and_wait("big", b"x" * 1_048_000, key=b"k")
-    assert meta.offset == 0 and len(log.records(TopicPartition("big", 0))) == 1
+    assert meta.offset == 0
+    assert len(log.records(TopicPartition("big", 0))) == 1
 
 
 async def test_pause_and_resume(transport: MemoryTransport, log: MemoryLog) -> None:

@@ -199,7 +199,11 @@ async def test_offsets_for_times_finds_the_first_record_at_or_after(transport: T
 
     async with transport.reader([tp]) as reader:
         found = (await reader.offsets_for_times({tp: before_first}))[tp]
-        assert found is not None and found.offset == 0 and found.timestamp >= before_first
+        assert found is not None
+        assert found.offset == 0
+        assert found.timestamp >= before_first
         found = (await reader.offsets_for_times({tp: before_second}))[tp]
-        assert found is not None and found.offset == 3 and found.timestamp >= before_second
+        assert found is not None
+        assert found.offset == 3
+        assert found.timestamp >= before_second
         assert (await reader.offsets_for_times({tp: now_ms() + 3_600_000}))[tp] is None

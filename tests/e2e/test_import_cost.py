@@ -1,0 +1,45 @@
+"""What importing choreograph loads, seen from a fresh interpreter (this test process has loaded it all
+already): its pure faces load no broker client and no command-line toolkit, and the transport port
+and the memory log work without aiokafka."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+SRC = ROOT / "src" / "choreograph"
+
+
+@pytest.mark.parametrize("module", ["choreograph", "choreograph.saga", "choreograph.events"])
+def test_importing_the_pure_faces_loads_no_broker_client(module: str) -> None:
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiokafka', 'typer', 'rich')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_the_port_and_the_memory_log_do_not_need_aiokafka() -> None:
+    # Load choreograph.transport under a bare parent package (choreograph/__init__ itself imports
+    # aiokafka today), with every aiokafka import made to fail.
+    script = f"""
+import sys, types
+sys.modules["aiokafka"] = None
+parent = types.ModuleType("choreograph")
+parent.__path__ = [{str(SRC)!r}]
+sys.modules["choreograph"] = parent
+import choreograph.transport as transport
+from choreograph.transport import Settings
+log = transport.MemoryLog()
+transport.MemoryTransport(log, Settings("memory"))
+assert transport.Transport and transport.TopicPartition and transport.RecordTooLargeError
+try:
+    transport.KafkaTransport
+except ImportError:
+    print("kafka needs aiokafka")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "kafka needs aiokafka"
