@@ -6,6 +6,7 @@ each workflow's state from the log and compensates completed steps when one fail
 
 from typing import TYPE_CHECKING, Any
 
+from . import _compat
 from .errors import (
     AgentDefinitionError,
     ArchiveError,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from .transport import EmbeddedBroker
 
 __version__ = "0.1.0"
+
+_compat.install()  # old module paths (choreograph.settings, ...) stay importable
 
 # Imported on first use: `import choreograph` loads no broker client (aiokafka), and a `choreo
 # history` or `choreo state` process never needs the agent runtime, the coordinator or the client.

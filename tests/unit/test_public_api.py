@@ -25,3 +25,16 @@ def test_exported_names_are_pinned() -> None:
 def test_every_error_derives_from_choreograph_error() -> None:
     errors = [getattr(choreograph, n) for n in EXPORTED if n.endswith(("Error", "Unavailable"))]
     assert all(issubclass(e, choreograph.ChoreographError) for e in errors)
+
+
+def test_module_paths_from_before_the_packages_still_import() -> None:
+    import importlib
+
+    from choreograph._compat import MOVED  # the alias table itself is what is under test
+
+    for old, new in MOVED.items():
+        assert importlib.import_module(f"choreograph.{old}") is importlib.import_module(f"choreograph.{new}")
+    from choreograph.settings import PROFILES, Settings
+
+    assert Settings is choreograph.Settings
+    assert "tansu" in PROFILES
