@@ -131,7 +131,8 @@ class Archive:
         index = 0
         try:
             for row in fastavro.reader(stream):
-                assert isinstance(row, dict)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a segment row is a {type(row).__name__}, not a record")
                 yield StoredRecord(row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"],
                                    row["value"], tuple((h["name"], h["value"]) for h in row["headers"]))
                 index += 1

@@ -182,7 +182,8 @@ class LocalBroker:
             return address
         run_dir().mkdir(parents=True, exist_ok=True)
         broker = EmbeddedBroker(log_path=run_dir() / "broker.log").start(detach=True)
-        assert broker.process is not None
+        if broker.process is None:
+            raise BrokerUnavailable("the embedded broker did not start")
         self.state_file.write_bytes(orjson.dumps(
             {"pid": broker.process.pid, "bootstrap_servers": broker.bootstrap_servers}))
         return broker.bootstrap_servers
