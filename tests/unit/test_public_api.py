@@ -34,6 +34,6 @@ def test_module_paths_from_before_the_packages_still_import() -> None:
 
     for old, new in MOVED.items():
         assert importlib.import_module(f"choreograph.{old}") is importlib.import_module(f"choreograph.{new}")
-    old = importlib.import_module("choreograph.settings")  # as `from choreograph.settings import ...` did
-    assert old.Settings is choreograph.Settings
-    assert "tansu" in old.PROFILES
+    settings_module = importlib.import_module("choreograph.settings")  # as `from choreograph.settings import` did
+    assert settings_module.Settings is choreograph.Settings
+    assert "tansu" in settings_module.PROFILES
