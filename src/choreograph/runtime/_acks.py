@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._joins import Input
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A result handed to the producer: done once `ack` resolves."""
+class Pending(NamedTuple):
+    """A result handed to the producer: done once `ack` resolves (a NamedTuple: one per result)."""
 
     ack: asyncio.Future[Any]
     key: str

