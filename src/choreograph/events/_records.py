@@ -9,46 +9,40 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
+@runtime_checkable
 class ConsumedRecord(Protocol):
-    """What a record read from a broker carries (aiokafka's ConsumerRecord, the memory log's record)."""
+    """One record as a consumer reads it: aiokafka's `ConsumerRecord` and the memory log's records are."""
 
     @property
     def topic(self) -> str:
-        """The topic it was read from."""
-        ...
+        """The topic the record was read from."""
 
     @property
     def partition(self) -> int:
-        """The partition it was read from."""
-        ...
+        """The partition the record was read from."""
 
     @property
     def offset(self) -> int:
-        """Its offset in the partition."""
-        ...
+        """Its position in the partition: 0 for the first record ever written, then one more each."""
 
     @property
     def timestamp(self) -> int:
-        """Its timestamp in Unix milliseconds, as the broker logged it."""
-        ...
+        """Milliseconds since the epoch: the producer's `timestamp_ms`, else its send time."""
 
     @property
     def key(self) -> bytes | None:
-        """Its key (for an event, the workflow id)."""
-        ...
+        """The key: it chose the partition, and compaction keeps the last record of each."""
 
     @property
     def value(self) -> bytes | None:
-        """Its value (for an event, the Avro single-object payload)."""
-        ...
+        """The payload; None is a tombstone (on a compacted topic, the key's deletion)."""
 
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]:
-        """Its headers, in order."""
-        ...
+        """Name and value pairs, in the order they were sent."""
 
 
 @dataclass(frozen=True, slots=True)

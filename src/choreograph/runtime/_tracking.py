@@ -10,30 +10,26 @@ from __future__ import annotations
 from collections import OrderedDict
 
 
-class Done:
+class Done(OrderedDict[str, None]):
     """A bounded set of keys, oldest forgotten first.
+
+    An OrderedDict underneath, so `key in done` stays C-level: it runs for every record an agent
+    reads (a relay measured about 5% fewer events/s with a Python `__contains__` and helpers here).
 
     Args:
         capacity: How many keys to keep. A duplicate older than this many later keys is no longer
             recognised; the look-back read after a (re)assignment bounds what can be that old.
     """
 
-    __slots__ = ("_capacity", "_keys")
+    __slots__ = ("_capacity",)
 
     def __init__(self, capacity: int) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        super().__init__()
         self._capacity = capacity
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
     def add(self, key: str) -> None:
         """Remember `key` as the newest."""
-        keys = self._keys
-        keys[key] = None
-        keys.move_to_end(key)
-        if len(keys) > self._capacity:
-            keys.popitem(last=False)
+        self[key] = None
+        self.move_to_end(key)
+        if len(self) > self._capacity:
+            self.popitem(last=False)

@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import ChoreographError
+from ..events._records import ConsumedRecord
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -49,37 +50,9 @@ class CommitFailedError(ChoreographError):
     """
 
 
-@runtime_checkable
-class Record(Protocol):
-    """One record as a consumer reads it. aiokafka's `ConsumerRecord` is one."""
-
-    @property
-    def topic(self) -> str:
-        """The topic the record was read from."""
-
-    @property
-    def partition(self) -> int:
-        """The partition the record was read from."""
-
-    @property
-    def offset(self) -> int:
-        """Its position in the partition: 0 for the first record ever written, then one more each."""
-
-    @property
-    def timestamp(self) -> int:
-        """Milliseconds since the epoch: the producer's `timestamp_ms`, else its send time."""
-
-    @property
-    def key(self) -> bytes | None:
-        """The key: it chose the partition, and compaction keeps the last record of each."""
-
-    @property
-    def value(self) -> bytes | None:
-        """The payload; None is a tombstone (on a compacted topic, the key's deletion)."""
-
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]:
-        """Name and value pairs, in the order they were sent."""
+# One definition of a consumed record, in `events` (StoredRecord is made from one there): aiokafka's
+# `ConsumerRecord` and the memory log's records are both one.
+Record = ConsumedRecord
 
 
 @runtime_checkable
