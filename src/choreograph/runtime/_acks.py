@@ -31,9 +31,6 @@ class Acks:
     def __init__(self) -> None:
         self._queue: deque[Pending] = deque()
 
-    def __len__(self) -> int:
-        return len(self._queue)
-
     def add(self, pending: Pending) -> None:
         """Wait for this result's acknowledgement."""
         self._queue.append(pending)

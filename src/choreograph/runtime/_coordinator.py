@@ -83,10 +83,6 @@ class Coordinator(ServiceBase):
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
             auto_offset_reset="earliest")
 
-    @property
-    def _partitions(self) -> dict[TopicPartition, _Partition]:
-        return self._member.partitions
-
     async def start(self) -> None:
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()

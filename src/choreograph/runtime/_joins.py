@@ -48,9 +48,6 @@ class Joins:
     def __bool__(self) -> bool:
         return bool(self._open)
 
-    def __len__(self) -> int:
-        return len(self._open)
-
     def add(self, workflow_id: str, event_type: bytes, item: Input) -> dict[bytes, Input] | None:
         """Hold `item` (pinning its offset); the complete set of inputs once the last arrives.
 

@@ -31,6 +31,7 @@ from ..saga._entries import HistoryEntry
 from ..timetravel._history import history
 from ..transport._memory import MemoryLog
 from ..transport._memory_consumer import MemoryConsumer
+from ..transport._port import TopicPartition
 from ..transport._settings import Settings
 from ._plug import PluggedTransport, RecordRule
 
@@ -52,10 +53,9 @@ class Crash(enum.Enum):
 
 @dataclass
 class _Service:
-    """One running service instance and how to make its successor."""
+    """One running service instance, and the crashes of its line of successors."""
 
     name: str
-    make: Callable[[PluggedTransport], AgentRuntime | Coordinator]
     transport: PluggedTransport
     service: AgentRuntime | Coordinator
     task: asyncio.Task[None] | None = None
@@ -154,7 +154,7 @@ class SagaKit:
                 return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05)
         previous = self._services.get(name)
         transport = self._transport(name)
-        entry = _Service(name, make, transport, make(transport), generation=previous.generation + 1 if previous else 0,
+        entry = _Service(name, transport, make(transport), generation=previous.generation + 1 if previous else 0,
                          crashes=previous.crashes if previous else [])
         self._services[name] = entry
         await entry.service.start()
@@ -331,8 +331,6 @@ class SagaKit:
 
     def lag(self, groups: Sequence[str]) -> dict[str, int]:
         """Per group, records of the events topic after its committed offsets."""
-        from ..transport._port import TopicPartition  # deferred: only inspection needs it
-
         topic = self.settings.events_topic
         tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
         return {g: sum(self.log.end_offset(tp) - (self.log.committed(g, tp) or 0) for tp in tps) for g in groups}

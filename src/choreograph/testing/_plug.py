@@ -11,6 +11,7 @@ from ..errors import DecodeError
 from ..events._envelope import Envelope, Kind
 from ..transport._memory import MemoryLog
 from ..transport._memory_consumer import MemoryConsumer
+from ..transport._memory_records import MemoryRecordMetadata
 from ..transport._memory_transport import MemoryProducer, MemoryTransport
 from ..transport._port import RecordMetadata
 from ..transport._settings import Settings
@@ -108,7 +109,7 @@ class _PluggedProducer(MemoryProducer):
             if future.done():
                 return
             record = self.log.append(topic, value, key, partition, headers, timestamp_ms)
-            future.set_result(_Metadata(record.topic, record.partition, record.offset, record.timestamp))
+            future.set_result(MemoryRecordMetadata(record.topic, record.partition, record.offset, record.timestamp))
 
         rule.held.append(deliver)
         loop.call_later(HOLD_S, deliver)
@@ -120,10 +121,3 @@ class _PluggedProducer(MemoryProducer):
             for deliver in held:
                 deliver()
 
-
-@dataclass(frozen=True)
-class _Metadata:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
