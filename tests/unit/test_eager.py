@@ -85,3 +85,23 @@ async def test_an_exception_thrown_into_a_future_is_delivered_to_the_coroutine()
     gate.set_exception(KeyError("x"))
     await task
     assert caught == ["caught"]
+
+
+
+async def test_a_carried_on_coroutine_closed_by_the_garbage_collector_raises_nothing() -> None:
+    # A Task destroyed while pending has its coroutine closed by the collector, which may close the
+    # inner coroutine first. Throwing into that closed one raised "cannot reuse already awaited
+    # coroutine", an unraisable error (pytest turns it into a failure of whichever test is running).
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        await gate
+
+    inner = waits()
+    task = start_eagerly(inner)
+    assert task is not None
+    await asyncio.sleep(0)
+    inner.close()  # the collector's order: the inner coroutine first
+    task.get_coro().close()  # then the one carrying it: must not raise
+    gate.cancel()
+    task.cancel()

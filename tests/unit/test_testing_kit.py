@@ -3,6 +3,8 @@ duplicates and reordering, as a user would test their own agents."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from choreograph import OutcomeStatus
@@ -38,6 +40,8 @@ async def test_an_agent_killed_around_its_publish_leaves_exactly_one_result(at: 
         # logged, the restarted agent finds that result and does not run the step again.
         assert kit.handler_runs[(goal.workflow_id, "analyze")] == (2 if at is Crash.AFTER_EFFECT else 1)
         await kit.idle()
+    # The killed copy's handler run is not left pending for a later test's garbage collection.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 async def test_a_coordinator_killed_after_a_decision_gives_one_outcome() -> None:

@@ -119,6 +119,11 @@ class AgentRuntime(ServiceBase):
             await self._drain()
             await self._commit()
         finally:
+            # Handlers still running after the drain's wait are abandoned as an exit would: their
+            # inputs stay uncommitted, so the next owner runs them again.
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._member.leave()
             await self._producer.stop()
             if self._registry is not None:

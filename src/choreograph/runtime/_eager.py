@@ -33,6 +33,11 @@ async def _carry_on(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             else:
                 yielded._asyncio_future_blocking = False  # the future protocol, as Task.__step does
                 value = await yielded
+        except GeneratorExit:
+            # Closed (a pending Task garbage-collected): the inner coroutine may be collected and
+            # closed already, and throwing into it would raise "cannot reuse already awaited".
+            coro.close()
+            raise
         except BaseException as exc:  # cancellation included: the coroutine decides what it means
             try:
                 yielded = coro.throw(exc)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import enum
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,8 @@ class SagaKit:
                                  partitions=partitions)
         self._agents = {agent.step: agent for agent in agents}
         self._services: dict[str, _Service] = {}
+        self._dead: list[_Service] = []  # crashed instances: their lingering tasks are cancelled at exit
+        self._background: set[asyncio.Task[None]] = set()
         self._client: Client | None = None
         self._rules: list[RecordRule] = []
         self._armed: dict[tuple[str, Crash], int] = {}
@@ -107,6 +109,18 @@ class SagaKit:
         finally:
             await asyncio.gather(*(self.stop_service(name) for name in list(self._services)),
                                  return_exceptions=True)
+            await self._bury()
+
+    async def _bury(self) -> None:
+        """Cancel and await what crashed instances left running (a killed handler waits forever)."""
+        tasks = {*self._background}
+        for entry in self._dead:
+            tasks.update(getattr(entry.service, "_tasks", ()))
+            if entry.task is not None:
+                tasks.add(entry.task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # services ------------------------------------------------------------------------------------------
 
@@ -178,6 +192,7 @@ class SagaKit:
     async def _crash(self, name: str) -> None:
         entry = self._services[name]
         entry.crashes.append(name)
+        self._dead.append(entry)
         entry.transport.pull()  # nothing it sends from now on reaches the log; its member leaves now
         for consumer in entry.transport.consumers:
             if isinstance(consumer, MemoryConsumer):
@@ -188,7 +203,13 @@ class SagaKit:
             if task is not asyncio.current_task():
                 task.cancel()
         # The successor starts in a task of its own: the crash may be called from the dead service.
-        asyncio.get_running_loop().create_task(self.start_service(name))
+        self._in_background(self.start_service(name))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task the kit holds (the loop keeps only weak references) and cancels at exit."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _take(self, armed: tuple[str, Crash]) -> bool:
         left = self._armed.get(armed, 0)
@@ -206,7 +227,7 @@ class SagaKit:
         decisive = envelope.kind in (Kind.STEP_COMPLETED, Kind.STEP_FAILED, Kind.COMPENSATION_COMPLETED,
                                      Kind.COMPENSATION_FAILED) or owner.split("#")[0] == COORDINATOR
         if decisive and self._take((owner, Crash.AFTER_PUBLISH)):
-            asyncio.get_running_loop().create_task(self._crash(owner))
+            self._in_background(self._crash(owner))
             self._services[owner].transport.pull()  # at once: not even its commit gets through
 
     # faults --------------------------------------------------------------------------------------------
