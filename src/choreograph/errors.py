@@ -11,7 +11,10 @@ The hierarchy::
     │   ├── UnknownSchemaError      a fingerprint no known schema has
     │   └── InvalidPayloadError     decoded, but fails the model's validation
     ├── WorkflowError               a workflow cannot be started or is malformed
-    │   └── GoalValidationError     goal data does not fit the workflow's goal schema
+    │   ├── GoalValidationError     goal data does not fit the workflow's goal schema
+    │   └── GoalRejected            the coordinator refused a published goal (dead-lettered)
+    ├── EventTooLarge               an event over the namespace's maximum event size
+    ├── SetUpError                  a service could not set up its assigned partitions
     ├── AgentDefinitionError        an Agent declaration is incomplete or inconsistent
     ├── ArchiveError                an archive cannot be written, read or restored as asked
     └── ReplayError                 a recording or sandbox re-run cannot be made as asked
@@ -58,6 +61,29 @@ class WorkflowError(ChoreographError):
 
 class GoalValidationError(WorkflowError):
     """Goal data does not fit the workflow's goal schema."""
+
+
+class GoalRejected(WorkflowError):
+    """The coordinator dead-lettered a published goal (e.g. a duplicate workflow id): it never runs."""
+
+
+class EventTooLarge(ChoreographError):
+    """An event is larger than the namespace's maximum event size (Settings.max_event_bytes).
+
+    Attributes:
+        size: The event's size in bytes (key, value and headers).
+        limit: The maximum.
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        """Say what is too large (e.g. "the result of step 'draft'"), its size and the limit."""
+        super().__init__(f"{what} is {size} bytes, over the maximum event size of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class SetUpError(ChoreographError):
+    """A service could not set up the partitions it was assigned; it stops rather than wait forever."""
 
 
 class AgentDefinitionError(ChoreographError):

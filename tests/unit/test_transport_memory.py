@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from helpers.transport import Journal
 
+from choreograph.errors import SetUpError
 from choreograph.transport import (
     CommitFailedError,
+    GroupMember,
     MemoryConsumer,
     MemoryLog,
     MemoryTransport,
@@ -314,3 +316,17 @@ async def test_keyless_records_go_round_robin_to_an_auto_created_topic(transport
     await producer.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await producer.send("auto", b"v")
+
+
+async def test_a_failing_set_up_stops_the_member_instead_of_wedging_it(transport: MemoryTransport) -> None:
+    # The listener's error is swallowed by the consumer (aiokafka logs it); join() used to wait forever.
+    async def set_up(consumer: Any, assigned: set[TopicPartition]) -> dict[TopicPartition, tuple[int, Any]]:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    member = GroupMember[Any](transport, "g-fails", ["m.events"], set_up=set_up, progress=lambda s: s)
+    await transport.ensure_topics()
+    try:
+        with pytest.raises(SetUpError, match="partition set-up failed"):
+            await asyncio.wait_for(member.join(), 10)
+    finally:
+        await member.leave()

@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from ..errors import SetUpError
 from ._offsets import Cadence, PartitionProgress
 from ._port import CommitFailedError, Consumer, Record, TopicPartition, Transport
 
@@ -71,6 +72,9 @@ class GroupMember(Generic[S]):
         self._options = consumer_options
         self._generation = 0  # bumped by each revocation: a set-up overtaken by one installs nothing
         self._joined: asyncio.Event | None = None
+        # An error in a rebalance listener is logged and swallowed by aiokafka: the member would
+        # never be ready, or would go on without the partitions. Kept here, raised to the service.
+        self._failure: BaseException | None = None
         # Held while a fetched batch is handled, and by a revocation: a partition is never revoked
         # (committed, handed to another member) halfway through handling its records.
         self._handling = asyncio.Lock()
@@ -82,6 +86,12 @@ class GroupMember(Generic[S]):
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=self)
         await self._joined.wait()
+        self.check()
+
+    def check(self) -> None:
+        """Raise SetUpError if setting up or releasing partitions failed (the service must stop)."""
+        if self._failure is not None:
+            raise SetUpError(f"{self.group_id}: partition set-up failed: {self._failure!r}") from self._failure
 
     async def leave(self) -> None:
         """Stop the consumer (leaving the group). Commit first if the service wants its progress kept."""
@@ -95,6 +105,7 @@ class GroupMember(Generic[S]):
         Records of other partitions are dropped: not set up yet, or revoked; a set-up seeks back
         to its start, so none is skipped.
         """
+        self.check()
         fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         async with self._handling:
             yield [(tp, state, records) for tp, records in fetched.items()
@@ -127,6 +138,16 @@ class GroupMember(Generic[S]):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Set up new partitions while they are paused, install their state, then resume them."""
+        try:
+            await self._assign(assigned)
+        except Exception as exc:
+            log.error("%s: setting up partitions %s failed; stopping: %r", self.group_id,
+                      sorted(tp.partition for tp in assigned), exc)
+            self._failure = self._failure or exc
+            if self._joined is not None:
+                self._joined.set()
+
+    async def _assign(self, assigned: set[TopicPartition]) -> None:
         fresh = {tp for tp in assigned if tp not in self.partitions}
         if fresh:
             self.consumer.pause(*fresh)  # before the first await: nothing of these is handed out
@@ -148,6 +169,13 @@ class GroupMember(Generic[S]):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Stop handing out revoked partitions at once, let the service finish them, commit them."""
+        try:
+            await self._revoke(revoked)
+        except Exception as exc:
+            log.error("%s: releasing partitions failed; stopping: %r", self.group_id, exc)
+            self._failure = self._failure or exc
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
         self._generation += 1
         async with self._handling:
             gone = {tp: self.partitions.pop(tp) for tp in revoked if tp in self.partitions}

@@ -72,12 +72,15 @@ class Settings:
         broker: The client settings of the broker's kind.
         namespace: The prefix of every topic and group name.
         partitions: How many partitions the events topic is created with.
+        max_event_bytes: The largest event (key, value and headers) any producer sends; Kafka's
+            default `message.max.bytes` is 1 MiB.
     """
 
     bootstrap_servers: str
     broker: BrokerProfile = field(default_factory=lambda: PROFILES["kafka"])
     namespace: str = "choreo"
     partitions: int = 4
+    max_event_bytes: int = 1_048_576
 
     @property
     def events_topic(self) -> str:
