@@ -90,6 +90,13 @@ class AvroSchema:
         return cls(name=name, source=source, parsed=parsed, header=header)
 
     @property
+    def aliases(self) -> frozenset[str]:
+        """Other full names a writer of this record may have used (Avro's aliases)."""
+        namespace = self.source.get("namespace")
+        names = self.source.get("aliases") or ()
+        return frozenset(a if "." in a or not namespace else f"{namespace}.{a}" for a in names)
+
+    @property
     def fingerprint(self) -> bytes:
         """The schema's CRC-64-AVRO fingerprint: 8 bytes, little-endian."""
         return self.header[2:]
@@ -162,6 +169,10 @@ class SchemaStore:
                 corrupt payload, trailing bytes, or a writer schema that does not resolve to `reader`.
         """
         writer = self.writer_of(payload)
+        if reader is not None and writer.name != reader.name and writer.name not in reader.aliases:
+            # fastavro resolves records by field, not by name: another event's body with
+            # compatible fields would pass as this one.
+            raise DecodeError(f"the body is a {writer.name}, not a {reader.name}")
         stream = io.BytesIO(payload)
         stream.seek(HEADER_SIZE)
         try:

@@ -26,6 +26,8 @@ COORDINATOR_SOURCE = "choreo://coordinator"
 CLIENT_SOURCE = "choreo://client"
 RESTORE_SOURCE = "choreo://restore"
 AGENT_SOURCE_PREFIX = "choreo://agent/"
+# On the coordinator's decisions: the event id of the goal the workflow runs for (an extension).
+GOAL_ID_HEADER = "ce_goalid"
 
 
 def agent_source(workflow: str, step: str) -> str:
@@ -187,7 +189,10 @@ class Envelope(NamedTuple):
                        None if trace is None else trace.decode())
         except KeyError as exc:
             raise DecodeError(f"missing CloudEvents header {exc.args[0]}") from exc
-        except (UnicodeDecodeError, ValueError) as exc:
+        except UnicodeDecodeError as exc:
+            what = "record key" if key is not None and exc.object == key else "envelope header"
+            raise DecodeError(f"malformed {what}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        except (ValueError, AttributeError, TypeError) as exc:  # a header with a null value
             raise DecodeError(f"malformed envelope header: {exc}") from exc
 
 

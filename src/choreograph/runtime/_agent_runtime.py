@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
 from ..events._avro import SchemaStore
-from ..events._envelope import Envelope, Kind, derived_id, fixed_headers
+from ..events._envelope import Envelope, Kind
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -28,10 +28,11 @@ from ..transport._port import Consumer, Record, TopicPartition, Transport
 from ..transport._registry import Registry, announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
-from ._acks import Acks, Pending
+from ._acks import Acks
 from ._agent import Agent, StepContext
 from ._eager import start_eagerly
 from ._joins import Input, Joins
+from ._results import Results
 from ._tracking import Done
 
 log = logging.getLogger("choreograph.agent")
@@ -41,6 +42,19 @@ _REQUEST_TYPE = CompensationRequested.type_name().encode()
 _RESULT_KINDS = {b"step_completed": "", b"step_failed": "",
                  b"compensation_completed": _COMPENSATION, b"compensation_failed": _COMPENSATION}
 _OUTCOME = Kind.OUTCOME.value.encode()
+
+
+def _workflow_id(key: bytes | None) -> str | None:
+    """The workflow id a record key holds; None for no key, an empty one or one that is not UTF-8.
+
+    Such a record is not a workflow event: agents skip it, the coordinator dead-letters it.
+    """
+    if not key:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class AgentRuntime(ServiceBase):
@@ -75,7 +89,6 @@ class AgentRuntime(ServiceBase):
         self._consumed = {t.type_name().encode(): t for t in agent.consumes}
         self._lookback = dedupe_lookback
         self._ready_file = ready_file
-        self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
         self._acks = Acks()
         self._topic = settings.events_topic
         self._joins = Joins(len(self._consumed))
@@ -95,6 +108,7 @@ class AgentRuntime(ServiceBase):
         # Clients belong to the running loop, so they are made in start().
         self._producer: Any
         self._dead: DeadLetters
+        self._results: Results
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -102,7 +116,10 @@ class AgentRuntime(ServiceBase):
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
         self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name)
+        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name,
+                                 self.settings.max_event_bytes)
+        self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
+                                self._acks)
         await self._producer.start()
         await self._member.join()
         partitions = len(await self._producer.partitions_for(self.settings.events_topic))
@@ -180,8 +197,7 @@ class AgentRuntime(ServiceBase):
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
         if kind == _OUTCOME:
-            if record.key:
-                workflow_id = record.key.decode()
+            if (workflow_id := _workflow_id(record.key)) is not None:
                 self._ended.add(workflow_id)
                 if self._joins:
                     self._joins.drop(workflow_id)
@@ -189,14 +205,21 @@ class AgentRuntime(ServiceBase):
         if event_type == _REQUEST_TYPE:
             if step != self._step or self.agent.compensation_fn is None:
                 return None
-            key = (record.key or b"").decode() + _COMPENSATION
+            if (workflow_id := _workflow_id(record.key)) is None:
+                return None
+            key = workflow_id + _COMPENSATION
             if key in self._done or key in self._running:
                 return None
             return self._on_request(progress, record, key)
         model = self._consumed.get(event_type)
         if model is None:
             return None
-        workflow_id = record.key.decode() if record.key else ""
+        try:
+            workflow_id = record.key.decode()  # type: ignore[union-attr]  # None: caught below
+        except (AttributeError, UnicodeDecodeError):
+            return None  # no workflow id: not a workflow event (the coordinator dead-letters it)
+        if not workflow_id:
+            return None
         if workflow_id in self._done or workflow_id in self._running or workflow_id in self._ended:
             return None
         try:
@@ -209,8 +232,8 @@ class AgentRuntime(ServiceBase):
     def _learn(self, key: bytes | None, kind: bytes | None) -> None:
         """Remember one of this agent's own results (a tracking record)."""
         suffix = _RESULT_KINDS.get(kind or b"")
-        if suffix is not None and key:
-            self._done.add(key.decode() + suffix)
+        if suffix is not None and (workflow_id := _workflow_id(key)) is not None:
+            self._done.add(workflow_id + suffix)
 
     def _on_input(self, workflow_id: str, event_type: bytes, item: Input) -> Coroutine[Any, Any, None] | None:
         inputs = self._joins.add(workflow_id, event_type, item)
@@ -237,12 +260,14 @@ class AgentRuntime(ServiceBase):
     async def _decode(self, record: Record, model: type[Event]) -> tuple[Event, Envelope] | None:
         """The typed event and its envelope, or None after dead-lettering a record we cannot read."""
         try:
+            if record.value is None:
+                raise DecodeError("tombstone (null value): not an event")
             envelope = Envelope.from_record(record.key, record.headers)
             try:
-                return model.decode(record.value or b"", self._store), envelope
+                return model.decode(record.value, self._store), envelope
             except UnknownSchemaError:
                 await self._learn_schemas()  # maybe a newer writer schema was announced since
-                return model.decode(record.value or b"", self._store), envelope
+                return model.decode(record.value, self._store), envelope
         except DecodeError as exc:
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.agent.name, record.topic,
                         record.partition, record.offset, exc)
@@ -306,7 +331,7 @@ class AgentRuntime(ServiceBase):
             log.info("%s failed %s: %r", agent.name, workflow_id, exc)
             result = StepFailed(step=agent.step, reason=str(exc) or repr(exc), error_type=type(exc).__name__)
             kind = Kind.STEP_FAILED
-        await self._publish(ctx, result, kind, workflow_id, tuple(inputs.values()))
+        await self._results.publish(ctx, result, kind, workflow_id, tuple(inputs.values()))
 
     async def _compensate(self, key: str, item: Input) -> None:
         agent = self.agent
@@ -323,33 +348,7 @@ class AgentRuntime(ServiceBase):
             result = CompensationFailed(step=agent.step, reason=str(exc) or repr(exc),
                                         error_type=type(exc).__name__)
             kind = Kind.COMPENSATION_FAILED
-        await self._publish(ctx, result, kind, key, (item,))
-
-    async def _publish(self, ctx: StepContext, result: Event, kind: Kind, key: str, inputs: tuple[Input, ...]) -> None:
-        """Publish side events, then the result, on the workflow's partition.
-
-        The step counts as done (and its inputs may be committed past) only once the broker has
-        the result; the handler's slot is free as soon as the result is handed to the producer.
-        """
-        events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
-        # The input's partition is the workflow's (keyed by its id): naming it skips the
-        # producer's pure-Python murmur2, about 5% of a relay's CPU.
-        partition = inputs[0].partition
-        ack: asyncio.Future[Any] | None = None
-        for index, (event, event_kind) in enumerate(events):
-            # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
-            # re-run (`choreo replay`), carries the id of the original.
-            parts = (event_kind.value, ctx.step) if event_kind is not Kind.OTHER else (
-                "other", ctx.step, kind.value, str(index))
-            envelope = Envelope.new(type=event.type_name(), source=self.agent.source, workflow=ctx.workflow,
-                                    workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause,
-                                    id=derived_id(ctx.workflow_id, *parts))
-            fixed = self._fixed.get(event_kind) or self._fixed.setdefault(
-                event_kind, fixed_headers(self.agent.source, ctx.workflow, event_kind, ctx.step))
-            ack = await self._producer.send(self._topic, value=event.encode(), key=envelope.key,
-                                            headers=envelope.headers_with(fixed), partition=partition)
-        if ack is not None:  # always: the result is the last of `events`
-            self._acks.add(Pending(ack, key, inputs))
+        await self._results.publish(ctx, result, kind, key, (item,))
 
     def _settle_acks(self) -> None:
         """Finish the steps whose results the broker has acknowledged, oldest first."""
@@ -399,8 +398,8 @@ class AgentRuntime(ServiceBase):
                 kind = value
         if source == self._source:
             self._learn(record.key, kind)
-        elif kind == _OUTCOME and record.key:
-            self._ended.add(record.key.decode())
+        elif kind == _OUTCOME and (workflow_id := _workflow_id(record.key)) is not None:
+            self._ended.add(workflow_id)
 
     async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:
         """Before revoked partitions are committed: let their running steps finish."""

@@ -12,24 +12,32 @@ from typing import Any
 
 from fastavro.validation import ValidationError, validate
 
-from ..errors import DecodeError, GoalValidationError, WorkflowError
+from ..errors import DecodeError, EventTooLarge, GoalRejected, GoalValidationError, WorkflowError
 from ..events._avro import AvroSchema
-from ..events._envelope import CLIENT_SOURCE, Envelope, Kind, new_workflow_id
+from ..events._envelope import CLIENT_SOURCE, GOAL_ID_HEADER, Envelope, Kind, new_workflow_id
 from ..events._models import WorkflowOutcome
 from ..saga._graph import goal_types
+from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
-from ..transport._port import Producer, TopicPartition, Transport
+from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._settings import Settings
+from ..transport._sizes import record_size
 
 
 @dataclass(frozen=True)
 class PublishedGoal:
-    """Where a published goal landed: its workflow, workflow id, partition and offset."""
+    """Where a published goal landed: its workflow, workflow id, partition and offset.
+
+    `event_id` (the goal's ce_id) and `published_ms` (wall time just before it was sent) let a wait
+    tell this goal's outcome from another goal's with the same workflow id, and find its dead letter.
+    """
     workflow: str
     workflow_id: str
     partition: int
     offset: int
+    event_id: str = ""
+    published_ms: int = 0
 
 
 class Client:
@@ -91,23 +99,38 @@ class Client:
 
         Raises:
             WorkflowError: No agent announced the workflow, or it has several goal types.
-            GoalValidationError: `data` does not fit the goal schema.
+            GoalValidationError: `data` does not fit the goal schema, or `workflow_id` is empty.
+            EventTooLarge: The goal is larger than the maximum event size.
         """
+        if workflow_id is not None and not workflow_id:
+            raise GoalValidationError("a workflow id cannot be empty")
         schema = await self.goal_schema(workflow)
         record = conform(schema, data)
         envelope = Envelope.new(type=schema.name, source=self._source, workflow=workflow,
                                 workflow_id=workflow_id or new_workflow_id(), kind=Kind.GOAL)
-        meta = await self._producer.send_and_wait(self.settings.events_topic, value=schema.encode(record),
-                                                  key=envelope.key, headers=envelope.headers())
-        return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset)
+        value, headers, limit = schema.encode(record), envelope.headers(), self.settings.max_event_bytes
+        if (size := record_size(envelope.key, value, headers)) > limit:
+            raise EventTooLarge(f"the goal of workflow {workflow!r}", size, limit)
+        published_ms = time.time_ns() // 1_000_000
+        meta = await self._producer.send_and_wait(self.settings.events_topic, value=value, key=envelope.key,
+                                                  headers=headers)
+        return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset, envelope.id, published_ms)
 
     async def wait(self, goal: PublishedGoal, timeout_s: float) -> WorkflowOutcome | None:
-        """The workflow's outcome, or None if it has none within `timeout_s`."""
+        """The workflow's outcome, or None if it has none within `timeout_s`.
+
+        Raises:
+            GoalRejected: The coordinator dead-lettered the goal (e.g. a duplicate workflow id).
+        """
         outcomes = await self.wait_many([goal], timeout_s)
         return outcomes.get(goal.workflow_id)
 
     async def wait_many(self, goals: list[PublishedGoal], timeout_s: float) -> dict[str, WorkflowOutcome]:
-        """Outcomes of the given goals that arrive within `timeout_s`."""
+        """Outcomes of the given goals that arrive within `timeout_s`.
+
+        Raises:
+            GoalRejected: The coordinator dead-lettered one of the goals.
+        """
         found: dict[str, WorkflowOutcome] = {}
         async for update in self.follow(goals, timeout_s):
             if update.outcome is not None:
@@ -115,32 +138,88 @@ class Client:
         return found
 
     async def follow(self, goals: list[PublishedGoal], timeout_s: float) -> AsyncIterator[Progress]:
-        """Each event of the given workflows as it is logged, until all have an outcome or time is up."""
+        """Each event of the given workflows as it is logged, until all have an outcome or time is up.
+
+        An outcome counts for a goal only if the workflow it ends was started by that goal: a goal
+        reusing the id of another workflow does not take that workflow's outcome for its own.
+
+        Raises:
+            GoalRejected: The coordinator dead-lettered one of the goals (its reason is given).
+        """
         start: dict[TopicPartition, int] = {}
         for g in goals:
             tp = TopicPartition(self.settings.events_topic, g.partition)
             start[tp] = min(start.get(tp, g.offset), g.offset)
-        open_ids = {g.workflow_id for g in goals}
-        async with self._kafka.reader(start) as consumer:
+        by_id = {g.workflow_id: g for g in goals}
+        watch = _Rejections(self.settings, goals)
+        async with self._kafka.reader([*start, *watch.partitions]) as consumer:
             for tp, offset in start.items():
                 consumer.seek(tp, offset)
+            await watch.seek(consumer)
             deadline = time.monotonic() + timeout_s
-            while open_ids and (left := deadline - time.monotonic()) > 0:
+            while by_id and (left := deadline - time.monotonic()) > 0:
                 batch = await consumer.getmany(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
-                for records in batch.values():
+                for tp, records in batch.items():
+                    if tp.topic == watch.topic:
+                        watch.check(records)
+                        continue
                     for record in records:
-                        key = record.key.decode() if record.key else ""
-                        if key not in open_ids:
-                            continue
-                        try:
-                            envelope = Envelope.from_record(record.key, record.headers)
-                            outcome = (WorkflowOutcome.decode(record.value or b"", self._registry.store)
-                                       if envelope.kind is Kind.OUTCOME else None)
-                        except DecodeError:
-                            continue
-                        if outcome is not None:
-                            open_ids.discard(key)
-                        yield Progress(key, envelope.kind, envelope.step, outcome)
+                        if (progress := self._progress(record, by_id)) is not None:
+                            if progress.outcome is not None:
+                                del by_id[progress.workflow_id]
+                            yield progress
+
+    def _progress(self, record: Record, goals: dict[str, PublishedGoal]) -> Progress | None:
+        """What one record tells about a followed goal, if anything."""
+        try:
+            key = (record.key or b"").decode()
+        except UnicodeDecodeError:
+            return None  # not a workflow event
+        if (goal := goals.get(key)) is None:
+            return None
+        try:
+            envelope = Envelope.from_record(record.key, record.headers)
+            outcome = (WorkflowOutcome.decode(record.value or b"", self._registry.store)
+                       if envelope.kind is Kind.OUTCOME else None)
+        except DecodeError:
+            return None
+        if outcome is not None and goal.event_id:
+            runs_for = next((v for name, v in record.headers if name == GOAL_ID_HEADER), None)
+            if runs_for is not None and runs_for != goal.event_id.encode():
+                return None  # the outcome of an earlier goal with this id: ours is a duplicate
+        return Progress(key, envelope.kind, envelope.step, outcome)
+
+
+class _Rejections:
+    """Watches the dead-letter topic for the coordinator's dead letter of a followed goal."""
+
+    def __init__(self, settings: Settings, goals: list[PublishedGoal]) -> None:
+        self.topic = settings.deadletter_topic
+        self.partitions = [TopicPartition(self.topic, 0)]
+        self._events = settings.events_topic.encode()
+        self._coordinator = settings.coordinator_group.encode()
+        self._goals = {(str(g.partition).encode(), str(g.offset).encode()): g for g in goals}
+        # Dead letters carry the coordinator's clock (or the broker's append time): a minute's margin.
+        self._since = max(0, min(g.published_ms for g in goals) - 60_000) if goals else 0
+
+    async def seek(self, consumer: Consumer) -> None:
+        found = await consumer.offsets_for_times({tp: self._since for tp in self.partitions})
+        for tp in self.partitions:
+            hit = found.get(tp)
+            if hit is not None:
+                consumer.seek(tp, hit.offset)
+            else:
+                consumer.seek(tp, (await consumer.end_offsets([tp]))[tp])
+
+    def check(self, records: list[Record]) -> None:
+        for record in records:
+            headers = dict(record.headers)
+            if headers.get(TOPIC) != self._events or headers.get(CONSUMER) != self._coordinator:
+                continue
+            goal = self._goals.get((headers.get(PARTITION) or b"", headers.get(OFFSET) or b""))
+            if goal is not None:
+                reason = (headers.get(REASON) or b"").decode(errors="replace")
+                raise GoalRejected(f"goal of {goal.workflow_id} was dead-lettered by the coordinator: {reason}")
 
 
 @dataclass(frozen=True)

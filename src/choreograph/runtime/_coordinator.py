@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError
-from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, derived_id
+from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
+from ..events._envelope import COORDINATOR_SOURCE, GOAL_ID_HEADER, Envelope, Kind, derived_id
 from ..events._models import StepContract
+from ..saga._check import contradiction
 from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -33,6 +35,14 @@ from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
 _CONTRACT_TYPE = StepContract.type_name()
+_GOAL, _OUTCOME = Kind.GOAL.value.encode(), Kind.OUTCOME.value.encode()
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class _Partition:
@@ -43,6 +53,7 @@ class _Partition:
         self.replay_end = replay_end
         self.sagas: dict[str, SagaState] = {}
         self.goal_offsets: dict[str, int] = {}
+        self.goal_ids: dict[str, str] = {}  # of open sagas: a second goal with another id is a duplicate
         self.dormant: set[str] = set()  # open sagas restored from an archive: never settled
 
     @property
@@ -57,14 +68,22 @@ class Coordinator(ServiceBase):
         settings: Broker, namespace and topics.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
         ready_file: Written once the coordinator is ready (`choreo up` waits for it).
-        finished_capacity: Finished workflow ids kept to ignore their late events.
+        finished_capacity: Finished workflow ids kept to ignore their late events and to refuse a
+            goal that reuses one.
+        finished_lookback: Records per partition read back before its position on assignment, to
+            learn which workflows finished there (a duplicate goal after a restart is refused if its
+            original's outcome is within this many records).
+
+    Attributes:
+        ignored: How many events were ignored, by reason: "no goal" (a workflow whose goal it has not
+            read: forged, misrouted, or finished before its position) and "finished" (late events).
         commit_interval_s: Period of commits.
         observe: `observe(partition, offset, state)` sees the saga state after each event is
             handled: what `choreo state --at` must reproduce (tests compare the two).
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
-                 finished_capacity: int = 100_000, commit_interval_s: float = 0.25,
+                 finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None) -> None:
         self.settings = settings
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
@@ -72,7 +91,9 @@ class Coordinator(ServiceBase):
         # Clients belong to the running loop, so they are made in start().
         self._producer: Producer
         self._dead: DeadLetters
-        self._finished = Done(finished_capacity)
+        self._finished = Done(finished_capacity)  # workflow id -> its goal's event id
+        self._lookback = finished_lookback
+        self.ignored: Counter[str] = Counter()
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
         self._observe = observe
@@ -87,7 +108,8 @@ class Coordinator(ServiceBase):
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
         self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group)
+        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group,
+                                 self.settings.max_event_bytes)
         await self._producer.start()
         await self._registry.start()
         await self._registry.catch_up()
@@ -135,17 +157,47 @@ class Coordinator(ServiceBase):
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 on_marker(progress, marker, record.value, record.offset)
                 return
-            fact = await self._fact(envelope, record.value or b"")
+            fact = await self._fact(envelope, record)
         except DecodeError as exc:
-            if history:  # restored: dead-lettered when it was first read, and restored with the rest
-                return
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            self._pending.append(await self._dead.send(record, str(exc)))
+            if not history:  # restored: dead-lettered when it was first read, and restored with the rest
+                await self._dead_letter(record, str(exc))
             return
+        if history and envelope.workflow_id in self._finished:
+            return  # restored history of a workflow that finished here since
+        state = part.sagas.get(envelope.workflow_id)
+        if not history and (refusal := self._refusal(part, state, envelope, fact)) is not None:
+            if refusal:
+                await self._dead_letter(record, refusal)
+            return
+        await self._fold(part, state or SagaState(envelope.workflow_id), envelope, fact, record, history)
+
+    def _refusal(self, part: _Partition, state: SagaState | None, envelope: Envelope, fact: Fact) -> str | None:
+        """Why the event must not be folded: "" to ignore it, a reason to dead-letter it; None to fold it."""
         workflow_id = envelope.workflow_id
+        if fact.kind is Kind.GOAL:
+            original = part.goal_ids.get(workflow_id) or self._finished.get(workflow_id)
+            if original is None and workflow_id not in self._finished:
+                return None
+            if original == envelope.id:
+                return ""  # the same goal delivered twice (a producer's retry): nothing new
+            return f"duplicate workflow id: workflow {workflow_id} already has a goal (event {original or '?'})"
         if workflow_id in self._finished:
-            return
-        state = part.sagas.get(workflow_id) or SagaState(workflow_id)
+            self.ignored["finished"] += 1
+            return ""
+        if state is None or not state.goal_seen:
+            # Every event of a workflow follows its goal on the workflow's partition: one with no
+            # goal read before it is forged, misrouted, or of a workflow that finished before this
+            # partition's position. Not folded; an outcome is remembered (its workflow is over).
+            self.ignored["no goal"] += 1
+            if fact.kind is Kind.OUTCOME:
+                self._finished.add(workflow_id)
+            log.debug("ignoring %s of %s: no goal read", envelope.kind.value, workflow_id)
+            return ""
+        return contradiction(state, fact)
+
+    async def _fold(self, part: _Partition, state: SagaState, envelope: Envelope, fact: Fact, record: Record,
+                    history: bool) -> None:
+        workflow_id, progress = envelope.workflow_id, part.progress
         decisions: list[Decision] = []
         if history:
             # Restored from an archive: its decisions are in the log already; fold, never act.
@@ -164,12 +216,17 @@ class Coordinator(ServiceBase):
             # and keeps it dormant instead of settling it.
             at = progress.bracket_at if history and progress.bracket_at is not None else record.offset
             part.goal_offsets[workflow_id] = at
+            part.goal_ids[workflow_id] = envelope.id
             progress.pin(at)
         for decision in decisions:
-            await self._publish(state, decision, envelope)
+            await self._publish(part, state, decision, envelope)
         self._keep(part, state)
         if self._observe is not None:
             self._observe(record.partition, record.offset, state)
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        self._pending.append(await self._dead.send(record, reason))
 
     async def _settle_all(self, part: _Partition) -> None:
         """After the silent replay: publish what each open saga is still owed."""
@@ -180,7 +237,7 @@ class Coordinator(ServiceBase):
                 continue
             state, decisions = settle(state, self._registry.catalog)
             for decision in decisions:
-                await self._publish(state, decision, None)
+                await self._publish(part, state, decision, None)
             self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
@@ -200,28 +257,46 @@ class Coordinator(ServiceBase):
         part.sagas.pop(state.workflow_id, None)
         if (offset := part.goal_offsets.pop(state.workflow_id, None)) is not None:
             part.progress.unpin(offset)
-        self._finished.add(state.workflow_id)
+        self._finished.add(state.workflow_id, part.goal_ids.pop(state.workflow_id, None))
 
-    async def _fact(self, envelope: Envelope, value: bytes) -> Fact:
-        """Validate the payload against its writer schema and extract what the saga needs."""
+    async def _fact(self, envelope: Envelope, record: Record) -> Fact:
+        """Validate the payload against its writer schema and extract what the saga needs.
+
+        Raises:
+            DecodeError: The record is not a workflow event this coordinator can read (no key, a
+                tombstone, a body that is not the type its ce_type names, an invalid payload).
+        """
+        if not envelope.workflow_id:
+            raise DecodeError("no key: a workflow event is keyed by its workflow id")
+        value = record.value
+        if value is None:
+            raise DecodeError("tombstone (null value): not an event")
+        store = self._registry.store
         try:
-            record = self._registry.store.decode(value)
+            data = store.decode(value)
         except UnknownSchemaError:
             await self._registry.catch_up()
-            record = self._registry.store.decode(value)
+            data = store.decode(value)
+        if (written := store.writer_of(value).name) != envelope.type:
+            raise DecodeError(f"ce_type is {envelope.type} but the body is a {written}")
         try:
-            return fact_of(envelope, record)
-        except ValueError as exc:  # pydantic: a framework event that fails its model
+            return fact_of(envelope, data)
+        except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
             raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
 
-    async def _publish(self, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
+    async def _publish(self, part: _Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
         event_id = derived_id(state.workflow_id, decision.kind.value, decision.step or "")
         envelope = Envelope.new(
             type=decision.event.type_name(), source=COORDINATOR_SOURCE, workflow=state.workflow,
             workflow_id=state.workflow_id, kind=decision.kind, step=decision.step, cause=cause,
         ).with_id(event_id)
+        headers = envelope.headers()
+        if (goal_id := part.goal_ids.get(state.workflow_id)) is not None:
+            # Which goal the workflow runs for: a client that published a second goal with this id
+            # (dead-lettered) must not take this workflow's outcome for its own.
+            headers.append((GOAL_ID_HEADER, goal_id.encode()))
         future = await self._producer.send(self.settings.events_topic, value=decision.event.encode(),
-                                           key=envelope.key, headers=envelope.headers())
+                                           key=envelope.key, headers=headers)
         self._pending.append(future)
 
     async def _commit(self) -> None:
@@ -238,11 +313,25 @@ class Coordinator(ServiceBase):
         the true end: the sagas open there are rebuilt from the log before anything is decided.
         """
         ends = await self._kafka.end_offsets(assigned)
-        states = {}
+        states, start = {}, {}
         for tp in assigned:
             committed = await consumer.committed(tp)
             position = committed if committed is not None else await consumer.position(tp)
             states[tp] = (position, _Partition(position, ends[tp], tp.partition))
+            if position > 0 and self._lookback > 0:
+                start[tp] = (max(0, position - self._lookback), position)
+        if start:
+            # Which workflows finished before the position: a goal reusing one of their ids is a
+            # duplicate. Headers only, no decoding.
+            goals: dict[bytes, bytes | None] = {}
+            async for record in self._kafka.read(start, start={tp: a for tp, (a, _) in start.items()},
+                                                 until={tp: b for tp, (_, b) in start.items()}):
+                headers = dict(record.headers)
+                if (kind := headers.get("ce_kind")) == _GOAL and record.key:
+                    goals.setdefault(record.key, headers.get("ce_id"))
+                elif kind == _OUTCOME and record.key and (workflow_id := _text(record.key)) is not None:
+                    goal = goals.get(record.key)
+                    self._finished.add(workflow_id, None if goal is None else _text(goal))
         return states
 
     async def _on_ready(self, parts: dict[TopicPartition, _Partition]) -> None:

@@ -265,6 +265,9 @@ def _outcome(state: SagaState, status: OutcomeStatus, failed_step: str | None, r
     """The decision to end the workflow with `status` (WorkflowOutcome)."""
     event = WorkflowOutcome(
         workflow=state.workflow, status=status, failed_step=failed_step, reason=reason,
-        completed_steps=sorted(state.completed), compensated_steps=sorted(state.compensated),
+        # Only the graph's steps: a forged completion folded during a silent replay, before the
+        # graph was read back, is not one of the workflow's steps.
+        completed_steps=sorted(state.completed if state.graph is None else state.completed & state.graph.nodes.keys()),
+        compensated_steps=sorted(state.compensated),
     )
     return Decision(Kind.OUTCOME, None, event, Fact(Kind.OUTCOME, state.workflow, status=status))

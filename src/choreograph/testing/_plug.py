@@ -62,7 +62,7 @@ class PluggedTransport(MemoryTransport):
 
     def producer(self, **overrides: Any) -> MemoryProducer:
         """A producer that honours the plug and the delivery faults."""
-        return _PluggedProducer(self.log, self)
+        return _PluggedProducer(self.log, self, overrides.get("max_request_size", self.settings.max_event_bytes))
 
     def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> MemoryConsumer:
         """A memory consumer, remembered so a crash can remove it from its group."""
@@ -72,8 +72,8 @@ class PluggedTransport(MemoryTransport):
 
 
 class _PluggedProducer(MemoryProducer):
-    def __init__(self, log: MemoryLog, plug: PluggedTransport) -> None:
-        super().__init__(log)
+    def __init__(self, log: MemoryLog, plug: PluggedTransport, max_request_size: int) -> None:
+        super().__init__(log, max_request_size)
         self._plug = plug
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,

@@ -53,6 +53,9 @@ class KafkaTransport:
             # send that finds its batch full waits for the drain. 16 KB (the default) is ~25 of our
             # events, which made sends wait in bursts; 256 KB keeps them appending.
             "max_batch_size": 256 * 1024,
+            # Every event is checked against max_event_bytes before it is sent (a too-large result
+            # fails its step; a dead letter is truncated): this only keeps aiokafka's check in step.
+            "max_request_size": self.settings.max_event_bytes,
         }
         options.update(overrides)
         producer: Producer = AIOKafkaProducer(**options)

@@ -50,7 +50,6 @@ from typing import Any
 
 from ._memory_group import MemoryGroup
 from ._memory_records import (
-    MAX_REQUEST_SIZE,
     MemoryRecord,
     MemoryRecordMetadata,
     StoredPartition,
@@ -58,7 +57,7 @@ from ._memory_records import (
     record_size,
 )
 from ._partitioner import partition_for
-from ._port import OffsetAndTimestamp, RecordTooLargeError, TopicPartition
+from ._port import OffsetAndTimestamp, TopicPartition
 
 __all__ = ["MemoryLog", "MemoryRecord", "MemoryRecordMetadata", "record_size"]
 
@@ -195,18 +194,13 @@ class MemoryLog:
             The stored record.
 
         Raises:
-            RecordTooLargeError: It is larger than a request may be.
-            ValueError: Neither key nor value, an unknown partition, or no key on a compacted topic.
+            ValueError: An unknown partition, or no key on a compacted topic.
             TypeError: Key, value or a header value is not bytes.
         """
-        if key is None and value is None:
-            raise ValueError("a record needs a key or a value")
         headers = tuple(headers or ())
         for field in (key, value, *(v for _, v in headers)):
             if field is not None and not isinstance(field, bytes):
                 raise TypeError(f"record fields must be bytes, got {type(field).__name__}")
-        if (size := record_size(key, value, headers)) > MAX_REQUEST_SIZE:
-            raise RecordTooLargeError(f"a record of {size} bytes is larger than the {MAX_REQUEST_SIZE} allowed")
         if topic not in self._topics:
             self.create_topic(topic, self.default_partitions)
         found = self._topics[topic]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._port import Record
+from ._sizes import DEFAULT_MAX_REQUEST_SIZE, record_size
+
+__all__ = ["MAX_REQUEST_SIZE", "MemoryRecord", "MemoryRecordMetadata", "StoredPartition", "StoredTopic",
+           "record_size"]
 
 # aiokafka refuses a record whose estimated size, with batch framing, passes max_request_size (1 MiB)
 # before the broker's max.message.bytes (1048588) could; the memory log keeps the stricter rule.
-MAX_REQUEST_SIZE = 1_048_576
-_BATCH_OVERHEAD = 61 + 21  # record batch header, and the most a record's own framing takes
+MAX_REQUEST_SIZE = DEFAULT_MAX_REQUEST_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,31 +37,6 @@ class MemoryRecordMetadata(NamedTuple):
     partition: int
     offset: int
     timestamp: int
-
-
-def _varint_size(n: int) -> int:
-    zigzag, size = (n << 1) ^ (n >> 63), 1
-    while zigzag >= 0x80:
-        zigzag >>= 7
-        size += 1
-    return size
-
-
-def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
-    """Aiokafka's upper estimate of a record's size in a batch of its own.
-
-    Args:
-        key: The key.
-        value: The value.
-        headers: The headers.
-
-    Returns:
-        Bytes.
-    """
-    size = _BATCH_OVERHEAD + _varint_size(len(headers))
-    for field in (key, value, *(h for name, v in headers for h in (name.encode(), v))):
-        size += 1 if field is None else len(field) + _varint_size(len(field))
-    return size
 
 
 class StoredPartition:

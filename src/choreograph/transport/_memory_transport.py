@@ -12,6 +12,7 @@ from ._memory_consumer import MemoryConsumer
 from ._partitioner import partition_for
 from ._port import Consumer, Record, RecordMetadata, RecordTooLargeError, TopicPartition
 from ._reading import read_records
+from ._sizes import DEFAULT_MAX_REQUEST_SIZE, record_size
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -22,10 +23,12 @@ class MemoryProducer:
 
     Args:
         log: The log.
+        max_request_size: The largest record it sends (aiokafka's option of that name).
     """
 
-    def __init__(self, log: MemoryLog) -> None:
+    def __init__(self, log: MemoryLog, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
         self.log = log
+        self.max_request_size = max_request_size
         self._state = "new"
 
     async def start(self) -> None:
@@ -61,6 +64,8 @@ class MemoryProducer:
         await self.log.checkpoint("send")
         if self._state != "started":
             raise RuntimeError(f"producer is {self._state}, not started")
+        if (size := record_size(key, value, headers or ())) > self.max_request_size:
+            raise RecordTooLargeError(f"a record of {size} bytes is larger than the {self.max_request_size} allowed")
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         try:
             record = self.log.append(topic, value, key, partition, headers, timestamp_ms)
@@ -119,15 +124,15 @@ class MemoryTransport:
         self.settings = settings
 
     def producer(self, **overrides: Any) -> MemoryProducer:
-        """A producer (aiokafka options are accepted and ignored). See `Transport.producer`.
+        """A producer (aiokafka options are accepted; only max_request_size is kept). See `Transport.producer`.
 
         Args:
-            **overrides: Ignored.
+            **overrides: aiokafka producer options.
 
         Returns:
             The producer, not started.
         """
-        return MemoryProducer(self.log)
+        return MemoryProducer(self.log, overrides.get("max_request_size", self.settings.max_event_bytes))
 
     def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> MemoryConsumer:
         """A consumer. See `Transport.consumer`.
