@@ -103,7 +103,8 @@ def entry_of(record: StoredRecord, store: SchemaStore) -> HistoryEntry | None:
         time=envelope.time, type=envelope.type, kind=envelope.kind.value, step=envelope.step,
         event_id=envelope.id, causation_id=envelope.causation_id, source=envelope.source,
         traceparent=envelope.traceparent, data=data, workflow_id=envelope.workflow_id,
-        workflow=envelope.workflow, headers=tuple((k, "" if v is None else v.decode(errors="replace")) for k, v in record.headers),
+        workflow=envelope.workflow,
+        headers=tuple((k, "" if v is None else v.decode(errors="replace")) for k, v in record.headers),
         error=error)
 
 
