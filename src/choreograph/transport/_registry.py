@@ -31,17 +31,18 @@ class Contracts:
 
     A contract is checked when it is read. One whose schemas cannot be parsed, or that would give
     its workflow a dependency cycle with the contracts already accepted, is refused: logged once,
-    kept out of `contracts` and `store`, and its workflow's catalog entry becomes a refusal
-    (Graph.refusal) so that its new goals fail with the reason; other workflows are untouched. The
-    refusal lasts until the same workflow/step is announced again with a contract that passes, or
-    is removed by a tombstone; a refused contract is checked again whenever another contract of its
-    workflow changes (of two contracts that close a cycle, the one read last is the one refused).
+    kept out of `contracts` (its schemas that parse are still learned, so its agent's events stay
+    readable), and its workflow's catalog entry becomes a refusal (Graph.refusal) so that its new
+    goals fail with the reason; other workflows are untouched. The refusal lasts until the same
+    workflow/step is announced again with a contract that passes, or is removed by a tombstone; a
+    refused contract is checked again whenever another contract of its workflow changes (of two
+    contracts that close a cycle, the one read last is the one refused).
 
     Args:
         store: The schema store to add announced schemas to; None for a new framework_store().
 
     Attributes:
-        store: The framework's schemas and every accepted one.
+        store: The framework's schemas and every announced one that parses.
         contracts: "workflow/step" -> the contract accepted last.
     """
 
@@ -80,49 +81,50 @@ class Contracts:
         except DecodeError:
             return  # a registry entry we cannot read is someone else's newer format; skip it
         name = f"{contract.workflow}/{contract.step}"
+        if self.contracts.get(name) == contract:
+            # A copy (each announcement is on the registry and on every events partition): its
+            # schemas are known already.
+            if not keep_existing:
+                self._restored.discard(name)
+            return
+        for schema in _schemas(contract)[0]:  # even a refused contract's: its agent's events stay readable
+            self.store.add(schema)
         if keep_existing and (name in self.contracts or name in self._refused):
-            for schema in _schemas(contract)[0]:  # an unreadable one is of no use to decode anything
-                self.store.add(schema)
             return
         if keep_existing:
             self._restored.add(name)
         else:
             self._restored.discard(name)
-        if self.contracts.get(name) == contract:
-            return  # a copy: each announcement is read from the registry and from every events partition
         self._offer(name, contract)
         self._retry(contract.workflow, but=name)
 
-    def _offer(self, name: str, contract: StepContract) -> bool:
-        """Accept `contract` under `name`, or refuse it (logged when its reason is new); whether accepted."""
+    def _offer(self, name: str, contract: StepContract) -> None:
+        """Accept `contract` under `name`, or refuse it (logged when the reason is new for `name`)."""
         self._catalog = None
-        schemas, problem = self._check(name, contract)
+        problem = self._problem(name, contract)
         if problem is None:
-            for schema in schemas:
-                self.store.add(schema)
             self.contracts[name] = contract
             if self._refused.pop(name, None) is not None:
                 log.info("step contract %s accepted: goals of workflow %r may start again", name, contract.workflow)
-            return True
+            return
         self.contracts.pop(name, None)
         previous = self._refused.get(name)
         self._refused[name] = (contract, problem)
         if previous is None or previous[1] != problem:
             log.warning("%s; new goals of workflow %r fail until %s is announced again or removed",
                         problem, contract.workflow, name)
-        return False
 
-    def _check(self, name: str, contract: StepContract) -> tuple[list[AvroSchema], str | None]:
-        """The contract's parsed schemas, and why it must be refused (None if it may be accepted)."""
-        schemas, problem = _schemas(contract)
-        if problem is not None:
-            return [], f"step contract {name} refused: {problem}"
+    def _problem(self, name: str, contract: StepContract) -> str | None:
+        """Why `contract` must be refused under `name`; None if it may be accepted."""
+        _, unreadable = _schemas(contract)
+        if unreadable is not None:
+            return f"step contract {name} refused: {unreadable}"
         candidate = {**self.contracts, name: contract}  # in the order the catalog will see them
         try:
             Graph.from_contracts(contract.workflow, candidate.values())
         except WorkflowError as exc:
-            return [], f"step contract {name} refused: {str(exc).removeprefix(contract.workflow + ': ')}"
-        return schemas, None
+            return f"step contract {name} refused: {str(exc).removeprefix(contract.workflow + ': ')}"
+        return None
 
     def _retry(self, workflow: str, but: str = "") -> None:
         """Offer the refused contracts of `workflow` (but `but`) again: a change of another may let them in."""
