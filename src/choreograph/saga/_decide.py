@@ -171,7 +171,8 @@ def handle(state: SagaState, fact: Fact, catalog: Mapping[str, Graph]) -> tuple[
     Args:
         state: The workflow's state before the fact.
         fact: What one event tells the coordinator (see fact_of).
-        catalog: The current step graph of each workflow, for a goal that has no graph yet.
+        catalog: The current step graph of each workflow, for a goal that has no graph yet; a goal
+            of a workflow whose entry is a refusal (Graph.refusal) fails with its reason.
 
     Returns:
         The new state, with every decision taken applied, and the decisions in the order taken.
@@ -207,6 +208,9 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
         if not state.goal_seen:
             return []
         found = catalog.get(state.workflow)
+        if found is not None and found.refused is not None:  # its contracts make no graph
+            return [_outcome(state, OutcomeStatus.FAILED, None,
+                             f"workflow {state.workflow!r} cannot start: {found.refused}")]
         if found is None or not found.nodes:
             return [_outcome(state, OutcomeStatus.FAILED, None,
                              f"no agent has announced a step of workflow {state.workflow!r}")]

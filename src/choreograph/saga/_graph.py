@@ -2,6 +2,10 @@
 
 Step S depends on step T when S consumes the event T completes with. Types consumed but produced by
 no step are the workflow's goal types. No central file lists the steps: starting an agent adds one.
+
+A workflow whose announced contracts cannot make a graph (a cycle, an unreadable schema) still has
+an entry in the coordinator's catalog: a refusal, `Graph.refusal(workflow, reason)`, with no steps.
+A goal of that workflow fails with the reason instead of starting (see transport.Contracts).
 """
 
 from __future__ import annotations
@@ -22,12 +26,27 @@ class Graph:
         nodes: Step name -> step.
         order: The step names, each after the steps it depends on (ties broken by name).
         dependents: Step name -> the steps that depend on it directly.
+        refused: Why the workflow cannot start, for a refusal (see `refusal`); None for a graph.
     """
 
     workflow: str
     nodes: Mapping[str, StepNode]
     order: tuple[str, ...] = field(default=())
     dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    refused: str | None = None
+
+    @classmethod
+    def refusal(cls, workflow: str, reason: str) -> Graph:
+        """The catalog entry of a workflow whose contracts were refused: no steps, and why.
+
+        Args:
+            workflow: The workflow's name.
+            reason: Why its contracts make no graph; a goal of the workflow fails with it.
+
+        Returns:
+            A graph with no steps and `refused` set.
+        """
+        return cls(workflow, {}, refused=reason)
 
     @classmethod
     def of(cls, workflow: str, nodes: Iterable[StepNode]) -> Graph:

@@ -3,6 +3,11 @@
 `fold` rebuilds the state the coordinator held after each event (what `choreo state --at` shows);
 `check` replays a recording through the current code and lists every decision or final state that
 differs from what was recorded (what the golden tests run, like Temporal's replayer).
+
+Both skip what the coordinator dead-letters and never folds: an event whose payload cannot be
+decoded or fails its model, and a WorkflowStarted whose steps make no graph (a dependency cycle or
+an unknown dependency: saga.fact_of raises WorkflowError). Such a record still counts as an event
+read, so `--at` offsets stay those of the log.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, WorkflowError
 from ..events._envelope import COORDINATOR_SOURCE, derived_id
 from ._decide import Decision, Fact, SagaState, fact_of, handle
 from ._entries import HistoryEntry
@@ -126,12 +131,16 @@ def catalog_for(entries: Iterable[HistoryEntry], fallback: Mapping[str, Graph] |
 
 
 def _fact(entry: HistoryEntry) -> Fact | None:
-    """The coordinator's reading of an entry; None for what it dead-letters (an unreadable payload)."""
+    """The coordinator's reading of an entry; None for what it dead-letters and never folds.
+
+    That is an unreadable payload, a framework event failing its model (ValueError), and a
+    WorkflowStarted whose steps make no graph (WorkflowError: a cycle or an unknown dependency).
+    """
     if entry.error is not None or entry.data is None:
         return None
     try:
         return fact_of(entry.envelope, entry.data)
-    except ValueError:
+    except (ValueError, WorkflowError):
         return None
 
 
@@ -139,7 +148,7 @@ def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: P
     """Rebuild the state a coordinator that handled these events live held after the last one within `until`.
 
     Each event goes through saga.handle, the coordinator's own code, decisions included. Like the
-    coordinator, it ignores everything after the outcome, and events it could not read.
+    coordinator, it ignores everything after the outcome, and events it dead-letters (see _fact).
 
     Args:
         entries: The workflow's events, in log order.

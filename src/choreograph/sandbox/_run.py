@@ -133,7 +133,8 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
         The report: what ran, how many events were fed, and every difference from the recording.
 
     Raises:
-        ReplayError: A bad sandbox name, no recorded step graph, an unknown step, or no agent for a step.
+        ReplayError: A bad sandbox name, no recorded step graph (or recorded contracts that make none),
+            an unknown step, or no agent for a step.
         ArchiveError: The sandbox namespace already holds workflow events (the name was used before).
         ConfigurationError: No `root` was given and no services/ directory can be found.
     """
@@ -144,6 +145,8 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     graph = recording.catalog().get(recording.workflow) or catalog_for(entries).get(recording.workflow)
     if graph is None:
         raise ReplayError(f"{recording.workflow_id}: no step graph recorded (did the coordinator start it?)")
+    if graph.refused is not None:
+        raise ReplayError(f"{recording.workflow_id}: {graph.refused}")
     steps = rerun_steps(graph, agents, from_step)
     root = root or project_root()
     targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConfigurationError, DecodeError
+from ..errors import ConfigurationError, DecodeError, SchemaError, WorkflowError
 from ..events._avro import SchemaStore
 from ..events._models import StepContract
 from ..events._records import StoredRecord
@@ -36,7 +36,8 @@ class Recording:
     Attributes:
         workflow_id: The workflow instance's id.
         workflow: The workflow's name.
-        contracts: The workflow's step contracts, as announced when it was recorded.
+        contracts: The step contracts of the workflow's own graph (see recording_of), as announced
+            when it was recorded.
         records: The workflow's records, byte exact, in log order.
         final_state: The state folded from the records when recorded (Snapshot.json without "at",
             "events_folded" and "decided"); None if not recorded.
@@ -56,7 +57,10 @@ class Recording:
             self._store = framework_store()
             for contract in self.contracts:
                 for schema in (*contract.consumes, contract.completes_with):
-                    self._store.add_json(schema.avro_schema)
+                    try:
+                        self._store.add_json(schema.avro_schema)
+                    except (SchemaError, ValueError):  # a hand-made file's; its events stay undecoded
+                        continue
         return self._store
 
     def events(self) -> list[tuple[StoredRecord, HistoryEntry]]:
@@ -70,10 +74,15 @@ class Recording:
     def catalog(self) -> dict[str, Graph]:
         """The workflow's step graph: made from its contracts, else as its WorkflowStarted recorded it.
 
-        Empty when it has neither.
+        Empty when it has neither; a refusal (Graph.refusal) when its contracts form a cycle, as the
+        coordinator would hold for them.
         """
         if self.contracts:
-            return {self.workflow: Graph.from_contracts(self.workflow, self.contracts)}
+            try:
+                return {self.workflow: Graph.from_contracts(self.workflow, self.contracts)}
+            except WorkflowError as exc:  # only a hand-made file: recorded contracts come from one graph
+                reason = f"its recorded step contracts make no graph: {exc}"
+                return {self.workflow: Graph.refusal(self.workflow, reason)}
         return dict(catalog_for(self.entries()))
 
     def check(self) -> list[Mismatch]:
@@ -136,10 +145,15 @@ def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: I
                  store: SchemaStore) -> Recording:
     """A recording of the workflow's records, with its contracts and the final state folded from them.
 
+    The contracts kept are those of the workflow's own graph: once its WorkflowStarted is recorded,
+    only the steps that graph names, so that a step announced after the workflow started is not
+    replayed into it. Before that, every contract of the workflow (the graph it would start with).
+
     Args:
         workflow_id: The workflow instance's id.
         records: Its records, in log order.
-        contracts: Announced contracts; those of other workflows are left out.
+        contracts: Announced contracts; those of other workflows, and of steps its recorded graph
+            does not have, are left out.
         store: The writer schemas to decode the records with.
 
     Returns:
@@ -154,6 +168,9 @@ def recording_of(workflow_id: str, records: Iterable[StoredRecord], contracts: I
         raise ConfigurationError(f"no events of workflow {workflow_id!r}")
     workflow = entries[0].workflow
     mine = [c for c in contracts if c.workflow == workflow]
+    started = catalog_for(entries).get(workflow)
+    if started is not None:
+        mine = [c for c in mine if c.step in started.nodes]
     recording = Recording(workflow_id, workflow, mine, records)
     try:
         snapshot = fold(entries, recording.catalog()).json()

@@ -1,16 +1,18 @@
 """The registry topic (compacted, one partition): each agent announces its StepContract there.
 
-Announcements are keyed by workflow/step. The registry is how the coordinator learns step graphs and
-every consumer learns the writer schemas of event types it did not compile in.
+Announcements are keyed by workflow/step; a tombstone (a null value) under a key removes that
+step's contract. The registry is how the coordinator learns step graphs and every consumer learns
+the writer schemas of event types it did not compile in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
-from ..errors import DecodeError
-from ..events._avro import SchemaStore
+from ..errors import DecodeError, WorkflowError
+from ..events._avro import AvroSchema, SchemaStore
 from ..events._envelope import Envelope, Kind
 from ..events._models import FRAMEWORK_EVENTS, Event, StepContract
 from ..saga._graph import Graph
@@ -18,56 +20,165 @@ from ._offsets import PartitionProgress
 from ._port import Consumer, Producer, TopicPartition, Transport
 from ._restore import MARKER_TYPES, on_marker
 
+log = logging.getLogger("choreograph.registry")
+
 
 class Contracts:
     """Announced step contracts by workflow/step, their schemas, and the step graphs they make.
 
-    Fed by apply(): from the registry topic (Registry), a recording or an archive.
+    Fed by apply(): from the registry topic (Registry), a recording or an archive. No value makes
+    apply() or catalog raise.
+
+    A contract is checked when it is read. One whose schemas cannot be parsed, or that would give
+    its workflow a dependency cycle with the contracts already accepted, is refused: logged once,
+    kept out of `contracts` (its schemas that parse are still learned, so its agent's events stay
+    readable), and its workflow's catalog entry becomes a refusal (Graph.refusal) so that its new
+    goals fail with the reason; other workflows are untouched. The refusal lasts until the same
+    workflow/step is announced again with a contract that passes, or is removed by a tombstone; a
+    refused contract is checked again whenever another contract of its workflow changes (of two
+    contracts that close a cycle, the one read last is the one refused).
 
     Args:
         store: The schema store to add announced schemas to; None for a new framework_store().
 
     Attributes:
-        store: The framework's schemas and every announced one.
-        contracts: "workflow/step" -> the contract announced last.
+        store: The framework's schemas and every announced one that parses.
+        contracts: "workflow/step" -> the contract accepted last.
     """
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.store = store or framework_store()
         self.contracts: dict[str, StepContract] = {}
+        self._refused: dict[str, tuple[StepContract, str]] = {}  # "workflow/step" -> (contract, reason)
+        self._restored: set[str] = set()  # learned from history: the only ones a restored tombstone removes
         self._catalog: dict[str, Graph] | None = None
 
-    def apply(self, value: bytes | None, *, keep_existing: bool = False) -> None:
-        """Learn one announced contract (a registry record or a marker on the events topic).
+    @property
+    def refused(self) -> Mapping[str, str]:
+        """"workflow/step" -> why its last announcement was refused."""
+        return {name: reason for name, (_, reason) in self._refused.items()}
 
-        A value that is not a contract this code can read is skipped.
+    def apply(self, value: bytes | None, *, keep_existing: bool = False, key: bytes | None = None) -> None:
+        """Learn one announced contract (a registry record or a marker on the events topic), or forget one.
+
+        A value that is not a contract this code can read is skipped; a contract that cannot join its
+        workflow's graph is refused (see the class). A null value with a `key` (a tombstone) removes
+        the contract, accepted or refused, announced under that key.
 
         Args:
-            value: The record's value.
+            value: The record's value; None for a tombstone.
             keep_existing: For a contract restored from an archive: learn only its schemas, and the
-                step if nobody has announced it since.
+                step if nobody has announced it since. A restored tombstone removes only a contract
+                that was restored too.
+            key: The record's key ("workflow/step"); only a tombstone needs it.
         """
         if value is None:
+            if key is not None:
+                self._remove(key.decode(errors="replace"), restored=keep_existing)
             return
         try:
             contract = StepContract.decode(value, self.store)
         except DecodeError:
             return  # a registry entry we cannot read is someone else's newer format; skip it
-        for schema in (*contract.consumes, contract.completes_with):
-            self.store.add_json(schema.avro_schema)
-        key = f"{contract.workflow}/{contract.step}"
-        if keep_existing and key in self.contracts:
+        name = f"{contract.workflow}/{contract.step}"
+        if self.contracts.get(name) == contract:
+            # A copy (each announcement is on the registry and on every events partition): its
+            # schemas are known already.
+            if not keep_existing:
+                self._restored.discard(name)
             return
-        self.contracts[key] = contract
+        for schema in _schemas(contract)[0]:  # even a refused contract's: its agent's events stay readable
+            self.store.add(schema)
+        if keep_existing and (name in self.contracts or name in self._refused):
+            return
+        if keep_existing:
+            self._restored.add(name)
+        else:
+            self._restored.discard(name)
+        self._offer(name, contract)
+        self._retry(contract.workflow, but=name)
+
+    def _offer(self, name: str, contract: StepContract) -> None:
+        """Accept `contract` under `name`, or refuse it (logged when the reason is new for `name`)."""
         self._catalog = None
+        problem = self._problem(name, contract)
+        if problem is None:
+            self.contracts[name] = contract
+            if self._refused.pop(name, None) is not None:
+                log.info("step contract %s accepted: goals of workflow %r may start again", name, contract.workflow)
+            return
+        self.contracts.pop(name, None)
+        previous = self._refused.get(name)
+        self._refused[name] = (contract, problem)
+        if previous is None or previous[1] != problem:
+            log.warning("%s; new goals of workflow %r fail until %s is announced again or removed",
+                        problem, contract.workflow, name)
+
+    def _problem(self, name: str, contract: StepContract) -> str | None:
+        """Why `contract` must be refused under `name`; None if it may be accepted."""
+        _, unreadable = _schemas(contract)
+        if unreadable is not None:
+            return f"step contract {name} refused: {unreadable}"
+        candidate = {**self.contracts, name: contract}  # in the order the catalog will see them
+        try:
+            Graph.from_contracts(contract.workflow, candidate.values())
+        except WorkflowError as exc:
+            return f"step contract {name} refused: {str(exc).removeprefix(contract.workflow + ': ')}"
+        return None
+
+    def _retry(self, workflow: str, but: str = "") -> None:
+        """Offer the refused contracts of `workflow` (but `but`) again: a change of another may let them in."""
+        for name, (contract, _) in sorted(self._refused.items()):
+            if contract.workflow == workflow and name != but:
+                self._offer(name, contract)
+
+    def _remove(self, name: str, *, restored: bool) -> None:
+        """Forget the contract under `name` (a tombstone); a restored tombstone only a restored contract."""
+        if restored and name not in self._restored:
+            return  # announced by a running agent since the archive was taken: it stays
+        self._restored.discard(name)
+        accepted = self.contracts.pop(name, None)
+        refused = self._refused.pop(name, None)
+        gone = accepted or (refused[0] if refused is not None else None)
+        if gone is None:
+            return
+        log.info("step contract %s removed by a tombstone", name)
+        self._catalog = None
+        self._retry(gone.workflow)
 
     @property
     def catalog(self) -> Mapping[str, Graph]:
-        """Current step graph of every announced workflow."""
+        """Current step graph of every announced workflow; a refusal (Graph.refusal) for one that has none."""
         if self._catalog is None:
-            workflows = {c.workflow for c in self.contracts.values()}
-            self._catalog = {w: Graph.from_contracts(w, self.contracts.values()) for w in workflows}
+            workflows = {c.workflow for c in self.contracts.values()} | {c.workflow for c, _ in self._refused.values()}
+            self._catalog = {w: self._graph(w) for w in sorted(workflows)}
         return self._catalog
+
+    def _graph(self, workflow: str) -> Graph:
+        """The catalog entry of `workflow` (computed once per change of the contracts)."""
+        reasons = sorted(reason for c, reason in self._refused.values() if c.workflow == workflow)
+        if reasons:
+            return Graph.refusal(workflow, "; ".join(reasons))
+        try:
+            return Graph.from_contracts(workflow, self.contracts.values())
+        except WorkflowError as exc:
+            # Accepted contracts were checked together, but removing a step can hand a type it
+            # completed with to another producer, and that can close a cycle.
+            reason = f"its step contracts make no graph: {str(exc).removeprefix(workflow + ': ')}"
+            log.warning("workflow %r: %s; its new goals fail until a contract changes", workflow, reason)
+            return Graph.refusal(workflow, reason)
+
+
+def _schemas(contract: StepContract) -> tuple[list[AvroSchema], str | None]:
+    """The schemas of `contract` that parse, and what is wrong with the first that does not (None if none)."""
+    schemas: list[AvroSchema] = []
+    problem = None
+    for event in (*contract.consumes, contract.completes_with):
+        try:
+            schemas.append(AvroSchema.from_json(event.avro_schema))
+        except Exception as exc:  # orjson, fastavro and SchemaError alike: the schema is unusable
+            problem = problem or f"unreadable schema of event type {event.name!r}: {exc}"
+    return schemas, problem
 
 
 class Registry(Contracts):
@@ -116,7 +227,8 @@ class Registry(Contracts):
                     if event_type in MARKER_TYPES:
                         on_marker(self._progress, event_type, record.value, record.offset)
                     else:
-                        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp))
+                        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp),
+                                   key=record.key)
         finally:
             self._consumer.pause(self._tp)
 
