@@ -152,7 +152,7 @@ class Coordinator(ServiceBase):
             if envelope.type == _CONTRACT_TYPE:
                 # An agent's announcement, in order with goals. A restored one never replaces a
                 # contract announced by an agent running now.
-                self._registry.apply(record.value, keep_existing=history)
+                self._registry.apply(record.value, keep_existing=history, key=record.key)
                 return
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 on_marker(progress, marker, record.value, record.offset)
@@ -208,8 +208,9 @@ class Coordinator(ServiceBase):
             state = evolve(state, fact)
         else:
             part.dormant.discard(workflow_id)
-            if fact.kind is Kind.GOAL and fact.workflow not in self._registry.catalog:
-                await self._catch_up_registry()
+            if fact.kind is Kind.GOAL and ((graph := self._registry.catalog.get(fact.workflow)) is None
+                                           or graph.refused is not None):
+                await self._catch_up_registry()  # maybe announced, fixed or removed since
             state, decisions = handle(state, fact, self._registry.catalog)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
             # A restored saga is pinned at its bracket's start, so a restart re-reads the marker

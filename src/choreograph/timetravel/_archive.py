@@ -162,7 +162,7 @@ class Archive:
         if self._contracts is None:
             self._contracts = Contracts()
             for record in self.records(".registry"):
-                self._contracts.apply(record.value)
+                self._contracts.apply(record.value, key=record.key)
         return self._contracts
 
     @property
