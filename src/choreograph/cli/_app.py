@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import orjson
 import typer
 
-from ..errors import ChoreographError, GoalValidationError
-from ..transport._settings import Settings
+from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidationError
+from ..transport._settings import Settings, check_env
+from ._input import REJECTED, USAGE, err, exit_code, fail, goal_data, positive_seconds, seconds, workflow_id
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -30,22 +31,8 @@ app.add_typer(coordinator_app, name="coordinator")
 archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
 app.add_typer(archive_app, name="archive")
 
-
-def _err(message: str) -> None:
-    """Print an error line on stderr, in rich markup.
-
-    Never wrapped (messages name files). rich is imported only here, so a command that succeeds does
-    not pay for it.
-    """
-    from rich.console import Console
-
-    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    """Print `message` as an error; return the exit to raise with `code`."""
-    _err(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+# A workflow id argument: one that cannot be a record's key is an error line and exit 2.
+WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
 
 
 @broker_app.command("start")
@@ -81,6 +68,7 @@ def agent_run(spec: Annotated[str, typer.Argument(help="MODULE:ATTR of an Agent"
     """Run one agent in this process, in its own consumer group, until SIGTERM."""
     from ..runtime._service import run_agent
 
+    check_env()  # before run_agent configures logging from CHOREO_LOG_LEVEL
     run_agent(spec)
 
 
@@ -89,11 +77,13 @@ def coordinator_run() -> None:
     """Run the saga coordinator in this process until SIGTERM."""
     from ..runtime._service import run_coordinator
 
+    check_env()  # before run_coordinator configures logging from CHOREO_LOG_LEVEL
     run_coordinator()
 
 
 @app.command()
-def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 60.0) -> None:
+def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0
+       ) -> None:
     """Start broker (unless configured or running), coordinator and agents in the background."""
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
@@ -114,16 +104,18 @@ def down() -> None:
 @app.command()
 def publish(
     workflow: str,
-    data: Annotated[str, typer.Option(help="goal data as a JSON object")],
-    wait: Annotated[float | None, typer.Option(help="wait up to SECONDS for the outcome")] = None,
+    data: Annotated[str, typer.Option(help="goal data: a JSON object, @FILE holding one, or - to read stdin")],
+    wait: Annotated[float | None, typer.Option(help="wait up to SECONDS for the outcome", callback=seconds)] = None,
 ) -> None:
-    """Publish a goal; print {"workflow_id": ...} (and "status" with --wait)."""
+    """Publish a goal; print {"workflow_id": ...} (and "status" with --wait).
+
+    Exit 2 if the goal is invalid or over the maximum event size (nothing is published); exit 3,
+    with "status": "rejected", if the coordinator rejected it (e.g. a duplicate workflow id).
+    """
     from ..runtime._client import Client
 
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise _fail(f"--data is not JSON: {exc}", 2) from exc
+    payload = goal_data(data)
+    rejected: list[GoalRejected] = []
 
     async def go() -> dict[str, Any]:
         async with Client(Settings.from_env(), source="choreo://cli") as client:
@@ -131,7 +123,13 @@ def publish(
             result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
                                       "partition": goal.partition, "offset": goal.offset}
             if wait is not None:
-                outcome = await client.wait(goal, wait)
+                try:
+                    outcome = await client.wait(goal, wait)
+                except GoalRejected as exc:
+                    # Published but dead-lettered: the id still leads to the record (`choreo history`).
+                    rejected.append(exc)
+                    result.update(status="rejected", reason=str(exc))
+                    return result
                 result["status"] = outcome.status.value if outcome else "running"
                 if outcome is not None:
                     result["outcome"] = outcome.model_dump(mode="json")
@@ -140,7 +138,13 @@ def publish(
     try:
         print(orjson.dumps(asyncio.run(go())).decode())
     except GoalValidationError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), USAGE) from exc
+    except EventTooLarge as exc:
+        raise fail(f"{exc} (CHOREO_MAX_EVENT_BYTES)", USAGE) from exc
+    except GoalRejected as exc:  # refused as it was published: no id to print
+        raise fail(str(exc), REJECTED) from exc
+    if rejected:
+        raise fail(str(rejected[0]), REJECTED)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -153,7 +157,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 @app.command()
 def history(
-    workflow_id: str,
+    workflow_id: WorkflowId,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events until the outcome")] = False,
     to_end: Annotated[bool, typer.Option("--to-end", help="also read past the outcome, to the partition's end")
@@ -161,7 +165,8 @@ def history(
     since: Annotated[str | None, typer.Option(help="ISO time to start reading at (ids that are not UUIDv7)")] = None,
     from_archive: Annotated[Path | None, typer.Option("--from-archive", help="read an archive directory, "
                                                       "not the broker")] = None,
-    timeout: Annotated[float | None, typer.Option(help="with --follow: give up after SECONDS")] = None,
+    timeout: Annotated[float | None, typer.Option(help="with --follow: give up after SECONDS", callback=seconds)
+                       ] = None,
 ) -> None:
     """A workflow's events in log order: time, offset, kind, step, source, cause, detail."""
     from ..saga._entries import entry_of
@@ -185,12 +190,12 @@ def history(
         for entry in archive.history(workflow_id):
             timeline.add(entry)
         for problem in archive.problems:
-            _err(f"[yellow]warning:[/yellow] {problem}")
+            err(problem, "warning", "yellow")
 
     _run(from_broker() if from_archive is None else from_dir(from_archive))
     timeline.done()
     if not timeline.entries:
-        raise _fail(f"no events of workflow {workflow_id!r}")
+        raise fail(f"no events of workflow {workflow_id!r}")
 
 
 def _point(text: str) -> Point:
@@ -202,7 +207,7 @@ def _point(text: str) -> Point:
 
 @app.command()
 def state(
-    workflow_id: str,
+    workflow_id: WorkflowId,
     at: Annotated[str | None, typer.Option(help="OFFSET (of the workflow's partition) or ISO TIMESTAMP")] = None,
     diff: Annotated[tuple[str, str] | None, typer.Option(help="A B: what changed between two points")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a summary")] = False,
@@ -227,7 +232,7 @@ def state(
 
 @app.command()
 def record(
-    workflow_id: str,
+    workflow_id: WorkflowId,
     from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
 ) -> None:
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
@@ -239,13 +244,14 @@ def record(
 
 @app.command()
 def replay(
-    workflow_id: str,
+    workflow_id: WorkflowId,
     sandbox: Annotated[str, typer.Option(help="sandbox NAME: topics and groups under <namespace>.sandbox.NAME")],
     agents: Annotated[str | None, typer.Option(help="steps to re-run, comma separated; STEP=MODULE:ATTR runs "
                                                "that code (default: every step, or --from-step on)")] = None,
     from_step: Annotated[str | None, typer.Option(help="re-run this step and the steps after it only")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the re-run's outcome")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the re-run's outcome", callback=seconds)
+                       ] = 60.0,
     from_archive: Annotated[Path | None, typer.Option("--from-archive")] = None,
 ) -> None:
     """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed back.
@@ -280,16 +286,18 @@ def archive(
     to: Annotated[Path | None, typer.Option("--to", help="archive directory (created if missing)")] = None,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="return once every topic is archived to its "
                                              "end, instead of running as a service until SIGTERM")] = False,
-    flush_interval: Annotated[float, typer.Option(help="seconds between segment writes")] = 2.0,
+    flush_interval: Annotated[float, typer.Option(help="seconds between segment writes",
+                                                  callback=positive_seconds)] = 2.0,
 ) -> None:
     """Copy every record of the namespace's topics into Avro segments under DIR (resumable)."""
     if ctx.invoked_subcommand is not None:
         return
     if to is None:
-        raise _fail("give --to DIR (or a subcommand: restore)", 2)
+        raise fail("give --to DIR (or a subcommand: restore)", USAGE)
     from ..runtime._service import configure_logging, serve
     from ..timetravel._archiver import Archiver
 
+    check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging()
     archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval)
     if until_idle:
@@ -317,7 +325,7 @@ def archive_restore(
     report = _run(restore(Settings.from_env(), directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
-        _err(f"[red]error:[/red] {problem}")
+        err(problem)
     if report.problems:
         raise typer.Exit(1)
 
@@ -333,9 +341,12 @@ def demo(
 
 
 def main() -> None:
-    """Run the `choreo` command line; a ChoreographError is an error line and exit status 1."""
+    """Run the `choreo` command line; a ChoreographError is an error line and a non-zero exit.
+
+    Exit 2 for bad settings or input (see cli._input), else 1.
+    """
     try:
         app()
     except ChoreographError as exc:
-        _err(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+        err(str(exc))
+        sys.exit(exit_code(exc))

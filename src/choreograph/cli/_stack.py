@@ -11,7 +11,7 @@ import orjson
 from ..errors import ConfigurationError
 from ..runtime._processes import discover, project_root, spawn, wait_ready
 from ..transport._broker import LocalBroker, terminate
-from ..transport._settings import Settings, run_dir
+from ..transport._settings import Settings, check_env, run_dir
 
 
 def _exit(signum: int, _frame: object) -> None:
@@ -44,8 +44,9 @@ def up(timeout_s: float = 60.0) -> dict[str, int]:
         Service name -> process id.
 
     Raises:
-        ConfigurationError: The stack is already up, or no services/ directory can be found.
+        ConfigurationError: A setting is bad, the stack is already up, or no services/ directory can be found.
     """
+    check_env()  # before a broker is started: a bad setting must leave nothing running
     state_file = run_dir() / "services.json"
     if state_file.exists():
         raise ConfigurationError("already up (see .choreo/services.json); run `choreo down` first")

@@ -224,8 +224,9 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
         The report: how many records went to each topic, and any damaged segments.
 
     Raises:
-        ArchiveError: `root` is not an archive directory, holds several namespaces, needs more
-            partitions than a topic has, or (unless `force`) the broker already holds workflows.
+        ArchiveError: `root` is not an archive directory, holds no archive (or no readable record),
+            holds several namespaces, needs more partitions than a topic has, or (unless `force`) the
+            broker already holds workflows.
     """
     archive = Archive(root)
     targets = {".events": settings.events_topic, ".registry": settings.registry_topic,
@@ -241,6 +242,11 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
     for suffix, topics in sources.items():
         if len(topics) > 1:
             raise ArchiveError(f"{root}: holds several namespaces' {suffix[1:]} topics {sorted(topics)}")
+    if not groups:  # said before the broker is touched: restoring nothing is a mistake, not a success
+        if archive.problems:
+            raise ArchiveError(f"{root}: no record of its archive can be read: {archive.problems[0]}")
+        raise ArchiveError(f"{root}: holds no archive (no segments <topic>/<hour>/<partition>-<first>-<last>.avro "
+                           "of an events, registry or deadletter topic)")
     kafka = Kafka(settings)
     await kafka.ensure_topics()
     for topic in {t for t, _ in groups}:

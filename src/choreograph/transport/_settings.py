@@ -7,7 +7,9 @@ off there. Apache Kafka answers fetches as soon as data arrives and supports ide
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,8 +61,142 @@ PROFILES: dict[str, BrokerProfile] = {
 
 
 def run_dir() -> Path:
-    """Local state of `choreo broker` and `choreo up` (pids, ports): $CHOREO_HOME or ./.choreo."""
-    return Path(os.environ.get("CHOREO_HOME", ".choreo")).resolve()
+    """Local state of `choreo broker` and `choreo up` (pids, ports): $CHOREO_HOME or ./.choreo.
+
+    Raises:
+        ConfigurationError: CHOREO_HOME names a file, or a path under a file.
+    """
+    value = os.environ.get("CHOREO_HOME") or ".choreo"
+    path = Path(value).resolve()
+    # The first ancestor that exists decides: a directory there can hold (or become) ours.
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigurationError(f"CHOREO_HOME={value!r}: expected a directory, or a path where one can be "
+                                 f"created ({existing} is a file)")
+    return path
+
+
+# The longest suffix we add to the namespace is ".deadletter"; Kafka topic names are at most 249
+# characters of [a-zA-Z0-9._-]. Group names (<ns>.agent.<workflow>.<step>) use the same characters.
+_TOPIC_NAME_MAX = 249
+NAMESPACE_MAX = _TOPIC_NAME_MAX - len(".deadletter")
+_NAMESPACE = re.compile(r"[a-zA-Z0-9._-]+")
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_SERVER = re.compile(r"(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+):([0-9]{1,5})")
+# Kafka's protocol sizes are int32.
+_INT32_MAX = 2**31 - 1
+
+
+def _shown(value: str) -> str:
+    """A variable's value as an error line quotes it: its repr, cut short if long (still one line)."""
+    return repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
+
+
+def _env(name: str) -> str | None:
+    """The variable's value; None when unset or empty (an empty variable means the default)."""
+    return os.environ.get(name) or None
+
+
+def _env_int(name: str, low: int, high: int | None = None, unit: str = "") -> int | None:
+    """An integer variable within [low, high]; None when unset.
+
+    Raises:
+        ConfigurationError: The value is not such an integer (the line names the variable and the range).
+    """
+    value = _env(name)
+    if value is None:
+        return None
+    digits = value.strip()
+    # Only plain decimal digits: int() would also take "1_000", "+4" and non-ASCII digits (and
+    # raise on thousands of digits).
+    number = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+    if number is None or number < low or (high is not None and number > high):
+        expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+        raise ConfigurationError(f"{name}={_shown(value)}: expected {expected}{f' ({unit})' if unit else ''}")
+    return number
+
+
+def _env_servers() -> str | None:
+    """KAFKA_BOOTSTRAP_SERVERS if set: host:port[,host:port...], each port from 1 to 65535."""
+    value = _env("KAFKA_BOOTSTRAP_SERVERS")
+    if value is None:
+        return None
+    for server in value.split(","):
+        match = _SERVER.fullmatch(server.strip())
+        if match is None or not 1 <= int(match[2]) <= 65535:
+            raise ConfigurationError(
+                f"KAFKA_BOOTSTRAP_SERVERS={_shown(value)}: expected host:port[,host:port...]")
+    return value
+
+
+def _env_namespace() -> str:
+    """CHOREO_NAMESPACE (default "choreo"): what makes valid topic and group names."""
+    value = _env("CHOREO_NAMESPACE") or "choreo"
+    if len(value) > NAMESPACE_MAX or not _NAMESPACE.fullmatch(value):
+        raise ConfigurationError(f"CHOREO_NAMESPACE={_shown(value)}: expected 1 to {NAMESPACE_MAX} characters "
+                                 "from a-z A-Z 0-9 . _ -")
+    return value
+
+
+def _check_broker(kind: str) -> None:
+    if kind not in PROFILES:
+        raise ConfigurationError(f"CHOREO_BROKER={_shown(kind)}: expected one of: {', '.join(sorted(PROFILES))}")
+
+
+def log_level() -> str:
+    """CHOREO_LOG_LEVEL (default INFO), for logging.basicConfig.
+
+    Raises:
+        ConfigurationError: The value is not a level name.
+    """
+    value = _env("CHOREO_LOG_LEVEL") or "INFO"
+    # Whatever logging takes (it also knows WARN, FATAL and NOTSET); it takes no lower case.
+    if value not in logging.getLevelNamesMapping():
+        raise ConfigurationError(f"CHOREO_LOG_LEVEL={_shown(value)}: expected one of: DEBUG, INFO, WARNING, "
+                                 "ERROR, CRITICAL")
+    return value
+
+
+@dataclass(frozen=True)
+class _Env:
+    """Every choreograph environment variable from_env uses, validated (None: unset, the default)."""
+
+    servers: str | None
+    broker: str | None
+    namespace: str
+    partitions: int | None
+    session_timeout_ms: int | None
+    fetch_max_wait_ms: int | None
+    max_event_bytes: int | None
+
+    @classmethod
+    def read(cls) -> _Env:
+        servers = _env_servers()
+        broker = _env("CHOREO_BROKER")
+        if broker is not None:
+            _check_broker(broker)
+        namespace = _env_namespace()
+        partitions = _env_int("CHOREO_PARTITIONS", 1)
+        # Kafka's default group.max.session.timeout.ms is 30 minutes; below 1 s heartbeats crowd the broker.
+        session = _env_int("CHOREO_SESSION_TIMEOUT_MS", 1_000, 1_800_000, "milliseconds")
+        # A fetch must be answered within the client's request timeout (aiokafka: 40 s).
+        wait = _env_int("CHOREO_FETCH_MAX_WAIT_MS", 0, 30_000, "milliseconds")
+        max_bytes = _env_int("CHOREO_MAX_EVENT_BYTES", 1024, _INT32_MAX, "bytes")
+        log_level()
+        run_dir()
+        return cls(servers, broker, namespace, partitions, session, wait, max_bytes)
+
+
+def check_env() -> None:
+    """Validate every choreograph environment variable, without looking for a broker.
+
+    For commands that must refuse bad settings before they start anything (`choreo up` starts a
+    broker first); Settings.from_env validates the same.
+
+    Raises:
+        ConfigurationError: A variable's value cannot work: one line naming it and what is expected.
+    """
+    _Env.read()
 
 
 @dataclass(frozen=True)
@@ -118,6 +254,7 @@ class Settings:
             "CHOREO_NAMESPACE": self.namespace, "CHOREO_PARTITIONS": str(self.partitions),
             "CHOREO_SESSION_TIMEOUT_MS": str(self.broker.session_timeout_ms),
             "CHOREO_FETCH_MAX_WAIT_MS": str(self.broker.fetch_max_wait_ms),
+            "CHOREO_MAX_EVENT_BYTES": str(self.max_event_bytes),
         }
 
     @classmethod
@@ -126,8 +263,9 @@ class Settings:
 
         The local broker is the one `choreo broker start` or `choreo up` started (its address in
         .choreo/broker.json); its kind defaults to "tansu", any other's to "kafka". CHOREO_BROKER,
-        CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS and CHOREO_FETCH_MAX_WAIT_MS
-        override the defaults.
+        CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS, CHOREO_FETCH_MAX_WAIT_MS and
+        CHOREO_MAX_EVENT_BYTES override the defaults; an empty variable counts as unset. Every
+        variable (CHOREO_LOG_LEVEL and CHOREO_HOME too) is validated before the broker is looked for.
 
         Args:
             bootstrap_servers: The broker's address, instead of KAFKA_BOOTSTRAP_SERVERS.
@@ -138,11 +276,12 @@ class Settings:
 
         Raises:
             BrokerUnavailable: No address is given or set, and no local broker runs.
-            ConfigurationError: The broker kind is not one of PROFILES.
-            ValueError: A numeric variable is not a number.
+            ConfigurationError: A variable's value cannot work (one line naming it and what is
+                expected), or the broker kind is not one of PROFILES.
         """
-        servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        kind = broker or os.environ.get("CHOREO_BROKER")
+        env = _Env.read()
+        servers = bootstrap_servers or env.servers
+        kind = broker or env.broker
         if not servers:
             local = local_broker_address()
             if local is None:
@@ -150,19 +289,16 @@ class Settings:
                     "no broker: set KAFKA_BOOTSTRAP_SERVERS, or run `choreo broker start` or `choreo up`")
             servers, kind = local, kind or "tansu"
         kind = kind or "kafka"
-        if kind not in PROFILES:
-            raise ConfigurationError(f"CHOREO_BROKER={kind!r}: expected one of {sorted(PROFILES)}")
+        _check_broker(kind)
         profile = PROFILES[kind]
-        if timeout := os.environ.get("CHOREO_SESSION_TIMEOUT_MS"):
-            ms = int(timeout)
+        if env.session_timeout_ms is not None:
+            ms = env.session_timeout_ms
             profile = replace(profile, session_timeout_ms=ms, heartbeat_interval_ms=max(100, ms // 3))
-        if wait := os.environ.get("CHOREO_FETCH_MAX_WAIT_MS"):
-            profile = replace(profile, fetch_max_wait_ms=int(wait))
-        return cls(
-            bootstrap_servers=servers, broker=profile,
-            namespace=os.environ.get("CHOREO_NAMESPACE", "choreo"),
-            partitions=int(os.environ.get("CHOREO_PARTITIONS", "4")),
-        )
+        if env.fetch_max_wait_ms is not None:
+            profile = replace(profile, fetch_max_wait_ms=env.fetch_max_wait_ms)
+        defaults = cls(bootstrap_servers=servers, broker=profile, namespace=env.namespace)
+        return replace(defaults, partitions=env.partitions or defaults.partitions,
+                       max_event_bytes=env.max_event_bytes or defaults.max_event_bytes)
 
 
 def local_broker_address() -> str | None:

@@ -1,0 +1,107 @@
+"""Command-line input, checked before anything runs, and the one-line errors of `choreo`.
+
+Exit statuses: 0 done; 1 failed (no broker, no such workflow, a replay that differs, ...); 2 bad
+input or settings, nothing done (a ConfigurationError other than BrokerUnavailable, a goal over the
+maximum event size); 3 a published goal the coordinator rejected (`publish --wait`); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+from ..errors import BrokerUnavailable, ChoreographError, ConfigurationError, EventTooLarge
+
+USAGE = 2
+REJECTED = 3
+
+
+def err(message: str, label: str = "error", colour: str = "red") -> None:
+    """Print `label: message` on stderr; the message is plain text, never rich markup.
+
+    Never wrapped (messages name files). rich is imported only here, so a command that succeeds does
+    not pay for it.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    # Text from argv or files may hold lone surrogates (bytes that are not UTF-8): shown escaped.
+    text = message.encode("utf-8", "backslashreplace").decode()
+    Console(stderr=True, soft_wrap=True).print(f"[{colour}]{label}:[/{colour}] {escape(text)}", highlight=False)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as an error; return the exit to raise with `code`."""
+    err(message)
+    return typer.Exit(code)
+
+
+def exit_code(exc: ChoreographError) -> int:
+    """The exit status of an error that ends a command (see the module's docstring)."""
+    if isinstance(exc, EventTooLarge) or (isinstance(exc, ConfigurationError)
+                                          and not isinstance(exc, BrokerUnavailable)):
+        return USAGE
+    return 1
+
+
+def _raw(text: str) -> str:
+    """How a user would recognise an argument that is not UTF-8: the bytes it was given as."""
+    try:
+        return repr(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a surrogate that did not come from undecodable bytes
+        return ascii(text)
+
+
+def workflow_id(value: str) -> str:
+    """Typer callback: a workflow id that can be a record's key (UTF-8 text), or exit 2.
+
+    Python gives argv bytes that are not UTF-8 as lone surrogates, which no key can hold.
+    """
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise fail(f"workflow id {_raw(value)} is not UTF-8 text", USAGE) from None
+    return value
+
+
+def seconds(param: typer.CallbackParam, value: float | None) -> float | None:
+    """Typer callback: a number of seconds, finite and >= 0, or exit 2."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise fail(f"{param.opts[0]} {value:g}: expected a number of seconds >= 0", USAGE)
+    return value
+
+
+def positive_seconds(param: typer.CallbackParam, value: float) -> float:
+    """Typer callback: a number of seconds, finite and > 0, or exit 2."""
+    if not (math.isfinite(value) and value > 0):
+        raise fail(f"{param.opts[0]} {value:g}: expected a number of seconds > 0", USAGE)
+    return value
+
+
+def goal_data(data: str) -> Any:
+    """The value of `--data`: JSON text, `@FILE` for a file holding it, or `-` for standard input.
+
+    Files and stdin take goals larger than a command line can hold.
+
+    Raises:
+        typer.Exit: Exit 2 after one error line: the file cannot be read, or the text is not JSON.
+    """
+    where = "--data"
+    text: str | bytes = data
+    if data == "-":
+        where, text = "--data - (stdin)", sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        where = f"--data {data}"
+        try:
+            text = Path(data[1:]).read_bytes()
+        except OSError as exc:
+            raise fail(f"{where}: {exc.strerror or exc}", USAGE) from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"{where} is not JSON: {exc}", USAGE) from None
