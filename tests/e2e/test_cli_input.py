@@ -178,6 +178,12 @@ def test_a_goal_larger_than_a_command_line_comes_from_a_file_or_stdin(
         history = choreo("history", orjson.loads(published.stdout)["workflow_id"], "--json", "--to-end", env=cli_env)
         assert history.returncode == 0, history.stderr
         assert orjson.loads(history.stdout.splitlines()[0])["data"]["topic"] == topic
+    too_big = tmp_path / "too-big.json"
+    too_big.write_bytes(orjson.dumps({"topic": "t" * 5_000_000}))
+    refused = choreo("publish", "report", "--data", f"@{too_big}", env=cli_env)
+    assert refused.returncode == 2
+    assert one_line(refused).startswith("error: the goal of workflow 'report' is ")
+    assert "over the maximum event size of 1048576 bytes" in refused.stderr
 
 
 # Archives --------------------------------------------------------------------------------------------
