@@ -265,3 +265,13 @@ def test_a_rejected_goal_is_one_line_and_exit_3_with_its_id_on_stdout(
     assert orjson.loads(out) == {"workflow_id": "0190f1a2-0000-7000-8000-000000000001", "workflow": "report",
                                  "partition": 2, "offset": 17, "status": "rejected", "reason": reason}
     assert err == f"error: {reason}\n"
+
+
+@pytest.mark.parametrize(("name", "value"), [("CHOREO_PARTITIONS", "abc"), ("CHOREO_LOG_LEVEL", "verbose")])
+def test_a_service_started_directly_with_a_bad_setting_says_so_in_one_line(
+        tmp_path: Path, name: str, value: str) -> None:
+    env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "localhost:1", name: value}
+    result = subprocess.run([sys.executable, "-m", "services.coordinator"], cwd=ROOT, env=env, text=True,
+                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert one_line(result).startswith(f"error: {name}={value!r}: expected ")

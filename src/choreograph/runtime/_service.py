@@ -7,10 +7,13 @@ import gc
 import logging
 import os
 import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ..transport._settings import Settings
+from ..errors import ChoreographError, ConfigurationError
+from ..transport._settings import Settings, log_level
 from ._agent import load_agent
 from ._agent_runtime import AgentRuntime
 from ._coordinator import Coordinator
@@ -45,19 +48,35 @@ async def serve(service: Service) -> None:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=os.environ.get("CHOREO_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def _as_process(main: Callable[[], None]) -> None:
+    """Run a service's main; a deliberate error ends the process with one line and a non-zero exit.
+
+    Bad settings exit 2; anything else the library raised on purpose (SetUpError: partitions could not
+    be set up) exits 1, so a supervisor sees the failure instead of a process that waits forever.
+    """
+    try:
+        main()
+    except ChoreographError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
 
 def run_agent(spec: str) -> None:
     """Body of `choreo agent run MODULE:ATTR`."""
-    configure_logging()
-    agent = load_agent(spec)
-    asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
+    def main() -> None:
+        configure_logging()
+        agent = load_agent(spec)
+        asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
+    _as_process(main)
 
 
 def run_coordinator() -> None:
     """Body of `choreo coordinator run` and of services/coordinator.py."""
-    configure_logging()
-    asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))
+    def main() -> None:
+        configure_logging()
+        asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))
+    _as_process(main)
