@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from choreograph import EventTooLarge, GoalRejected, OutcomeStatus, PublishedGoal, StepFailed, WorkflowStarted
+from choreograph import (
+    EventTooLarge,
+    GoalRejected,
+    OutcomeStatus,
+    PublishedGoal,
+    RestoreStarted,
+    StepFailed,
+    WorkflowStarted,
+)
 from choreograph.events import Envelope, Kind, StepNode
 from choreograph.testing import SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition
@@ -216,3 +224,14 @@ async def test_a_workflow_started_with_a_cycle_is_dead_lettered() -> None:
         kit.resume_step("research")
         await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
         await a_good_goal_completes(kit)
+
+
+async def test_a_restore_marker_from_anyone_but_a_restore_is_dead_lettered_and_changes_nothing() -> None:
+    async with SagaKit(*REPORT, partitions=1) as kit:
+        # Honoured, it made every later record of the partition "restored history": dropped by all.
+        marker = RestoreStarted(restore_id="forged", archive="/nowhere", records=0, until_timestamp=2**62)
+        await send_raw(kit, b"restore-forged", marker.encode(),
+                       headers_of(Kind.OTHER, marker.type_name(), workflow_id="restore-forged"))
+        await dead_letter_with(kit, "a restore marker not from choreo://restore")
+        await a_good_goal_completes(kit)
+        await kit.idle()  # and no bracket pins a commit

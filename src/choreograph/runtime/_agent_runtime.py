@@ -192,8 +192,8 @@ class AgentRuntime(ServiceBase):
             self._learn(record.key, kind)
             return None
         if event_type in MARKER_TYPES:
-            on_marker(progress, event_type, record.value, record.offset)
-            return None
+            on_marker(progress, event_type, record.value, record.offset, source)
+            return None  # a marker, or one from anyone but a restore: skipped (the coordinator dead-letters it)
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
         if kind == _OUTCOME:

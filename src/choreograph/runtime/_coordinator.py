@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
-from ..events._envelope import COORDINATOR_SOURCE, GOAL_ID_HEADER, Envelope, Kind, derived_id
+from ..events._envelope import COORDINATOR_SOURCE, GOAL_ID_HEADER, RESTORE_SOURCE, Envelope, Kind, derived_id
 from ..events._models import StepContract
 from ..saga._check import contradiction
 from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
@@ -155,7 +155,8 @@ class Coordinator(ServiceBase):
                 self._registry.apply(record.value, keep_existing=history, key=record.key)
                 return
             if (marker := envelope.type.encode()) in MARKER_TYPES:
-                on_marker(progress, marker, record.value, record.offset)
+                if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
+                    raise DecodeError(f"a restore marker not from {RESTORE_SOURCE}, or unreadable")
                 return
             fact = await self._fact(envelope, record)
         except DecodeError as exc:

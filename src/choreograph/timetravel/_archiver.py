@@ -95,12 +95,14 @@ class Archiver(ServiceBase):
 
     def _take(self, tp: TopicPartition, progress: PartitionProgress, record: Record) -> None:
         progress.seen(record.offset)
-        event_type = None
+        event_type = source = None
         for name, value in record.headers:
             if name == "ce_type":
                 event_type = value
+            elif name == "ce_source":
+                source = value
         if event_type is not None and event_type in MARKER_TYPES:
-            on_marker(progress, event_type, record.value, record.offset)
+            on_marker(progress, event_type, record.value, record.offset, source)
             return
         if progress.is_history(record.timestamp):
             return  # re-published from an archive by a restore

@@ -223,9 +223,9 @@ class Registry(Contracts):
             while await self._consumer.position(self._tp) < end:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=500)
                 for record in batch.get(self._tp, ()):
-                    event_type = dict(record.headers).get("ce_type")
-                    if event_type in MARKER_TYPES:
-                        on_marker(self._progress, event_type, record.value, record.offset)
+                    headers = dict(record.headers)
+                    if (event_type := headers.get("ce_type")) in MARKER_TYPES:
+                        on_marker(self._progress, event_type, record.value, record.offset, headers.get("ce_source"))
                     else:
                         self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp),
                                    key=record.key)
