@@ -199,6 +199,20 @@ class Envelope(NamedTuple):
 _KINDS = {kind.value.encode(): kind for kind in Kind}
 
 
+def text_of(data: bytes | None) -> str | None:
+    """A key or header value as text; None for none, an empty one, or one that is not UTF-8.
+
+    A record whose key gives None is not a workflow event: agents, clients and the coordinator's
+    look-back skip it (the coordinator dead-letters it when it reads it as an event).
+    """
+    if not data:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def fixed_headers(source: str, workflow: str, kind: Kind, step: str | None) -> list[tuple[str, bytes]]:
     """The headers every event of one source, workflow, kind and step shares; encode once, reuse."""
     fixed = [("ce_specversion", SPEC_VERSION), ("ce_source", source.encode()), ("content-type", CONTENT_TYPE),

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
 from ..events._avro import SchemaStore
-from ..events._envelope import Envelope, Kind
+from ..events._envelope import Envelope, Kind, text_of
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -42,19 +42,6 @@ _REQUEST_TYPE = CompensationRequested.type_name().encode()
 _RESULT_KINDS = {b"step_completed": "", b"step_failed": "",
                  b"compensation_completed": _COMPENSATION, b"compensation_failed": _COMPENSATION}
 _OUTCOME = Kind.OUTCOME.value.encode()
-
-
-def _workflow_id(key: bytes | None) -> str | None:
-    """The workflow id a record key holds; None for no key, an empty one or one that is not UTF-8.
-
-    Such a record is not a workflow event: agents skip it, the coordinator dead-letters it.
-    """
-    if not key:
-        return None
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 class AgentRuntime(ServiceBase):
@@ -197,7 +184,7 @@ class AgentRuntime(ServiceBase):
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
         if kind == _OUTCOME:
-            if (workflow_id := _workflow_id(record.key)) is not None:
+            if (workflow_id := text_of(record.key)) is not None:
                 self._ended.add(workflow_id)
                 if self._joins:
                     self._joins.drop(workflow_id)
@@ -205,7 +192,7 @@ class AgentRuntime(ServiceBase):
         if event_type == _REQUEST_TYPE:
             if step != self._step or self.agent.compensation_fn is None:
                 return None
-            if (workflow_id := _workflow_id(record.key)) is None:
+            if (workflow_id := text_of(record.key)) is None:
                 return None
             key = workflow_id + _COMPENSATION
             if key in self._done or key in self._running:
@@ -232,7 +219,7 @@ class AgentRuntime(ServiceBase):
     def _learn(self, key: bytes | None, kind: bytes | None) -> None:
         """Remember one of this agent's own results (a tracking record)."""
         suffix = _RESULT_KINDS.get(kind or b"")
-        if suffix is not None and (workflow_id := _workflow_id(key)) is not None:
+        if suffix is not None and (workflow_id := text_of(key)) is not None:
             self._done.add(workflow_id + suffix)
 
     def _on_input(self, workflow_id: str, event_type: bytes, item: Input) -> Coroutine[Any, Any, None] | None:
@@ -398,7 +385,7 @@ class AgentRuntime(ServiceBase):
                 kind = value
         if source == self._source:
             self._learn(record.key, kind)
-        elif kind == _OUTCOME and (workflow_id := _workflow_id(record.key)) is not None:
+        elif kind == _OUTCOME and (workflow_id := text_of(record.key)) is not None:
             self._ended.add(workflow_id)
 
     async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:

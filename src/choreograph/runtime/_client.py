@@ -14,7 +14,7 @@ from fastavro.validation import ValidationError, validate
 
 from ..errors import DecodeError, EventTooLarge, GoalRejected, GoalValidationError, WorkflowError
 from ..events._avro import AvroSchema
-from ..events._envelope import CLIENT_SOURCE, GOAL_ID_HEADER, Envelope, Kind, new_workflow_id
+from ..events._envelope import CLIENT_SOURCE, GOAL_ID_HEADER, Envelope, Kind, new_workflow_id, text_of
 from ..events._models import WorkflowOutcome
 from ..saga._graph import goal_types
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
@@ -171,11 +171,7 @@ class Client:
 
     def _progress(self, record: Record, goals: dict[str, PublishedGoal]) -> Progress | None:
         """What one record tells about a followed goal, if anything."""
-        try:
-            key = (record.key or b"").decode()
-        except UnicodeDecodeError:
-            return None  # not a workflow event
-        if (goal := goals.get(key)) is None:
+        if (key := text_of(record.key)) is None or (goal := goals.get(key)) is None:
             return None
         try:
             envelope = Envelope.from_record(record.key, record.headers)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
-from ..events._envelope import COORDINATOR_SOURCE, GOAL_ID_HEADER, RESTORE_SOURCE, Envelope, Kind, derived_id
+from ..events._envelope import (
+    COORDINATOR_SOURCE,
+    GOAL_ID_HEADER,
+    RESTORE_SOURCE,
+    Envelope,
+    Kind,
+    derived_id,
+    text_of,
+)
 from ..events._models import StepContract
 from ..saga._check import contradiction
 from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
@@ -36,13 +44,6 @@ from ._tracking import Done
 log = logging.getLogger("choreograph.coordinator")
 _CONTRACT_TYPE = StepContract.type_name()
 _GOAL, _OUTCOME = Kind.GOAL.value.encode(), Kind.OUTCOME.value.encode()
-
-
-def _text(data: bytes) -> str | None:
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 class _Partition:
@@ -331,9 +332,8 @@ class Coordinator(ServiceBase):
                 headers = dict(record.headers)
                 if (kind := headers.get("ce_kind")) == _GOAL and record.key:
                     goals.setdefault(record.key, headers.get("ce_id"))
-                elif kind == _OUTCOME and record.key and (workflow_id := _text(record.key)) is not None:
-                    goal = goals.get(record.key)
-                    self._finished.add(workflow_id, None if goal is None else _text(goal))
+                elif kind == _OUTCOME and record.key and (workflow_id := text_of(record.key)) is not None:
+                    self._finished.add(workflow_id, text_of(goals.get(record.key)))
         return states
 
     async def _on_ready(self, parts: dict[TopicPartition, _Partition]) -> None:

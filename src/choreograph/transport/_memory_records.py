@@ -7,14 +7,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._port import Record
-from ._sizes import DEFAULT_MAX_REQUEST_SIZE, record_size
+from ._sizes import record_size
 
-__all__ = ["MAX_REQUEST_SIZE", "MemoryRecord", "MemoryRecordMetadata", "StoredPartition", "StoredTopic",
+__all__ = ["MemoryRecord", "MemoryRecordMetadata", "StoredPartition", "StoredTopic",
            "record_size"]
 
-# aiokafka refuses a record whose estimated size, with batch framing, passes max_request_size (1 MiB)
-# before the broker's max.message.bytes (1048588) could; the memory log keeps the stricter rule.
-MAX_REQUEST_SIZE = DEFAULT_MAX_REQUEST_SIZE
 
 
 @dataclass(frozen=True, slots=True)
