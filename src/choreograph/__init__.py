@@ -18,6 +18,7 @@ from .errors import (
     GoalRejected,
     GoalValidationError,
     InvalidPayloadError,
+    NonRetryable,
     ReplayError,
     SchemaDriftError,
     SchemaError,
@@ -35,9 +36,13 @@ from .events import (
     OutcomeStatus,
     RestoreCompleted,
     RestoreStarted,
+    Retry,
+    StepAttemptFailed,
     StepContract,
     StepFailed,
+    StepHeartbeat,
     StepNode,
+    StepTimedOut,
     WorkflowOutcome,
     WorkflowStarted,
 )
@@ -45,7 +50,7 @@ from .saga import Graph, HistoryEntry, Point, Snapshot, fold
 from .transport._settings import BrokerProfile, Settings
 
 if TYPE_CHECKING:
-    from .runtime import Agent, AgentRuntime, Client, Coordinator, PublishedGoal, StepContext
+    from .runtime import Agent, AgentRuntime, Breaker, Client, Coordinator, PublishedGoal, StepContext
     from .sandbox import ReplayReport, rerun
     from .timetravel import Archive, Archiver, History, Recording, history, restore
     from .transport import EmbeddedBroker
@@ -57,7 +62,8 @@ _compat.install()  # old module paths (choreograph.settings, ...) stay importabl
 # Imported on first use: `import choreograph` loads no broker client (aiokafka), and a `choreo
 # history` or `choreo state` process never needs the agent runtime, the coordinator or the client.
 _LAZY = {
-    **dict.fromkeys(["Agent", "AgentRuntime", "Client", "Coordinator", "PublishedGoal", "StepContext"], ".runtime"),
+    **dict.fromkeys(
+        ["Agent", "AgentRuntime", "Breaker", "Client", "Coordinator", "PublishedGoal", "StepContext"], ".runtime"),
     **dict.fromkeys(["Archive", "Archiver", "History", "Recording", "history", "restore"], ".timetravel"),
     **dict.fromkeys(["ReplayReport", "rerun"], ".sandbox"),
     "EmbeddedBroker": ".transport",
@@ -91,6 +97,7 @@ __all__ = [
     "Archive",
     "ArchiveError",
     "Archiver",
+    "Breaker",
     "BrokerProfile",
     "BrokerUnavailable",
     "ChoreographError",
@@ -112,6 +119,7 @@ __all__ = [
     "HistoryEntry",
     "InvalidPayloadError",
     "Kind",
+    "NonRetryable",
     "OutcomeStatus",
     "Point",
     "PublishedGoal",
@@ -120,15 +128,19 @@ __all__ = [
     "ReplayReport",
     "RestoreCompleted",
     "RestoreStarted",
+    "Retry",
     "SchemaDriftError",
     "SchemaError",
     "SetUpError",
     "Settings",
     "Snapshot",
+    "StepAttemptFailed",
     "StepContext",
     "StepContract",
     "StepFailed",
+    "StepHeartbeat",
     "StepNode",
+    "StepTimedOut",
     "UnknownSchemaError",
     "WorkflowError",
     "WorkflowOutcome",

@@ -15,6 +15,7 @@ The hierarchy::
     │   └── GoalRejected            the coordinator refused a published goal (dead-lettered)
     ├── EventTooLarge               an event over the namespace's maximum event size
     ├── SetUpError                  a service could not set up its assigned partitions
+    ├── NonRetryable                raised by a handler: fail the step now, no retry
     ├── AgentDefinitionError        an Agent declaration is incomplete or inconsistent
     ├── ArchiveError                an archive cannot be written, read or restored as asked
     └── ReplayError                 a recording or sandbox re-run cannot be made as asked
@@ -84,6 +85,14 @@ class EventTooLarge(ChoreographError):
 
 class SetUpError(ChoreographError):
     """A service could not set up the partitions it was assigned; it stops rather than wait forever."""
+
+
+class NonRetryable(ChoreographError):
+    """Raise it from a handler (or a compensation) to fail at once, whatever the retry policy says.
+
+    `raise NonRetryable("card declined") from exc`: the step fails with this message; its
+    error_type is the cause's class name when there is a cause.
+    """
 
 
 class AgentDefinitionError(ChoreographError):

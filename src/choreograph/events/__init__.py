@@ -9,6 +9,8 @@ from ._envelope import (
     AGENT_SOURCE_PREFIX,
     CLIENT_SOURCE,
     COORDINATOR_SOURCE,
+    DEADLINE_HEADER,
+    REDRIVE_HEADER,
     RESTORE_SOURCE,
     Envelope,
     Kind,
@@ -17,6 +19,15 @@ from ._envelope import (
     new_event_id,
     new_workflow_id,
     workflow_time_ms,
+)
+from ._faults import (
+    FAULT_EVENTS,
+    AgentPresence,
+    BreakerChanged,
+    BreakerState,
+    StepAttemptFailed,
+    StepHeartbeat,
+    StepTimedOut,
 )
 from ._models import (
     FRAMEWORK_EVENTS,
@@ -36,15 +47,23 @@ from ._models import (
     load_schema,
     schema_root,
 )
+from ._policy import NO_RETRY, Retry, RetryPolicy
 from ._records import ConsumedRecord, StoredRecord
 
 __all__ = [
     "AGENT_SOURCE_PREFIX",
     "CLIENT_SOURCE",
     "COORDINATOR_SOURCE",
+    "DEADLINE_HEADER",
+    "FAULT_EVENTS",
     "FRAMEWORK_EVENTS",
+    "NO_RETRY",
+    "REDRIVE_HEADER",
     "RESTORE_SOURCE",
+    "AgentPresence",
     "AvroSchema",
+    "BreakerChanged",
+    "BreakerState",
     "CompensationCompleted",
     "CompensationFailed",
     "CompensationRequested",
@@ -56,10 +75,15 @@ __all__ = [
     "OutcomeStatus",
     "RestoreCompleted",
     "RestoreStarted",
+    "Retry",
+    "RetryPolicy",
     "SchemaStore",
+    "StepAttemptFailed",
     "StepContract",
     "StepFailed",
+    "StepHeartbeat",
     "StepNode",
+    "StepTimedOut",
     "StoredRecord",
     "WorkflowOutcome",
     "WorkflowStarted",

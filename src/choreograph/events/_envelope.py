@@ -28,6 +28,10 @@ RESTORE_SOURCE = "choreo://restore"
 AGENT_SOURCE_PREFIX = "choreo://agent/"
 # On the coordinator's decisions: the event id of the goal the workflow runs for (an extension).
 GOAL_ID_HEADER = "ce_goalid"
+# On a goal: the workflow's deadline, Unix milliseconds as decimal text (an extension).
+DEADLINE_HEADER = "ce_deadline"
+# On a redriven record: how many times it was redriven from the dead-letter topic (an extension).
+REDRIVE_HEADER = "ce_redrive"
 
 
 def agent_source(workflow: str, step: str) -> str:
@@ -45,6 +49,9 @@ class Kind(enum.StrEnum):
     COMPENSATION_COMPLETED = "compensation_completed"
     COMPENSATION_FAILED = "compensation_failed"
     OUTCOME = "outcome"
+    STEP_ATTEMPT_FAILED = "step_attempt_failed"
+    STEP_TIMED_OUT = "step_timed_out"
+    HEARTBEAT = "heartbeat"
     OTHER = "other"
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import InvalidPayloadError, SchemaDriftError, SchemaError
 from . import _schema_check
 from ._avro import AvroSchema, SchemaStore
+from ._policy import RetryPolicy
 
 SchemaSource = str | Path | Mapping[str, Any]
 
@@ -138,6 +139,7 @@ class StepFailed(Event, schema=_framework("step_failed")):
     step: str
     reason: str
     error_type: str
+    attempts: int = 1
 
 
 class CompensationRequested(Event, schema=_framework("compensation_requested")):
@@ -185,12 +187,23 @@ class StepNode(BaseModel):
         name: The step's name.
         depends_on: The steps whose completion events it consumes.
         compensable: Whether its agent can undo it.
+        retry: How its failed attempts are retried; None: not at all.
+        timeout_ms: The deadline of each attempt, from the moment all its inputs are in the log.
+        heartbeat_timeout_ms: The longest silence between heartbeats of a running attempt.
     """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
     name: str
     depends_on: list[str]
     compensable: bool
+    retry: RetryPolicy | None = None
+    timeout_ms: int | None = None
+    heartbeat_timeout_ms: int | None = None
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts in all, the first included."""
+        return 1 if self.retry is None else self.retry.max_attempts
 
 
 class WorkflowStarted(Event, schema=_framework("workflow_started")):
@@ -206,11 +219,12 @@ class WorkflowStarted(Event, schema=_framework("workflow_started")):
 
 
 class OutcomeStatus(enum.StrEnum):
-    """How a workflow instance ended: every step completed, compensated after a failure, or failed."""
+    """How a workflow instance ended: completed, compensated after a failure, failed, or timed out (its deadline)."""
 
     COMPLETED = "completed"
     COMPENSATED = "compensated"
     FAILED = "failed"
+    TIMED_OUT = "timed_out"
 
 
 class WorkflowOutcome(Event, schema=_framework("workflow_outcome")):
@@ -256,6 +270,9 @@ class StepContract(Event, schema=_framework("step_contract")):
         consumes: The event types it consumes; those no step completes with are the workflow's goals.
         completes_with: The event type it completes its step with.
         compensable: Whether it can undo its step.
+        retry: How its failed attempts are retried; None: not at all.
+        timeout_ms: The deadline of each attempt, from the moment all its inputs are in the log.
+        heartbeat_timeout_ms: The longest silence between heartbeats of a running attempt.
     """
 
     workflow: str
@@ -264,6 +281,9 @@ class StepContract(Event, schema=_framework("step_contract")):
     consumes: list[EventSchema]
     completes_with: EventSchema
     compensable: bool
+    retry: RetryPolicy | None = None
+    timeout_ms: int | None = None
+    heartbeat_timeout_ms: int | None = None
 
 
 class RestoreStarted(Event, schema=_framework("restore_started")):

@@ -6,6 +6,7 @@ goals and follows outcomes, and running any of them as an OS process.
 
 from ._agent import Agent, StepContext, load_agent
 from ._agent_runtime import AgentRuntime
+from ._breaker import Breaker
 from ._client import Client, Progress, PublishedGoal
 from ._coordinator import Coordinator
 from ._processes import ServiceSpec, discover, project_root, spawn, wait_ready
@@ -14,6 +15,7 @@ from ._service import run_agent, run_coordinator, serve
 __all__ = [
     "Agent",
     "AgentRuntime",
+    "Breaker",
     "Client",
     "Coordinator",
     "Progress",

@@ -9,7 +9,9 @@
     async def delete_chart(ctx: StepContext, request: CompensationRequested) -> None: ...
 
 The handler's parameter annotations are the events it consumes (several = wait for all of them,
-per workflow); its return annotation is the event it completes the step with. Raising fails the step.
+per workflow); its return annotation is the event it completes the step with. Raising fails the
+attempt: the step is retried per its `retry` policy, and fails once attempts are exhausted (or at
+once on `NonRetryable`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from ..errors import AgentDefinitionError
 from ..events._envelope import Envelope, agent_source
 from ..events._models import CompensationRequested, Event, EventSchema, StepContract
+from ..events._policy import Retry, millis
+from ._breaker import Breaker
 
 Handler = Callable[..., Awaitable[Event]]
 Compensation = Callable[["StepContext", CompensationRequested], Awaitable[None]]
@@ -50,15 +55,35 @@ class StepContext:
 
 
 class Agent:
-    """One step of one workflow. Run it with `choreo agent run module:attr`."""
+    """One step of one workflow. Run it with `choreo agent run module:attr`.
 
-    def __init__(self, workflow: str, step: str, *, name: str | None = None) -> None:
+    Args:
+        workflow: The workflow's name.
+        step: The step's name.
+        name: The agent's name (default `workflow.step`).
+        retry: How failed attempts of the step and of its compensation are retried; None: never.
+        timeout: Seconds (or a timedelta) each attempt may take, counted from the moment all its
+            inputs are in the log; the coordinator then publishes StepTimedOut (a failed attempt).
+        heartbeat_timeout: Seconds a running attempt may go without `ctx.heartbeat()`.
+        breaker: A circuit breaker: while open the agent stops consuming (the backlog waits in Kafka).
+    """
+
+    def __init__(self, workflow: str, step: str, *, name: str | None = None, retry: Retry | None = None,
+                 timeout: float | timedelta | None = None, heartbeat_timeout: float | timedelta | None = None,
+                 breaker: Breaker | None = None) -> None:
         for label, value in (("workflow", workflow), ("step", step)):
             if not value or not value.replace("_", "").replace("-", "").isalnum():
                 raise AgentDefinitionError(f"{label} must be a non-empty identifier, got {value!r}")
+        for label, limit in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
+            if limit is not None and (millis(limit) or 0) <= 0:
+                raise AgentDefinitionError(f"{label} must be positive, got {limit!r}")
         self.workflow = workflow
         self.step = step
         self.name = name or f"{workflow}.{step}"
+        self.retry = retry
+        self.timeout_ms = millis(timeout)
+        self.heartbeat_timeout_ms = millis(heartbeat_timeout)
+        self.breaker = breaker
         self.handler_fn: Handler | None = None
         self.compensation_fn: Compensation | None = None
         self.consumes: tuple[type[Event], ...] = ()
@@ -117,6 +142,8 @@ class Agent:
             consumes=[EventSchema.of(t) for t in self.consumes],
             completes_with=EventSchema.of(self.completes_with),
             compensable=self.compensation_fn is not None,
+            retry=None if self.retry is None else self.retry.policy(),
+            timeout_ms=self.timeout_ms, heartbeat_timeout_ms=self.heartbeat_timeout_ms,
         )
 
     def __repr__(self) -> str:

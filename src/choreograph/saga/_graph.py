@@ -110,7 +110,8 @@ class Graph:
             producers.setdefault(c.completes_with.name, c.step)
         nodes = [
             StepNode(name=c.step, compensable=c.compensable,
-                     depends_on=sorted({producers[t.name] for t in c.consumes if t.name in producers} - {c.step}))
+                     depends_on=sorted({producers[t.name] for t in c.consumes if t.name in producers} - {c.step}),
+                     retry=c.retry, timeout_ms=c.timeout_ms, heartbeat_timeout_ms=c.heartbeat_timeout_ms)
             for c in mine
         ]
         return cls.of(workflow, nodes)

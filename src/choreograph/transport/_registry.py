@@ -8,13 +8,15 @@ the writer schemas of event types it did not compile in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 
 from ..errors import DecodeError, WorkflowError
 from ..events._avro import AvroSchema, SchemaStore
 from ..events._envelope import Envelope, Kind
-from ..events._models import FRAMEWORK_EVENTS, Event, StepContract
+from ..events._faults import FAULT_EVENTS
+from ..events._models import FRAMEWORK_EVENTS, Event, StepContract, load_schema, schema_root
 from ..saga._graph import Graph
 from ._offsets import PartitionProgress
 from ._port import Consumer, Producer, TopicPartition, Transport
@@ -234,12 +236,24 @@ class Registry(Contracts):
 
 
 def framework_store() -> SchemaStore:
-    """A new schema store that knows the framework's events and StepContract."""
+    """A new schema store that knows the framework's events and StepContract, now and as they were.
+
+    Earlier versions of framework schemas (`schemas/choreograph/past/NAME.N.avsc`) stay known as
+    writer schemas, so logs, archives and recordings written before a change still decode (Avro
+    resolves them to the current reader, new fields taking their defaults).
+    """
     store = SchemaStore()
-    events: tuple[type[Event], ...] = (*FRAMEWORK_EVENTS, StepContract)
+    events: tuple[type[Event], ...] = (*FRAMEWORK_EVENTS, *FAULT_EVENTS, StepContract)
     for event in events:
         store.add(event.avro)
+    for past in _past_schemas():
+        store.add(past)
     return store
+
+
+@functools.cache
+def _past_schemas() -> tuple[AvroSchema, ...]:
+    return tuple(load_schema(path) for path in sorted((schema_root() / "choreograph" / "past").glob("*.avsc")))
 
 
 async def announce(producer: Producer, registry_topic: str, events_topic: str, partitions: int,
