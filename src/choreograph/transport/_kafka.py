@@ -131,12 +131,14 @@ class KafkaTransport:
             await client.close()
 
     async def ensure_topics(self) -> None:
-        """Create the namespace's topics if missing: events, registry (compacted), dead letters."""
+        """Create the namespace's topics if missing: events, registry (compacted), dead letters, status."""
         s = self.settings
         wanted = [
             NewTopic(s.events_topic, s.partitions, 1),
             NewTopic(s.registry_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
             NewTopic(s.deadletter_topic, 1, 1),
+            # Presence is periodic and only the recent past matters: a week at most.
+            NewTopic(s.status_topic, 1, 1, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}),
         ]
         async with self.admin() as admin:
             existing = set(await admin.list_topics())

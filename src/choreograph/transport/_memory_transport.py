@@ -173,6 +173,7 @@ class MemoryTransport:
         self.log.create_topic(s.events_topic, s.partitions)
         self.log.create_topic(s.registry_topic, 1, compacted=True)
         self.log.create_topic(s.deadletter_topic, 1)
+        self.log.create_topic(s.status_topic, 1)
 
     async def partition_count(self, topic: str) -> int:
         """How many partitions `topic` has.

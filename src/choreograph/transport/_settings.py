@@ -234,6 +234,11 @@ class Settings:
         return f"{self.namespace}.deadletter"
 
     @property
+    def status_topic(self) -> str:
+        """Agent instances' presence and breaker transitions, keyed by instance: `<namespace>.status`."""
+        return f"{self.namespace}.status"
+
+    @property
     def coordinator_group(self) -> str:
         """The saga coordinator's consumer group: `<namespace>.coordinator`."""
         return f"{self.namespace}.coordinator"
