@@ -19,6 +19,7 @@ from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
 from ..events._avro import SchemaStore
 from ..events._envelope import Envelope, Kind, text_of
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
+from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
@@ -56,14 +57,16 @@ class AgentRuntime(ServiceBase):
         dedupe_capacity: Tracking keys kept in memory.
         commit_interval_s: Period of commits.
         ready_file: Written once the agent is ready (`choreo up` waits for it).
+        clock: Time for retry timers, heartbeats and the breaker; the wall clock unless given.
     """
 
     def __init__(self, agent: Agent, settings: Settings, *, transport: Transport | None = None,
                  max_concurrency: int = 64, dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
-                 commit_interval_s: float = 0.25, ready_file: Path | None = None) -> None:
+                 commit_interval_s: float = 0.25, ready_file: Path | None = None, clock: Clock | None = None) -> None:
         if agent.handler_fn is None:
             raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         self.agent = agent
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self.contract = agent.contract()
         self.settings = settings
         self._kafka: Transport = transport if transport is not None else Kafka(settings)

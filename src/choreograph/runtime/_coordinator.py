@@ -30,6 +30,7 @@ from ..events._envelope import (
 from ..events._models import StepContract
 from ..saga._check import contradiction
 from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
+from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
@@ -81,12 +82,15 @@ class Coordinator(ServiceBase):
         commit_interval_s: Period of commits.
         observe: `observe(partition, offset, state)` sees the saga state after each event is
             handled: what `choreo state --at` must reproduce (tests compare the two).
+        clock: The time its deadline timers read; the wall clock unless given.
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
                  finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
-                 observe: Callable[[int, int, SagaState], None] | None = None) -> None:
+                 observe: Callable[[int, int, SagaState], None] | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
         # Clients belong to the running loop, so they are made in start().

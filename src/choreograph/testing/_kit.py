@@ -29,6 +29,7 @@ from ..runtime._client import Client, PublishedGoal
 from ..runtime._coordinator import Coordinator
 from ..saga._entries import HistoryEntry
 from ..timetravel._history import history
+from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._memory import MemoryLog
 from ..transport._memory_consumer import MemoryConsumer
 from ..transport._port import TopicPartition
@@ -70,14 +71,19 @@ class SagaKit:
         *agents: The agents under test (each runs as its own service, as in production).
         partitions: Partitions of the events topic.
         namespace: Topic and group prefix (a fresh one per kit unless given).
+        clock: The time of every service and of the log's timestamps: a ManualClock (advanced by the
+            test) for timers, retries and deadlines; the wall clock unless given.
 
     Attributes:
         log: The in-memory log every service uses (inspect it, or set `log.on_await`).
         settings: The kit's settings (namespace, partitions).
     """
 
-    def __init__(self, *agents: Agent, partitions: int = 2, namespace: str | None = None) -> None:
-        self.log = MemoryLog()
+    def __init__(self, *agents: Agent, partitions: int = 2, namespace: str | None = None,
+                 clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        """The time every service and the log's timestamps read (a ManualClock moves only when advanced)."""
+        self.log = MemoryLog(clock=self.clock.now_ms)
         self.settings = Settings(bootstrap_servers="memory", namespace=namespace or f"kit{uuid.uuid4().hex[:8]}",
                                  partitions=partitions)
         self._agents = {agent.step: agent for agent in agents}
@@ -160,12 +166,13 @@ class SagaKit:
         role = name.split("#")[0]
         if role == COORDINATOR:
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
-                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05)
+                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock)
         else:
             agent = self._instrumented(self._agents[role])
 
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
-                return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05)
+                return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05,
+                                    clock=self.clock)
         previous = self._services.get(name)
         transport = self._transport(name)
         entry = _Service(name, transport, make(transport), generation=previous.generation + 1 if previous else 0,
