@@ -12,7 +12,7 @@ from pathlib import Path
 from aiokafka import TopicPartition
 
 from choreograph import Client
-from choreograph.events import WorkflowOutcome
+from choreograph.events import WorkflowOutcome, new_workflow_id
 from choreograph.runtime import ServiceSpec, discover
 from choreograph.transport import Kafka, Settings, framework_store
 
@@ -88,8 +88,11 @@ class Outcomes:
 async def _one(client: Client, outcomes: Outcomes, topic: str, fail_at: str | None,
                latencies: list[float], statuses: dict[str, int], timeout_s: float) -> None:
     started = time.perf_counter()
-    goal = await client.publish("report", {"topic": topic, "fail_at": fail_at}, workflow_id=None)
-    future = outcomes.expect(goal.workflow_id)
+    # Expected before it is published: an outcome read before publish() returns (its ack can come
+    # after the whole saga on a busy machine) would find nobody waiting, and the run would time out.
+    workflow_id = new_workflow_id()
+    future = outcomes.expect(workflow_id)
+    await client.publish("report", {"topic": topic, "fail_at": fail_at}, workflow_id=workflow_id)
     done_at, status = await asyncio.wait_for(future, timeout_s)
     latencies.append((done_at - started) * 1000)
     statuses[status] = statuses.get(status, 0) + 1
