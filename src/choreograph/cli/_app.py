@@ -84,7 +84,7 @@ def coordinator_run() -> None:
 @app.command()
 def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0
        ) -> None:
-    """Start broker (unless configured or running), coordinator and agents in the background."""
+    """Start broker (unless configured or running), coordinator and agents, supervised, in the background."""
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
 
@@ -95,10 +95,18 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
 
 @app.command()
 def down() -> None:
-    """Stop everything `choreo up` started."""
+    """Stop everything `choreo up` started: its supervisor, the services, the broker if it started one."""
     from ._stack import down as stop_stack
 
     print(" ".join(stop_stack()) or "nothing to stop")
+
+
+@app.command()
+def ps(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False) -> None:
+    """What `choreo up` runs: pid, state, ready, uptime, restarts, last exit, consumer lag of each service."""
+    from ._ps import ps as show
+
+    raise typer.Exit(show(as_json))
 
 
 @app.command()
