@@ -9,14 +9,14 @@ import pytest
 
 from choreograph import OutcomeStatus, Settings
 from choreograph.errors import WorkflowError
-from choreograph.events import AgentPresence, BreakerChanged, BreakerState
-from choreograph.saga import catalog_for, fold
+from choreograph.events import AgentPresence, BreakerChanged, BreakerState, StepNode
+from choreograph.saga import Graph, SagaState, catalog_for, fold
 from choreograph.testing import SagaKit
 from choreograph.timetravel._agents import agents_report, retire_step
 from choreograph.timetravel._state import pending_steps
 from choreograph.transport import MemoryLog, MemoryTransport
 from choreograph.transport._clock import ManualClock
-from choreograph.transport._presence import LivenessWatch, read_status
+from choreograph.transport._presence import LivenessWatch, Status, read_status, serving, waiting_steps
 from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
@@ -86,6 +86,27 @@ async def test_the_liveness_watch_logs_a_step_with_no_live_agent_once(caplog: py
         assert "last seen 10 s ago" in chart_lines[1].getMessage()
     finally:
         await watch.stop()
+
+
+def test_liveness_is_unknown_only_when_nobody_sends_presence_and_membership_is_not_known() -> None:
+    nobody = Status()
+    assert serving(nobody, "report", "chart", T0, None) == (None, None)
+    assert serving(nobody, "report", "chart", T0, 0) == (0, None)
+    assert serving(nobody, "report", "chart", T0, 2) == (2, "group")
+    somebody = Status()
+    somebody.apply(presence("a", step="draft").encode())
+    assert serving(somebody, "report", "chart", T0, None) == (0, None), "others send presence: chart has none"
+    assert serving(somebody, "report", "draft", T0, None) == (1, "presence")
+
+
+def test_waiting_steps_are_those_whose_inputs_are_in_the_log_and_requested_compensations() -> None:
+    depends = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    nodes = [StepNode(name=name, depends_on=deps, compensable=True) for name, deps in depends.items()]
+    graph = Graph.of("w", nodes)
+    running = SagaState("1", "w", goal_seen=True, graph=graph, completed=frozenset({"a", "b"}))
+    compensating = SagaState("2", "v", goal_seen=True, graph=graph, completed=frozenset({"a"}),
+                             failed={"b": "boom"}, compensation_requested=frozenset({"a"}))
+    assert waiting_steps([running, compensating]) == {("w", "c"), ("v", "c"), ("v", "a")}
 
 
 async def test_agents_lists_every_step_with_who_serves_it_and_flags_a_step_nobody_serves() -> None:

@@ -111,7 +111,7 @@ def _print_agents(rows: list[dict[str, Any]]) -> None:
     for column in ("workflow", "step", "agent", "live", "last seen", "lag", "breaker", "retry", "timeout", ""):
         table.add_column(column, no_wrap=True)
     for row in rows:
-        live = str(row["live"]) + (" (group)" if row["live_by"] == "group" else "")
+        live = "?" if row["live"] is None else str(row["live"]) + (" (group)" if row["live_by"] == "group" else "")
         flag = "NO LIVE AGENT" if row["no_live_agent"] else ""
         if row["refused"]:
             flag = f"{flag} refused: {row['refused']}".strip()
@@ -119,6 +119,9 @@ def _print_agents(rows: list[dict[str, Any]]) -> None:
                       "-" if row["lag"] is None else str(row["lag"]), row["breaker"] or "-", _retry(row["retry"]),
                       _ms(row["timeout_ms"]), flag, style="red" if row["no_live_agent"] else None)
     console.print(table)
+    if any(row["live"] is None for row in rows):
+        console.print("live ?: unknown; no agent instance publishes presence on the status topic, and this "
+                      "broker's group membership is not trusted")
     for row in rows:
         for instance in row["instances"]:
             if instance["live"]:
@@ -135,7 +138,9 @@ def print_pending(console: Any, pending: list[dict[str, Any]]) -> None:
         waited = "?" if item["waited_s"] is None else f"{item['waited_s']:g}s"
         tries = f", {item['attempts_failed']} failed attempt(s)" if item["attempts_failed"] else ""
         line = f"  pending: {what}, waiting {waited}{tries}"
-        if "live" in item:
+        if item.get("live", 0) is None:
+            line += ", live agents unknown (no presence on the status topic)"
+        elif "live" in item:
             if item["no_live_agent"]:
                 console.print(f"{line}, [red]NO LIVE AGENT[/red]")
                 continue

@@ -71,26 +71,17 @@ def ls(
     if not letters:
         print("no dead letters")
         return
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for column in ("id", "time", "consumer", "origin", "workflow id", "kind", "reason", "redrives", "redriven"):
-        table.add_column(column, no_wrap=column not in ("reason", "redriven"))
+    # One line each, the reason last and whole: reasons are long, and they are what one reads.
+    rows = [["id", "time", "consumer", "origin", "workflow id", "kind", "redrives", "redriven", "reason"]]
     for x in letters:
         data = x.json()
         origin = "?" if data["topic"] is None else f"{data['topic']}:{data['origin_partition']}@{data['origin_offset']}"
-        table.add_row(x.id, x.time[:23], x.consumer, origin, x.workflow_id or "-", data["kind"] or "-",
-                      x.reason + (" [truncated]" if x.truncated else ""), str(x.redrive_count),
-                      ", ".join(x.redriven) or "-", style="dim" if x.redriven else None)
-    _console().print(table)
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=160)
+        rows.append([x.id, x.time[:19].replace("T", " "), x.consumer or "?", origin, x.workflow_id or "-",
+                     data["kind"] or "-", str(x.redrive_count), ",".join(x.redriven) or "-",
+                     x.reason + (" [truncated]" if x.truncated else "")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
 def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:

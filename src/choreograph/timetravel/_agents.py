@@ -48,6 +48,8 @@ async def agents_report(settings: Settings, *, workflow: str | None = None, tran
 
     A row's `no_live_agent` is set when no instance is live: none sent a fresh presence and (where
     the broker says) its consumer group has no member. `live_by` says which of the two counted.
+    `live` and `no_live_agent` are None when nobody can tell: no agent instance of any step sends
+    presence, and the broker's group membership is not trusted (see transport.group_members).
 
     Args:
         settings: The broker and namespace.
@@ -84,7 +86,7 @@ def _row(registry: Registry, status: Status, workflow: str, step: str, now: int,
     policy = None if contract is None or contract.retry is None else contract.retry.model_dump()
     return {
         "workflow": workflow, "step": step, "agent": None if contract is None else contract.agent, "group": group,
-        "live": count, "live_by": by, "no_live_agent": count == 0, "members": members,
+        "live": count, "live_by": by, "no_live_agent": None if count is None else count == 0, "members": members,
         "instances": [i.json(now) for i in instances],
         "last_seen": instances[0].presence.seen_at if instances else None,
         "last_seen_ago_s": round((now - instances[0].presence.seen_at) / 1000, 1) if instances else None,

@@ -134,4 +134,4 @@ async def _who_serves(pending: list[dict[str, Any]], workflow: str, settings: Se
         item["live"] = count
         item["live_by"] = by
         item["instances"] = [i.presence.instance for i in status.of(workflow, step) if i.live(now)]
-        item["no_live_agent"] = count == 0
+        item["no_live_agent"] = None if count is None else count == 0

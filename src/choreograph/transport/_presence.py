@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import DecodeError
 from ..events._avro import SchemaStore
 from ..events._faults import AgentPresence, BreakerChanged
+from ..saga._decide import SagaState
 from ._clock import SYSTEM_CLOCK, Clock
 from ._port import Consumer, TopicPartition, Transport
 from ._registry import framework_store
@@ -115,11 +116,13 @@ class Status:
         return [i.presence for i in self.of(workflow, step) if i.live(now_ms)]
 
 
-def serving(status: Status, workflow: str, step: str, now_ms: int, members: int | None) -> tuple[int, str | None]:
-    """How many instances serve a step now, and how that is known: ("presence" or "group"), or (0, None).
+def serving(status: Status, workflow: str, step: str, now_ms: int,
+            members: int | None) -> tuple[int | None, str | None]:
+    """How many instances serve a step now, and how that is known ("presence" or "group").
 
     Live instances count by their presence. For a step none of whose instances ever sent one
-    (agents older than presence), the members of its consumer group count instead, if known.
+    (agents older than presence), the members of its consumer group count instead, if known; if
+    no instance of any step sent presence either, nobody can tell: (None, None).
 
     Args:
         status: The status topic, read.
@@ -127,13 +130,18 @@ def serving(status: Status, workflow: str, step: str, now_ms: int, members: int 
         step: The step.
         now_ms: Now.
         members: Its consumer group's member count, if known.
+
+    Returns:
+        (count, how), (0, None) for a step nobody serves, (None, None) when unknown.
     """
     instances = status.of(workflow, step)
     live = sum(1 for i in instances if i.live(now_ms))
     if live:
         return live, "presence"
-    if not instances and members:
-        return members, "group"
+    if not instances and members is not None:
+        return (members, "group") if members else (0, None)
+    if not status.instances:
+        return None, None
     return 0, None
 
 
@@ -246,3 +254,28 @@ class LivenessWatch:
                             "agent, or retire the step (choreo agents retire %s %s)", step, workflow, last,
                             workflow, step)
         return found
+
+
+def waiting_steps(states: Iterable[SagaState]) -> set[tuple[str, str]]:
+    """(workflow, step) of every step that open sagas wait on now: its inputs are in the log, it is unfinished.
+
+    Also each requested compensation not yet done. What a coordinator passes to LivenessWatch.missing.
+
+    Args:
+        states: Open sagas.
+
+    Returns:
+        The steps.
+    """
+    found: set[tuple[str, str]] = set()
+    for state in states:
+        graph = state.graph
+        if graph is None or state.outcome is not None:
+            continue
+        completed = state.completed & graph.nodes.keys()
+        for step in graph.live(completed, state.failed):
+            if all(d in completed for d in graph.nodes[step].depends_on):
+                found.add((state.workflow, step))
+        undone = state.compensated | state.compensation_failed.keys()
+        found.update((state.workflow, step) for step in state.compensation_requested - undone)
+    return found
