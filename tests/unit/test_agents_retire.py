@@ -88,6 +88,16 @@ async def test_the_liveness_watch_logs_a_step_with_no_live_agent_once(caplog: py
         await watch.stop()
 
 
+async def test_the_liveness_watch_says_nothing_while_no_agent_sends_presence() -> None:
+    clock = ManualClock(T0)
+    watch = LivenessWatch(await _status_transport(clock), clock)
+    await watch.start()
+    try:
+        assert watch.missing([("report", "chart")]) == []
+    finally:
+        await watch.stop()
+
+
 def test_liveness_is_unknown_only_when_nobody_sends_presence_and_membership_is_not_known() -> None:
     nobody = Status()
     assert serving(nobody, "report", "chart", T0, None) == (None, None)

@@ -157,7 +157,7 @@ def show(
 
 @dlq_app.command("redrive")
 def redrive(
-    letter_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="a dead letter's id")] = None,
+    letter_id: Annotated[str | None, typer.Argument(metavar="ID", help="a dead letter's id")] = None,
     workflow: Annotated[str | None, typer.Option(help="every dead letter of this workflow id")] = None,
     everything: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be redriven; send nothing")] = False,

@@ -51,9 +51,11 @@ async def state_report(workflow_id: str, *, settings: Settings | None = None, at
     catalog = catalog_for(entries, recording.catalog())
     if diff is None:
         report = fold(entries, catalog, at).json()
-        now = clock.now_ms() if at is None else (report["at"] or {}).get("timestamp", clock.now_ms())
+        # Waits run to now on the broker; to the point's own time for a past point or an archive.
+        live = at is None and archive is None
+        now = clock.now_ms() if live else (report["at"] or {}).get("timestamp", clock.now_ms())
         report["pending"] = pending_steps(entries, report, now)
-        if at is None and archive is None and settings is not None and report["pending"]:
+        if live and settings is not None and report["pending"]:
             await _who_serves(report["pending"], report["workflow"], settings, clock)
         return report
     before, after = fold(entries, catalog, diff[0]).json(), fold(entries, catalog, diff[1]).json()

@@ -231,7 +231,9 @@ class LivenessWatch:
     def missing(self, steps: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Of `steps` (workflow, step) that something waits for, those no live agent serves; each logged once.
 
-        A step is logged again only after an instance of it was live in between.
+        A step is logged again only after an instance of it was live in between. While no agent
+        instance at all has sent presence since the watch's lookback, nothing is reported: agents
+        that send none cannot be told from agents that are gone.
 
         Args:
             steps: Steps with work waiting for them.
@@ -239,6 +241,8 @@ class LivenessWatch:
         Returns:
             The steps with no live agent, newly logged or not.
         """
+        if not self.status.instances:
+            return []  # no agent sends presence (or none has in the lookback): nobody can tell
         now = self._clock.now_ms()
         found = []
         for workflow, step in steps:
