@@ -13,6 +13,8 @@ import typer
 
 from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidationError
 from ..transport._settings import Settings, check_env
+from ._agents import agents_app
+from ._dlq import dlq_app
 from ._input import REJECTED, USAGE, err, exit_code, fail, goal_data, positive_seconds, seconds, workflow_id
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(coordinator_app, name="coordinator")
 archive_app = typer.Typer(help="Archive every event to Avro files on disk, and restore them into a broker.")
 app.add_typer(archive_app, name="archive")
+app.add_typer(agents_app, name="agents")
+app.add_typer(dlq_app, name="dlq")
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
@@ -176,8 +180,10 @@ def history(
     timeout: Annotated[float | None, typer.Option(help="with --follow: give up after SECONDS", callback=seconds)
                        ] = None,
 ) -> None:
-    """A workflow's events in log order: time, offset, kind, step, source, cause, detail."""
-    from ..saga._entries import entry_of
+    """A workflow's events in log order: time, offset, kind, step, source, cause, detail.
+
+    Its dead letters are shown too (kind dead_letter, with the reason), each after the record it copies.
+    """
     from ..timetravel._history import History
     from ._render import Timeline
 
@@ -186,10 +192,9 @@ def history(
 
     async def from_broker() -> None:
         async with History(Settings.from_env()) as reader:
-            async for record in reader.records(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
-                                               since_ms=since_ms):
-                if (entry := entry_of(record, reader.store)) is not None:
-                    timeline.add(entry)
+            async for entry in reader.entries(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
+                                              since_ms=since_ms):
+                timeline.add(entry)
 
     async def from_dir(directory: Path) -> None:
         from ..timetravel._archive import Archive

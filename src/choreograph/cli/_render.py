@@ -16,14 +16,16 @@ if TYPE_CHECKING:
     from ..sandbox._compare import ReplayReport
 
 _STYLE = {"compensation_requested": "yellow", "compensation_completed": "yellow", "compensation_failed": "red",
-          "step_failed": "red", "outcome": "bold", "goal": "bold"}
+          "step_failed": "red", "outcome": "bold", "goal": "bold", "dead_letter": "red"}
 _MARK = {"compensation_requested": "↺", "compensation_completed": "↺", "compensation_failed": "↺✗",
-         "step_failed": "✗", "outcome": "■", "goal": "▶"}
+         "step_failed": "✗", "outcome": "■", "goal": "▶", "dead_letter": "☠"}
 
 
 def detail(entry: HistoryEntry) -> str:
     """The one fact that matters most about an event, in a few words."""
     data = entry.data or {}
+    if entry.kind == "dead_letter":
+        return f"DEAD-LETTERED (dlq {data.get('id')}): {data.get('reason')}"
     if entry.error:
         return f"unreadable payload: {entry.error}"
     if entry.kind == "outcome":
@@ -87,7 +89,8 @@ class Timeline:
         else:
             at = self._offsets.get(e.causation_id)
             cause = f"← @{at}" if at is not None else "← ?"
-        return [str(e.offset), e.time[11:23], _MARK.get(e.kind, ""), e.kind, e.step or "",
+        offset = f"dlq {e.offset}" if e.kind == "dead_letter" else str(e.offset)  # an offset of another topic
+        return [offset, e.time[11:23], _MARK.get(e.kind, ""), e.kind, e.step or "",
                 e.source.rsplit("/", 1)[-1], cause, detail(e)]
 
     def done(self) -> None:
@@ -126,6 +129,9 @@ def print_state(report: dict[str, Any]) -> None:
             console.print(f"  {name}: {report[name]}")
     for decision in report["decided"]:
         console.print(f"  decided here: {decision['kind']} {decision['step'] or ''}")
+    from ._agents import print_pending
+
+    print_pending(console, report.get("pending") or [])
 
 
 def print_replay(report: ReplayReport) -> None:

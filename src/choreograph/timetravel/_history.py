@@ -4,6 +4,9 @@ The workflow id is the record key, so the whole history is on one partition of t
 a UUIDv7 workflow id carries its goal's publication time: the reader asks the broker for the first
 offset at that time (ListOffsets by timestamp) and reads from there to the workflow's outcome, not
 the partition from its start. Ids of other shapes are read from the partition's start (or --since).
+
+`History.entries` (what `choreo history` prints) adds the workflow's dead letters, each right after
+the record it is a copy of (kind "dead_letter", see dead_letter_entry).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import AsyncIterator
 from ..events._avro import SchemaStore
 from ..events._envelope import workflow_time_ms
 from ..events._records import StoredRecord
-from ..saga._entries import HistoryEntry, entries_of, is_outcome
+from ..saga._entries import HistoryEntry, entries_of, entry_of, is_outcome
+from ..transport._deadletter import DeadLetter
+from ..transport._dlq import DeadLetterBox
 from ..transport._kafka import Kafka
 from ..transport._port import Consumer, TopicPartition, Transport
 from ..transport._registry import Registry
@@ -104,6 +109,55 @@ class History:
                     if (follow or not to_end) and is_outcome(stored):
                         return
 
+    async def entries(self, workflow_id: str, *, to_end: bool = False, follow: bool = False,
+                      timeout_s: float | None = None, since_ms: int | None = None) -> AsyncIterator[HistoryEntry]:
+        """The workflow's events (see records) with its dead letters, each after the record it copies.
+
+        Dead letters of records not read (after the outcome, or before the start) come last. With
+        `follow`, the dead-letter topic is read again at the end, for those written meanwhile.
+
+        Args:
+            workflow_id: The workflow instance's id.
+            to_end: As for records.
+            follow: As for records.
+            timeout_s: As for records.
+            since_ms: As for records.
+
+        Yields:
+            History entries, dead letters with kind "dead_letter".
+        """
+        letters = await self.dead_letters(workflow_id, since_ms)
+        by_origin: dict[object, list[DeadLetter]] = {}
+        for letter in letters:
+            by_origin.setdefault(letter.origin, []).append(letter)
+        shown: set[str] = set()
+        async for record in self.records(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout_s,
+                                         since_ms=since_ms):
+            if (entry := entry_of(record, self.store)) is not None:
+                yield entry
+            for letter in by_origin.pop(((record.topic, record.partition), record.offset), ()):
+                shown.add(letter.id)
+                yield dead_letter_entry(letter)
+        if follow:
+            letters = await self.dead_letters(workflow_id, since_ms)
+        for letter in letters:
+            if letter.id not in shown:
+                yield dead_letter_entry(letter)
+
+    async def dead_letters(self, workflow_id: str, since_ms: int | None = None) -> list[DeadLetter]:
+        """The dead letters of the workflow's records, from `since_ms` or the id's time (less the slack).
+
+        Args:
+            workflow_id: The workflow instance's id (the records' key).
+            since_ms: Where to start reading (Unix ms), instead of the id's time.
+
+        Returns:
+            The dead letters, in the order they were written.
+        """
+        at = since_ms if since_ms is not None else workflow_time_ms(workflow_id)
+        return await DeadLetterBox(self._kafka).read(since_ms=None if at is None else max(0, at - SEEK_SLACK_MS),
+                                                      key=workflow_id.encode())
+
     async def _seek_start(self, consumer: Consumer, tp: TopicPartition, end: int,
                           workflow_id: str | None, since_ms: int | None) -> None:
         """Seek to the first offset at `since_ms`, or the id's time, less the slack.
@@ -117,6 +171,22 @@ class History:
         found = (await consumer.offsets_for_times({tp: max(0, at - SEEK_SLACK_MS)}))[tp]
         # Nothing logged since then: Kafka answers None, Tansu offset 0 with timestamp -1.
         consumer.seek(tp, end if found is None or found.timestamp < 0 else found.offset)
+
+
+def dead_letter_entry(letter: DeadLetter) -> HistoryEntry:
+    """A dead letter as a history entry: kind "dead_letter", its cause the event it copies.
+
+    Its topic, partition and offset are the dead letter's own; `source` is the consumer that could
+    not read the record, and `data` the dead letter's JSON (reason, origin, redrive count, ...).
+    """
+    header = letter.header
+    return HistoryEntry(
+        topic=letter.topic, partition=letter.partition, offset=letter.offset,
+        timestamp=letter.timestamp, time=letter.time or header("ce_time") or "", type=header("ce_type") or "",
+        kind="dead_letter", step=header("ce_step"), event_id=f"dlq:{letter.id}", causation_id=header("ce_id"),
+        source=letter.consumer, traceparent=header("traceparent"), data=letter.json(),
+        workflow_id=letter.workflow_id or "", workflow=header("ce_workflow") or "",
+        headers=tuple((k, "" if v is None else v.decode(errors="replace")) for k, v in letter.headers))
 
 
 async def history(settings: Settings, workflow_id: str, *, to_end: bool = False,

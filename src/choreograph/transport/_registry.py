@@ -282,3 +282,32 @@ async def announce(producer: Producer, registry_topic: str, events_topic: str, p
         futures.append(await producer.send(events_topic, value=value, key=envelope.key, headers=headers,
                                            partition=partition))
     await asyncio.gather(*futures)
+
+
+async def retire(producer: Producer, registry_topic: str, events_topic: str, partitions: int, workflow: str,
+                 step: str, source: str) -> None:
+    """Remove a step's contract: a tombstone on the registry, and a tombstone marker on every events partition.
+
+    The marker is to a retirement what announce's copy is to an announcement: the coordinator reads
+    it in order with the goals of its partition (Contracts.apply removes the contract), so a goal
+    published after this returns runs without the step. Workflows already started keep the graph
+    their WorkflowStarted fixed. An agent of the step that starts again announces it again.
+
+    Args:
+        producer: A started producer.
+        registry_topic: The registry topic.
+        events_topic: The events topic.
+        partitions: How many partitions the events topic has.
+        workflow: The step's workflow.
+        step: The step.
+        source: Who retires it (CloudEvents source).
+    """
+    key = f"{workflow}/{step}"
+    envelope = Envelope.new(type=StepContract.type_name(), source=source, workflow=workflow, workflow_id=key,
+                            kind=Kind.OTHER, step=step)
+    headers = envelope.headers()
+    futures = [await producer.send(registry_topic, value=None, key=envelope.key, headers=headers)]
+    for partition in range(partitions):
+        futures.append(await producer.send(events_topic, value=None, key=envelope.key, headers=headers,
+                                           partition=partition))
+    await asyncio.gather(*futures)
