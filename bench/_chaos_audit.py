@@ -105,6 +105,7 @@ class Audit:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     trails: dict[str, str] = field(default_factory=dict)  # a few lost sagas: how far they got
     runs: dict[tuple[str, str], list[HandlerRun]] = field(default_factory=dict)  # (workflow id, step) -> runs
+    reruns: list[dict[str, Any]] = field(default_factory=list)  # each re-run, with the death that explains it
 
     def add(self, goal: Goal, entries: list[HistoryEntry], runs: dict[str, list[HandlerRun]]) -> None:
         """Check one workflow: its history (less what the harness injected) and its handler runs."""
@@ -149,11 +150,15 @@ class Audit:
                 if logged_ns is not None and run.started_ns >= logged_ns + 1_000_000:
                     self.reruns_after_result += 1
                     self.remember("reruns_after_result", workflow_id)
-                cause = explaining_kill(self.kills, before, run, logged_ns)
-                if cause is None:
+                kill = explaining_kill(self.kills, before, run, logged_ns)
+                if kill is None:
                     self.count("reruns_unexplained", workflow_id)
+                    self.reruns.append({"workflow_id": workflow_id, "step": step, "kill": None})
                 else:
-                    self.reruns_explained[cause] += 1
+                    self.reruns_explained[kill.cause] += 1
+                    after_ms = (kill.at_ns - before.done_ns) // 1_000_000
+                    self.reruns.append({"workflow_id": workflow_id, "step": step, "kill": kill.cause,
+                                        "role": kill.role, "ms_after_effect": after_ms})
 
     def count(self, problem: str, workflow_id: str) -> None:
         setattr(self, problem, getattr(self, problem) + 1)
@@ -170,20 +175,20 @@ class Audit:
                 "wrong_compensations": self.wrong_compensations, "wrong_status": self.wrong_status,
                 "effects_rerun": self.effects_rerun, "reruns_explained_by": dict(self.reruns_explained),
                 "reruns_unexplained": self.reruns_unexplained, "reruns_after_result": self.reruns_after_result,
-                "statuses": dict(self.statuses)}
+                "statuses": dict(self.statuses), "reruns": self.reruns}
 
     def holds(self) -> bool:
         """The invariants: nothing lost or doubled, compensations exact, every re-run explained."""
         return not any(getattr(self, name) for name in INVARIANTS) and not self.wrong_status
 
 
-def explaining_kill(kills: list[Kill], before: HandlerRun, rerun: HandlerRun, logged_ns: int | None) -> str | None:
-    """The cause of the death that explains `rerun`: the process of the run `before` it died after
-    that run's effect, before the re-run started, and before the step's result was in the log."""
+def explaining_kill(kills: list[Kill], before: HandlerRun, rerun: HandlerRun, logged_ns: int | None) -> Kill | None:
+    """The death that explains `rerun`: the process of the run `before` it died after that run's
+    effect, before the re-run started, and before the step's result was in the log."""
     for kill in kills:
         if kill.pid == before.pid and before.done_ns <= kill.at_ns <= rerun.started_ns and (
                 logged_ns is None or kill.at_ns < logged_ns + 1_000_000):
-            return kill.cause
+            return kill
     return None
 
 

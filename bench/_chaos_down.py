@@ -1,15 +1,25 @@
 """An agent down for good (its step times out, the saga compensates in bounded time), an agent down
-for less than its step timeout (the sagas complete), and a workflow deadline shorter than the wait."""
+for less than its step timeout (the sagas complete), and a workflow deadline shorter than the wait.
+
+The step's timeout is the scenario's: the harness announces `draft`'s contract with it, as a copy of
+`draft` started with REPORT_STEP_TIMEOUT_S would at start-up (no process restart needed), and the
+goals published after it run with it (a workflow's graph is fixed when its goal is read).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 from choreograph import HistoryEntry
+from choreograph.events import RetryPolicy, WorkflowStarted, agent_source
+from choreograph.runtime import load_agent
+from choreograph.transport import announce
 
 from ._chaos_audit import Audit, Log
 from ._chaos_kills import attempts_failed
@@ -20,10 +30,13 @@ STEP, BEFORE = "draft", "analyze"  # the step whose agent goes down, and the ste
 # compensation of the two steps before it and the outcome are published and handled (well under 1 s
 # on a quiet machine; the rest is room for a loaded one).
 SLACK_S = 5.0
+STARTED = WorkflowStarted.type_name()
+# "brief": how the agent is down for a while: SIGKILLed and started again after its group sessions
+# expired, or frozen (SIGSTOP, then SIGCONT) for less than a session: quicker, for the short variant.
 DOWN = {"full": {"timeout": 4.0, "attempts": 2, "goals": 10, "deadline_goals": 2, "deadline_s": 2.0,
-                 "less_timeout": 30.0, "less_goals": 10, "down_s": 5.0},
+                 "less_timeout": 30.0, "less_goals": 10, "down_s": 5.0, "brief": "restart"},
         "short": {"timeout": 2.0, "attempts": 1, "goals": 2, "deadline_goals": 1, "deadline_s": 1.0,
-                  "less_timeout": 20.0, "less_goals": 2, "down_s": 3.5}}
+                  "less_timeout": 10.0, "less_goals": 2, "down_s": 1.0, "brief": "freeze"}}
 
 
 async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:
@@ -39,12 +52,13 @@ async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:
         return int(size["attempts"] * size["timeout"] * 1000 + waits + SLACK_S * 1000)
 
     scenario.started_ns = time.time_ns()
-    stopped, late = await _down_for_good(chaos, scenario.name, roles, size, bound_ms)
+    stopped, late = await _down_for_good(chaos, scenario.name, roles, size, policy, bound_ms)
     brief, downtime = await _down_briefly(chaos, scenario.name, roles, size)
     scenario.ended_ns = time.time_ns()
     scenario.goals = stopped + late + brief
     scenario.figures.update({"step_timeout_s": size["timeout"], "attempts": size["attempts"], "slack_s": SLACK_S,
-                             "brief_downtime_s": round(downtime, 1), "brief_step_timeout_s": size["less_timeout"]})
+                             "brief_outage": size["brief"], "brief_downtime_s": round(downtime, 1),
+                             "brief_step_timeout_s": size["less_timeout"]})
     scenario.checks.append(Check("brief outage shorter than the step timeout", downtime < size["less_timeout"],
                                  f"{downtime:.1f} s < {size['less_timeout']} s"))
 
@@ -59,7 +73,10 @@ async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:
         clean = sum(1 for g in brief if attempts_failed(log.entries.get(g.workflow_id, []), STEP) == 0
                     and _status(log.entries.get(g.workflow_id, [])) == "completed")
         scenario.figures["down_for_good_s"] = max(seconds, default=None)
+        graphs = sum(1 for g in stopped if _timeout_ms(log.entries.get(g.workflow_id, [])) == size["timeout"] * 1000)
         return [
+            Check(f"the goals ran with {STEP}'s announced timeout", graphs == len(stopped),
+                  f"{graphs}/{len(stopped)} graphs with {size['timeout']} s"),
             Check(f"down for good: compensated, {STEP} timed out, within {size['attempts']} x "
                   f"{size['timeout']} s + backoff + {SLACK_S} s slack", in_time == len(stopped),
                   f"{in_time}/{len(stopped)}; slowest {max(seconds, default=0):.1f} s after {BEFORE} completed",
@@ -74,14 +91,13 @@ async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:
     return scenario
 
 
-async def _down_for_good(chaos: Chaos, name: str, roles: list[str], size: dict[str, Any],
+async def _down_for_good(chaos: Chaos, name: str, roles: list[str], size: dict[str, Any], policy: RetryPolicy,
                          bound_ms: Callable[[str], int]) -> tuple[list[Goal], list[Goal]]:
-    """Agents announcing a short timeout, stopped before any goal; goals (some with a workflow
-    deadline shorter than the step's) wait for them until their deadlines pass."""
-    await _restart(chaos, roles, {"REPORT_STEP_TIMEOUT_S": str(size["timeout"]),
-                                  "REPORT_MAX_ATTEMPTS": str(size["attempts"])})
+    """Every copy SIGKILLed after announcing a short timeout; goals (some with a workflow deadline
+    shorter than the step's) wait for it until their deadlines pass."""
     for role in roles:
         chaos.fleet.kill(role, restart=False)
+    await _announce(chaos, size["timeout"], policy)
     stopped: list[Goal] = []
     for _ in range(size["goals"]):
         if goal := await chaos.publish(name, expect="compensated", plan={"down": "for good"}):
@@ -97,32 +113,47 @@ async def _down_for_good(chaos: Chaos, name: str, roles: list[str], size: dict[s
 
 
 async def _down_briefly(chaos: Chaos, name: str, roles: list[str], size: dict[str, Any]) -> tuple[list[Goal], float]:
-    """Agents with a longer timeout stopped while goals arrive, and back before it passes."""
-    await _restart(chaos, roles, {"REPORT_STEP_TIMEOUT_S": str(size["less_timeout"])}, held=True)
-    # SIGKILLed, and started again once their sessions have expired (after ~3 s; sooner, the new
-    # members would wait for the group to drop the dead ones).
-    killed = time.monotonic()
+    """Back up, announcing the longer timeout; then down while goals arrive, and back before it passes."""
     for role in roles:
-        chaos.fleet.kill(role, restart=False)
+        chaos.fleet.release(role)
+    await asyncio.to_thread(chaos.fleet.wait_ready, roles)
+    await _announce(chaos, size["less_timeout"], None)
+    down = time.monotonic()
+    pids = [chaos.fleet.current[role].process.pid for role in roles]
+    if size["brief"] == "freeze":
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+    else:
+        for role in roles:
+            chaos.fleet.kill(role, restart=False)
     brief: list[Goal] = []
     for _ in range(size["less_goals"]):
         if goal := await chaos.publish(name, plan={"down": "briefly"}):
             brief.append(goal)
-    await asyncio.sleep(size["down_s"])
-    await _restart(chaos, roles, None, held=True)
-    downtime = time.monotonic() - killed
+    # A SIGKILLed member is dropped from its group after the session (~3 s): started again sooner,
+    # the new members would wait for that anyway. A frozen one stays a member if back within it.
+    await asyncio.sleep(max(0.0, size["down_s"] - (time.monotonic() - down)))
+    if size["brief"] == "freeze":
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    else:
+        for role in roles:
+            chaos.fleet.release(role)
+        await asyncio.to_thread(chaos.fleet.wait_ready, roles)
+    downtime = time.monotonic() - down
     await chaos.drain(brief, size["less_timeout"] + 30)
     return brief, downtime
 
 
-async def _restart(chaos: Chaos, roles: list[str], env: dict[str, str] | None, *, held: bool = False) -> None:
-    """Start the roles again (with `env` from now on, if given) and wait until each is ready; a role
-    still running is stopped gracefully first (it leaves its group at once, so the new one joins fast)."""
-    for role in roles:
-        if not held:
-            await asyncio.to_thread(chaos.fleet.stop_role, role)
-        chaos.fleet.release(role, env)
-    await asyncio.to_thread(chaos.fleet.wait_ready, roles)
+async def _announce(chaos: Chaos, timeout_s: float, policy: RetryPolicy | None) -> None:
+    """Announce `draft`'s contract with this timeout (and retry policy, if given) as its agent would."""
+    contract = load_agent(f"services.report.{STEP}:agent").contract()
+    update: dict[str, Any] = {"timeout_ms": int(timeout_s * 1000)}
+    if policy is not None:
+        update["retry"] = policy
+    settings = chaos.settings
+    await announce(chaos.producer, settings.registry_topic, settings.events_topic, settings.partitions,
+                   contract.model_copy(update=update), agent_source("report", STEP))
 
 
 def _timed_out_after_ms(entries: list[HistoryEntry]) -> int | None:
@@ -136,6 +167,15 @@ def _timed_out_after_ms(entries: list[HistoryEntry]) -> int | None:
     if data.get("status") != "compensated" or data.get("failed_step") != STEP:
         return None
     return outcome.timestamp - ready
+
+
+def _timeout_ms(entries: list[HistoryEntry]) -> int | None:
+    """STEP's timeout in the graph the workflow started with (its WorkflowStarted event)."""
+    for entry in entries:
+        if entry.type == STARTED:
+            nodes = (entry.data or {}).get("steps") or []
+            return next((n.get("timeout_ms") for n in nodes if n.get("name") == STEP), None)
+    return None
 
 
 def _status(entries: list[HistoryEntry]) -> str | None:

@@ -119,14 +119,6 @@ class Fleet:
             self._note(role, f"SIGKILL to pid {process.pid} (chaos); held down")
         return kill
 
-    def stop_role(self, role: str) -> None:
-        """Stop the role's process gracefully (SIGTERM: it leaves its group at once) and hold it down."""
-        self.held.add(role)
-        process = self.current[role].process
-        terminate(process.pid, grace_s=10)
-        process.poll()
-        self._note(role, f"SIGTERM to pid {process.pid} (chaos); held down")
-
     def release(self, role: str, env: dict[str, str] | None = None) -> None:
         """Start a held-down role again (with `env` added to its environment from now on)."""
         if env is not None:

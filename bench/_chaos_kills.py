@@ -16,8 +16,10 @@ from ._chaos_plan import Chaos, Check, Scenario
 FAIL_SHARE = 0.10  # goals failing at a random step (fail_at): compensated
 TRANSIENT_SHARE = 0.15  # of the others: a random step fails its first attempt (retried)
 
-KILLS = {"full": {"goals": 300, "seconds": 80, "kill_every": 2.0, "in_flight": 32, "min_kills": 30, "drain": 180},
-         "short": {"goals": 24, "seconds": 6, "kill_every": 1.5, "in_flight": 16, "min_kills": 3, "drain": 40}}
+KILLS = {"full": {"goals": 300, "seconds": 80, "kill_every": 2.0, "in_flight": 32, "min_kills": 30, "max_kills": None,
+                  "drain": 180},
+         "short": {"goals": 24, "seconds": 6, "kill_every": 1.5, "in_flight": 16, "min_kills": 3, "max_kills": 4,
+                   "drain": 40}}
 CRASHES = {"full": {"effect": 22, "publish": 22, "clean": 16, "seconds": 50, "in_flight": 16, "drain": 120},
            "short": {"effect": 2, "publish": 2, "clean": 2, "seconds": 3, "in_flight": 8, "drain": 40}}
 # Kill rounds are capped: each one stops every coordinator for a few seconds (restart, then the
@@ -41,7 +43,7 @@ async def kills(chaos: Chaos, size: dict[str, Any]) -> Scenario:
         else:
             plans.append({})
     before = len(chaos.fleet.sigkills)
-    chaos.kill_every, chaos.victims = size["kill_every"], chaos.fleet.roles()
+    chaos.kill_every, chaos.kills_left, chaos.victims = size["kill_every"], size["max_kills"], chaos.fleet.roles()
     scenario.started_ns = time.time_ns()
     try:
         scenario.goals = await chaos.publish_paced("kills", plans, size["seconds"], size["in_flight"])
@@ -145,8 +147,10 @@ async def coordinator_compensating(chaos: Chaos, size: dict[str, Any]) -> Scenar
 
 
 def attempts_failed(entries: list[HistoryEntry], step: str) -> int:
-    """How many failed attempts of `step` the history shows (StepAttemptFailed and StepTimedOut)."""
-    return sum(1 for e in entries if e.step == step and e.kind in ("step_attempt_failed", "step_timed_out"))
+    """How many failed attempts of `step` (not of its compensation) the history shows: StepAttemptFailed
+    (from its agent: another attempt is due) and StepTimedOut (from the coordinator)."""
+    return sum(1 for e in entries if e.step == step and e.kind in ("step_attempt_failed", "step_timed_out")
+               and not (e.data or {}).get("compensation"))
 
 
 def outcome_status(entries: list[HistoryEntry]) -> str | None:

@@ -85,6 +85,7 @@ class Chaos:
         self.publish_errors = 0
         self.victims: list[str] = []  # roles the keeper SIGKILLs at random, one every `kill_every` s
         self.kill_every = 2.0
+        self.kills_left: int | None = None  # of those random SIGKILLs; None: no limit
         self._producer: Any = None
 
     async def __aenter__(self) -> Chaos:
@@ -97,17 +98,23 @@ class Chaos:
     async def __aexit__(self, *exc: object) -> None:
         await self._producer.stop()
 
+    @property
+    def producer(self) -> Any:
+        """The harness's own producer (started): for injected records and announcements."""
+        return self._producer
+
     async def keep(self) -> None:
         """Forever: restart services that died on their own; SIGKILL one of `victims` now and then."""
         next_kill = time.monotonic() + self.kill_every
         while True:
             self.fleet.revive_crashed()
-            if not self.victims:
+            if not self.victims or self.kills_left == 0:
                 next_kill = time.monotonic() + self.kill_every
             elif time.monotonic() >= next_kill:
                 candidates = [role for role in self.victims if self.fleet.is_ready(role)]
                 if candidates:
                     self.fleet.kill(self.rng.choice(candidates))
+                    self.kills_left = None if self.kills_left is None else self.kills_left - 1
                 next_kill += self.kill_every
             await asyncio.sleep(0.1)
 

@@ -61,17 +61,20 @@ def judge(scenario: Scenario, audit: Audit, kills: list[Kill], checks: list[Chec
 
 
 def totals(outcomes: list[Outcome], fleet: Fleet, lags: dict[str, int], seed: int, seconds: float,
-           crashes: dict[str, Counter[str]]) -> dict[str, Any]:
-    """The run's figures: the scenarios' sums, and what the whole fleet did."""
+           crashes: dict[str, Counter[str]], last_outcome_ns: int | None) -> dict[str, Any]:
+    """The run's figures: the scenarios' sums, and what the whole fleet did (each death once, even
+    when scenarios ran at once)."""
     total: dict[str, Any] = {name: sum(o.figures[name] for o in outcomes) for name in SUMMED}
-    causes: Counter[str] = Counter()
+    kills = fleet.all_kills()
     explained: Counter[str] = Counter()
     for outcome in outcomes:
-        causes.update(outcome.figures["kills"])
         explained.update(outcome.figures["reruns_explained_by"])
-    total.update({"kills": dict(causes), "reruns_explained_by": dict(explained),
-                  "unexpected_exits": len(fleet.crashes), "unexpected_errors": sum(sum(c.values()) for c in
-                                                                                   crashes.values()),
+    drain = None
+    if kills and last_outcome_ns is not None:
+        drain = round(max(0, last_outcome_ns - kills[-1].at_ns) / 1e9, 1)
+    total.update({"kills": dict(Counter(k.cause for k in kills)), "reruns_explained_by": dict(explained),
+                  "drain_after_last_kill_s": drain, "unexpected_exits": len(fleet.crashes),
+                  "unexpected_errors": sum(sum(c.values()) for c in crashes.values()),
                   "max_committed_lag": max(lags.values(), default=0), "seconds": round(seconds, 1), "seed": seed})
     total["ok"] = all(o.ok for o in outcomes) and not total["unexpected_exits"] and \
         not total["unexpected_errors"] and not total["max_committed_lag"]

@@ -46,7 +46,7 @@ from choreograph import ChoreographError, Client, EmbeddedBroker, Settings
 from choreograph.transport import PROFILES, Kafka, TopicPartition
 
 from . import _chaos_down, _chaos_inputs, _chaos_kills
-from ._chaos_audit import Audit, committed_lags, read_effects, read_log
+from ._chaos_audit import Audit, Log, committed_lags, read_effects, read_log
 from ._chaos_fleet import COPIES, Fleet, report_roles
 from ._chaos_plan import MAX_ATTEMPTS, Chaos, Scenario
 from ._chaos_report import Outcome, judge, print_report, totals
@@ -145,7 +145,7 @@ async def settle(settings: Settings, timeout_s: float) -> dict[str, int]:
     return lags
 
 
-def audit(chaos: Chaos, scenarios: list[Scenario], log: Any, effects: Path, seed: int) -> list[Outcome]:
+def audit(chaos: Chaos, scenarios: list[Scenario], log: Log, effects: Path, seed: int) -> list[Outcome]:
     """Each scenario's goals against the log and the effect log; kills are the scenario's own
     (planned crashes of its workflows, SIGKILLs while it ran)."""
     runs = read_effects(effects)
@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         if broker is not None:
             broker.stop()
     outcomes = audit(chaos, scenarios, log, effects, args.seed)
-    total = totals(outcomes, fleet, lags, args.seed, time.monotonic() - started, crashes)
+    total = totals(outcomes, fleet, lags, args.seed, time.monotonic() - started, crashes,
+                   chaos.last_outcome_ns(chaos.goals))
     print_report(outcomes, total, fleet, crashes, str(workdir), args.keep)
     if total["ok"] and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)

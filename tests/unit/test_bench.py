@@ -72,7 +72,8 @@ def _kill(pid: int, at_ms: int, cause: str = "sigkill") -> Kill:
 def test_a_rerun_is_explained_only_by_a_death_of_its_process_inside_the_crash_window() -> None:
     first, again = HandlerRun(pid=10, started_ns=100 * MS, done_ns=150 * MS), HandlerRun(11, 400 * MS, 450 * MS)
     result_logged = 460 * MS  # by the run again
-    assert explaining_kill([_kill(10, 200, "crash:effect")], first, again, result_logged) == "crash:effect"
+    died = _kill(10, 200, "crash:effect")
+    assert explaining_kill([died], first, again, result_logged) == died
     assert explaining_kill([_kill(10, 120)], first, again, result_logged) is None  # died before the effect
     assert explaining_kill([_kill(12, 200)], first, again, result_logged) is None  # another process died
     assert explaining_kill([_kill(10, 200)], first, again, 180 * MS) is None  # its result was in the log first
