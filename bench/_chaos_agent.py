@@ -29,6 +29,7 @@ from typing import Any
 from choreograph import ChoreographError, ConfigurationError, Settings
 from choreograph.runtime import AgentRuntime, load_agent, serve
 from choreograph.transport import Kafka, RecordMetadata
+from services.report._faults import first_time, plan_of  # run from the project root, as services are
 
 CRASH_EXIT = 86  # a planned death (EX_... codes stop at 78; 86 is ours)
 _RESULT = b"step_completed"
@@ -70,15 +71,18 @@ class CrashingProducer:
                 held.cancel()
             elif (error := done.exception()) is not None:
                 held.set_exception(error)
-            else:
+            elif first_time(workflow_id, step, "crash-publish"):  # taken now: a death before this leaves it
                 die(window, workflow_id, step)
+            else:
+                held.set_result(done.result())
 
         future.add_done_callback(on_ack)
         return held
 
 
 def _planned(key: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> tuple[str | None, str, str]:
-    """(window, workflow id, step) if this record is a step result planned to crash its process now."""
+    """(window, workflow id, step) if this record is a step result planned to crash its process; an
+    "effect" crash is taken (once per run of the suite) here, a "publish" one once acknowledged."""
     kind = step = None
     for name, value in headers or ():
         if name == "ce_kind":
@@ -87,11 +91,9 @@ def _planned(key: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> 
             step = value
     if kind != _RESULT or step is None or not key:
         return None, "", ""
-    from services.report._faults import first_time, plan_of  # the project root is on the path
-
     workflow_id, step_name = key.decode(errors="replace"), step.decode(errors="replace")
     window = plan_of(workflow_id).get("crash", {}).get(step_name)
-    if window in ("effect", "publish") and first_time(workflow_id, step_name, f"crash-{window}"):
+    if window == "publish" or (window == "effect" and first_time(workflow_id, step_name, "crash-effect")):
         return window, workflow_id, step_name
     return None, "", ""
 

@@ -3,6 +3,7 @@ the coordinators killed while sagas compensate."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -20,8 +21,12 @@ KILLS = {"full": {"goals": 300, "seconds": 80, "kill_every": 2.0, "in_flight": 3
                   "drain": 180},
          "short": {"goals": 24, "seconds": 6, "kill_every": 1.5, "in_flight": 16, "min_kills": 3, "max_kills": 4,
                    "drain": 40}}
-CRASHES = {"full": {"effect": 22, "publish": 22, "clean": 16, "seconds": 50, "in_flight": 16, "drain": 120},
-           "short": {"effect": 2, "publish": 2, "clean": 2, "seconds": 3, "in_flight": 8, "drain": 40}}
+# More crashes are planned than required ("least"): a death also ends the other runs of its process,
+# and a planned crash whose run another death ended first may not happen (the result is in the log,
+# or the step ran again elsewhere). Crashes planned in turn on each step (goals in flight at once
+# mostly crash different processes) keep that rare.
+CRASHES = {"full": {"effect": 26, "publish": 26, "least": 20, "clean": 8, "seconds": 50, "in_flight": 10, "drain": 120},
+           "short": {"effect": 3, "publish": 3, "least": 2, "clean": 2, "seconds": 3, "in_flight": 6, "drain": 40}}
 # Kill rounds are capped: each one stops every coordinator for a few seconds (restart, then the
 # group waits out the dead members' sessions), so uncapped they would keep the sagas from ending.
 COMPENSATING = {"full": {"goals": 30, "seconds": 30, "undo_ms": 700, "gap": 4.0, "in_flight": 12, "rounds": 8,
@@ -75,7 +80,8 @@ async def crash_windows(chaos: Chaos, size: dict[str, Any]) -> Scenario:
     rng, scenario = chaos.rng, Scenario("crash_windows")
     windows = ["effect"] * size["effect"] + ["publish"] * size["publish"] + [""] * size["clean"]
     rng.shuffle(windows)
-    plans = [{"plan": {"crash": {rng.choice(STEPS): w}}} if w else {} for w in windows]
+    steps = itertools.cycle(STEPS)
+    plans = [{"plan": {"crash": {next(steps): w}}} if w else {} for w in windows]
     scenario.started_ns = time.time_ns()
     scenario.goals = await chaos.publish_paced("crash_windows", plans, size["seconds"], size["in_flight"])
     scenario.ended_ns = time.time_ns()
@@ -85,20 +91,21 @@ async def crash_windows(chaos: Chaos, size: dict[str, Any]) -> Scenario:
     by_window = {w: sum(1 for k in crashed if k.cause == f"crash:{w}") for w in ("effect", "publish")}
     scenario.figures["crashes"] = by_window
     for window in ("effect", "publish"):
-        scenario.checks.append(Check(f"crashes after {window}", by_window[window] == size[window],
-                                     f"{by_window[window]} of {size[window]} planned"))
+        scenario.checks.append(Check(f"crashes after {window}", by_window[window] >= size["least"],
+                                     f"{by_window[window]} of {size[window]} planned (at least {size['least']})"))
 
     def verify(log: Log, audit: Audit) -> list[Check]:
         # Counted from each planned death on: another death (a SIGKILL of a scenario running at the
-        # same time) may re-run the step before it, and a death also re-runs whatever else its
-        # process had done but not published (both explained by the audit, not counted here).
+        # same time, or a crash of another goal) may re-run the step before or after it, and a death
+        # also re-runs whatever else its process had done but not published: all explained (or not)
+        # by the audit, which fails the run on any unexplained re-run.
         def after(kill: Kill) -> tuple[int, int]:
             runs = audit.runs.get((kill.workflow_id, kill.step), [])
             return sum(r.done_ns <= kill.at_ns for r in runs), sum(r.started_ns > kill.at_ns for r in runs)
 
-        twice = sum(1 for k in crashed if k.cause == "crash:effect" and after(k)[0] >= 1 and after(k)[1] == 1)
+        twice = sum(1 for k in crashed if k.cause == "crash:effect" and after(k)[0] >= 1 and after(k)[1] >= 1)
         once = sum(1 for k in crashed if k.cause == "crash:publish" and after(k)[0] >= 1 and after(k)[1] == 0)
-        return [Check("a crash after the effect: the step ran again, once", twice == by_window["effect"],
+        return [Check("a crash after the effect: the step ran again", twice == by_window["effect"],
                       f"{twice}/{by_window['effect']}"),
                 Check("a crash after publish: the step did not run again", once == by_window["publish"],
                       f"{once}/{by_window['publish']} (the next owner found the result in the log)")]
