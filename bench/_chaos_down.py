@@ -23,7 +23,7 @@ from choreograph.transport import announce
 
 from ._chaos_audit import Audit, Log
 from ._chaos_kills import attempts_failed
-from ._chaos_plan import Chaos, Check, Goal, Scenario
+from ._chaos_plan import Chaos, Check, Goal, Scenario, Sizes
 
 STEP, BEFORE = "draft", "analyze"  # the step whose agent goes down, and the step that feeds it
 # Stated slack over the step's deadline: the coordinator's timer fires, then StepTimedOut, the
@@ -33,10 +33,12 @@ SLACK_S = 5.0
 STARTED = WorkflowStarted.type_name()
 # "brief": how the agent is down for a while: SIGKILLed and started again after its group sessions
 # expired, or frozen (SIGSTOP, then SIGCONT) for less than a session: quicker, for the short variant.
-DOWN = {"full": {"timeout": 4.0, "attempts": 2, "goals": 10, "deadline_goals": 2, "deadline_s": 2.0,
-                 "less_timeout": 30.0, "less_goals": 10, "down_s": 5.0, "brief": "restart"},
-        "short": {"timeout": 2.0, "attempts": 1, "goals": 2, "deadline_goals": 1, "deadline_s": 1.0,
-                  "less_timeout": 10.0, "less_goals": 2, "down_s": 1.0, "brief": "freeze"}}
+DOWN: Sizes = {
+    "full": {"timeout": 4.0, "attempts": 2, "goals": 10, "deadline_goals": 2, "deadline_s": 2.0,
+             "less_timeout": 30.0, "less_goals": 10, "down_s": 5.0, "brief": "restart"},
+    "short": {"timeout": 2.0, "attempts": 1, "goals": 2, "deadline_goals": 1, "deadline_s": 1.0,
+              "less_timeout": 10.0, "less_goals": 2, "down_s": 1.0, "brief": "freeze"},
+}
 
 
 async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:

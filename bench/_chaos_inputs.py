@@ -13,17 +13,23 @@ from choreograph.transport import Record
 
 from ._chaos_audit import STEPS, Audit, Log
 from ._chaos_kills import attempts_failed
-from ._chaos_plan import MAX_ATTEMPTS, Chaos, Check, Scenario
+from ._chaos_plan import MAX_ATTEMPTS, Chaos, Check, Scenario, Sizes
 
 COPY = "chaos_copy"  # header on a copy the harness wrote, so it is never copied again
 COPIED_KINDS = {"goal", "step_completed", "step_failed", "compensation_requested", "compensation_completed", "other",
                 "step_attempt_failed", "step_timed_out"}
-DUPLICATES = {"full": {"goals": 60, "seconds": 12, "in_flight": 16, "share": 0.5, "late": 20, "drain": 90},
-              "short": {"goals": 6, "seconds": 2, "in_flight": 6, "share": 0.6, "late": 3, "drain": 30}}
-POISON = {"full": {"goals": 30, "poison": 10, "fail": 4, "seconds": 8, "in_flight": 16, "drain": 90},
-          "short": {"goals": 4, "poison": 2, "fail": 1, "seconds": 1, "in_flight": 4, "drain": 30}}
-MALFORMED = {"full": {"goals": 30, "records": 24, "seconds": 8, "in_flight": 16, "drain": 90},
-             "short": {"goals": 4, "records": 8, "seconds": 1, "in_flight": 4, "drain": 30}}
+DUPLICATES: Sizes = {
+    "full": {"goals": 60, "seconds": 12, "in_flight": 16, "share": 0.5, "late": 20, "drain": 90},
+    "short": {"goals": 6, "seconds": 2, "in_flight": 6, "share": 0.6, "late": 3, "drain": 30},
+}
+POISON: Sizes = {
+    "full": {"goals": 30, "poison": 10, "fail": 4, "seconds": 8, "in_flight": 16, "drain": 90},
+    "short": {"goals": 4, "poison": 2, "fail": 1, "seconds": 1, "in_flight": 4, "drain": 30},
+}
+MALFORMED: Sizes = {
+    "full": {"goals": 30, "records": 24, "seconds": 8, "in_flight": 16, "drain": 90},
+    "short": {"goals": 4, "records": 8, "seconds": 1, "in_flight": 4, "drain": 30},
+}
 MAGIC = b"\xc3\x01"  # Avro single-object encoding
 
 

@@ -12,27 +12,31 @@ from choreograph.transport import Record
 
 from ._chaos_audit import STEPS, Audit, Log
 from ._chaos_fleet import Kill
-from ._chaos_plan import Chaos, Check, Scenario
+from ._chaos_plan import Chaos, Check, Scenario, Sizes
 
 FAIL_SHARE = 0.10  # goals failing at a random step (fail_at): compensated
 TRANSIENT_SHARE = 0.15  # of the others: a random step fails its first attempt (retried)
 
-KILLS = {"full": {"goals": 300, "seconds": 80, "kill_every": 2.0, "in_flight": 32, "min_kills": 30, "max_kills": None,
-                  "drain": 180},
-         "short": {"goals": 24, "seconds": 6, "kill_every": 1.5, "in_flight": 16, "min_kills": 3, "max_kills": 4,
-                   "drain": 40}}
+KILLS: Sizes = {
+    "full": {"goals": 300, "seconds": 80, "kill_every": 2.0, "in_flight": 32, "min_kills": 30, "max_kills": None,
+             "drain": 180},
+    "short": {"goals": 24, "seconds": 6, "kill_every": 1.5, "in_flight": 16, "min_kills": 3, "max_kills": 4,
+              "drain": 40},
+}
 # More crashes are planned than required ("least"): a death also ends the other runs of its process,
 # and a planned crash whose run another death ended first may not happen (the result is in the log,
 # or the step ran again elsewhere). Crashes planned in turn on each step (goals in flight at once
 # mostly crash different processes) keep that rare.
-CRASHES = {"full": {"effect": 26, "publish": 26, "least": 20, "clean": 8, "seconds": 50, "in_flight": 10, "drain": 120},
-           "short": {"effect": 3, "publish": 3, "least": 2, "clean": 2, "seconds": 3, "in_flight": 6, "drain": 40}}
+CRASHES: Sizes = {
+    "full": {"effect": 26, "publish": 26, "least": 20, "clean": 8, "seconds": 50, "in_flight": 10, "drain": 120},
+    "short": {"effect": 3, "publish": 3, "least": 2, "clean": 2, "seconds": 3, "in_flight": 6, "drain": 40},
+}
 # Kill rounds are capped: each one stops every coordinator for a few seconds (restart, then the
 # group waits out the dead members' sessions), so uncapped they would keep the sagas from ending.
-COMPENSATING = {"full": {"goals": 30, "seconds": 30, "undo_ms": 700, "gap": 4.0, "in_flight": 12, "rounds": 8,
-                         "drain": 120},
-                "short": {"goals": 4, "seconds": 2, "undo_ms": 600, "gap": 3.0, "in_flight": 4, "rounds": 2,
-                          "drain": 40}}
+COMPENSATING: Sizes = {
+    "full": {"goals": 30, "seconds": 30, "undo_ms": 700, "gap": 4.0, "in_flight": 12, "rounds": 8, "drain": 120},
+    "short": {"goals": 4, "seconds": 2, "undo_ms": 600, "gap": 3.0, "in_flight": 4, "rounds": 2, "drain": 40},
+}
 
 
 async def kills(chaos: Chaos, size: dict[str, Any]) -> Scenario:

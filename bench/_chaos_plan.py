@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 3  # the report agents' retry policy in every chaos run (REPORT_MAX_ATTEMPTS)
 SLOT_RELEASE_S = 60.0  # a goal without an outcome frees its in-flight slot after this long
+Sizes = dict[str, dict[str, Any]]  # a scenario's sizes: "full" (`make chaos`) and "short" (`make test`)
 
 
 @dataclass

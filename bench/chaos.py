@@ -48,13 +48,13 @@ from choreograph.transport import PROFILES, Kafka, TopicPartition
 from . import _chaos_down, _chaos_inputs, _chaos_kills
 from ._chaos_audit import Audit, Log, committed_lags, read_effects, read_log
 from ._chaos_fleet import COPIES, Fleet, report_roles
-from ._chaos_plan import MAX_ATTEMPTS, Chaos, Scenario
+from ._chaos_plan import MAX_ATTEMPTS, Chaos, Scenario, Sizes
 from ._chaos_report import Outcome, judge, print_report, totals
 from ._chaos_watch import Watch
 
 Run = Callable[[Chaos, dict[str, Any]], Awaitable[Scenario]]
 # In the order they run: agent_down last, as it leaves `draft` with its own timeout.
-SCENARIOS: dict[str, tuple[Run, dict[str, dict[str, Any]]]] = {
+SCENARIOS: dict[str, tuple[Run, Sizes]] = {
     "kills": (_chaos_kills.kills, _chaos_kills.KILLS),
     "crash_windows": (_chaos_kills.crash_windows, _chaos_kills.CRASHES),
     "duplicates": (_chaos_inputs.duplicates, _chaos_inputs.DUPLICATES),
