@@ -79,6 +79,13 @@ class CrashingProducer:
         future.add_done_callback(on_ack)
         return held
 
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                            partition: int | None = None, headers: Sequence[tuple[str, bytes]] | None = None,
+                            timestamp_ms: int | None = None) -> RecordMetadata:
+        """Through `send`, so a result sent this way meets its crash point too."""
+        return await (await self.send(topic, value, key, partition=partition, headers=headers,
+                                      timestamp_ms=timestamp_ms))
+
 
 def _planned(key: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> tuple[str | None, str, str]:
     """(window, workflow id, step) if this record is a step result planned to crash its process; an

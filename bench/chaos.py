@@ -7,7 +7,8 @@ dies is started again). The scenarios run one after another on that fleet:
   kills                     300 goals (10% failing, some with a transient error) while a random
                             service is SIGKILLed and restarted every 2 s (at least 30 kills)
   crash_windows             agents die once after a step's effect (before its result is published),
-                            or after the result is in the log (before the input is committed), 22 each
+                            or after the result is in the log (before the input is committed): 26
+                            planned of each, at least 20 must happen (bench/_chaos_agent.py)
   duplicates                goals, results and decisions written again: at once, out of order, late
   poison                    a step that raises on every attempt for some payloads
   malformed                 unreadable records (garbage, truncated, unknown schemas and types)
@@ -19,10 +20,13 @@ dies is started again). The scenarios run one after another on that fleet:
 Then it waits for every group to commit to the log's end, reads the log once, and audits each goal
 (bench/_chaos_audit.py). Exit 0 only when every invariant and check holds: nothing lost, no duplicate
 outcome or logged result, compensations exact, every handler re-run explained by a death inside its
-crash window; 1 otherwise, 2 if the setup failed, 130 if interrupted. `--short` is the variant
-`make test` runs (tests/e2e/test_chaos_short.py).
+crash window; 1 otherwise, 2 if the setup failed, 130 if interrupted. `--short --parallel` is the
+variant `make test` runs (tests/e2e/test_chaos_short.py): small sizes, the scenarios at once.
 
-Usage: python -m bench.chaos [--scenario NAME|all] [--seed K] [--short] [--keep]
+Faults are planned per goal (services/report/_faults.py: transient, poison, crash, slow undo), so
+every scenario can share one fleet; a handler's effect is a line in the effect log.
+
+Usage: python -m bench.chaos [--scenario NAME|all] [--seed K] [--short] [--parallel] [--keep]
 """
 
 from __future__ import annotations
