@@ -1,107 +1,126 @@
-"""The figures of a chaos run: a table saying what each one means, then one JSON line."""
+"""The figures of a chaos run: a table per scenario saying what failed and why, then one JSON line."""
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
-from ._chaos_audit import Audit
-from ._chaos_fleet import Fleet
+from ._chaos_audit import INVARIANTS, Audit
+from ._chaos_fleet import Fleet, Kill
+from ._chaos_plan import Check, Scenario
 
-if TYPE_CHECKING:
-    from .chaos import Run
-
-PROBLEMS = ("lost", "duplicate_outcomes", "wrong_status", "wrong_compensations", "duplicate_results",
-            "reruns_after_result")
+SUMMED = ("goals", "terminal", "lost", "duplicate_outcomes", "duplicate_results", "wrong_compensations",
+          "wrong_status", "effects_rerun", "reruns_unexplained", "reruns_after_result")
 
 RERUNS = """\
-A handler re-run with a single result in the log is allowed: a service killed after the handler's
-work but before its result was published (or before the input's offset was committed) runs it again
-on restart; delivery is at least once, so handlers must tolerate it. A re-run that started after the
-step's result was already in the log is the bug: the restarted member should have found the result
-there and skipped the step. Duplicate results (two step_completed/step_failed for one step) mean two
-runs both published, e.g. two members working on one partition during a rebalance. A run is
-recorded when its work is done (services/report/_events.py), so a run killed mid-work leaves no line."""
+A handler run again is allowed only when the process of the run before it died (SIGKILL, or a planned
+crash point) after that run's effect and before the step's result was in the log: delivery is at least
+once, so handlers must tolerate it. Any other re-run, and any re-run that started after the step's
+result was logged, is a bug. A run is recorded once its work is done (services/report/_events.py), so a
+run killed mid-work leaves no line; a failed attempt (transient, poison) raises before its effect."""
 
 
-def figures(run: Run, found: Audit, fleet: Fleet) -> dict[str, Any]:
-    """The headline figures, as the final JSON line holds them."""
-    return {
-        "goals": len(run.published), "lost": found.lost, "duplicate_outcomes": found.duplicate_outcomes,
-        "wrong_compensations": found.wrong_compensations, "wrong_status": found.wrong_status,
-        "failed_outcomes": found.failed_outcomes, "reruns_after_result": found.reruns_after_result,
-        "duplicate_results": found.duplicate_results, "handler_reruns_total": found.handler_reruns_total,
-        "kills": fleet.kills, "crashes": len(fleet.crashes), "seconds": round(run.seconds, 1),
-        "sagas_per_s": round(run.with_outcome / run.seconds, 2) if run.seconds else 0.0,
-        "max_committed_lag": max(run.lags.values(), default=0),
-    }
+@dataclass
+class Outcome:
+    """A scenario's verdict: its figures (audit and own), and the checks that failed."""
+
+    scenario: Scenario
+    audit: Audit
+    kills: list[Kill]
+    checks: list[Check]
+    figures: dict[str, Any] = field(default_factory=dict)
+    failed: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
-def print_report(args: argparse.Namespace, run: Run, found: Audit, fleet: Fleet,
-                 crashes: dict[str, Counter[str]], workdir: Path) -> bool:
-    """Print the table, the details worth a look and the JSON line; True when nothing went wrong."""
-    out = figures(run, found, fleet)
+def judge(scenario: Scenario, audit: Audit, kills: list[Kill], checks: list[Check],
+          last_outcome_ns: int | None, seed: int) -> Outcome:
+    """Fold a scenario's audit, checks and kills into its figures and verdict."""
+    failed = [c for c in checks if not c.ok]
+    for name in (*INVARIANTS, "wrong_status"):
+        if getattr(audit, name):
+            examples = " ".join(audit.examples.get(name, []))
+            failed.insert(0, Check(name, False, f"{getattr(audit, name)} (e.g. {examples})"))
+    last_kill = max((k.at_ns for k in kills), default=None)
+    drain = None
+    if last_kill is not None and last_outcome_ns is not None:
+        drain = round(max(0, last_outcome_ns - last_kill) / 1e9, 1)
+    figures = {**audit.figures(), "kills": dict(Counter(k.cause for k in kills)),
+               "drain_after_last_kill_s": drain, "seconds": round((scenario.ended_ns - scenario.started_ns) / 1e9, 1),
+               **scenario.figures, "seed": seed, "ok": not failed,
+               "failed": [c.name for c in failed], "needs": sorted({c.needs for c in failed if c.needs})}
+    return Outcome(scenario, audit, kills, checks, figures, failed)
+
+
+def totals(outcomes: list[Outcome], fleet: Fleet, lags: dict[str, int], seed: int, seconds: float,
+           crashes: dict[str, Counter[str]], last_outcome_ns: int | None) -> dict[str, Any]:
+    """The run's figures: the scenarios' sums, and what the whole fleet did (each death once, even
+    when scenarios ran at once)."""
+    total: dict[str, Any] = {name: sum(o.figures[name] for o in outcomes) for name in SUMMED}
+    kills = fleet.all_kills()
+    explained: Counter[str] = Counter()
+    for outcome in outcomes:
+        explained.update(outcome.figures["reruns_explained_by"])
+    drain = None
+    if kills and last_outcome_ns is not None:
+        drain = round(max(0, last_outcome_ns - kills[-1].at_ns) / 1e9, 1)
+    total.update({"kills": dict(Counter(k.cause for k in kills)), "reruns_explained_by": dict(explained),
+                  "drain_after_last_kill_s": drain, "unexpected_exits": len(fleet.crashes),
+                  "unexpected_errors": sum(sum(c.values()) for c in crashes.values()),
+                  "max_committed_lag": max(lags.values(), default=0), "seconds": round(seconds, 1), "seed": seed})
+    total["ok"] = all(o.ok for o in outcomes) and not total["unexpected_exits"] and \
+        not total["unexpected_errors"] and not total["max_committed_lag"]
+    return total
+
+
+def print_report(outcomes: list[Outcome], total: dict[str, Any], fleet: Fleet,
+                 crashes: dict[str, Counter[str]], workdir: str, keep: bool) -> None:
+    """Print a table per scenario, the details worth a look, and the JSON line (last)."""
     console = Console(width=120)
-    table = Table(title=f"chaos: {out['goals']} sagas, a SIGKILL every {args.kill_every} s over "
-                        f"{run.chaos_s:.0f} s (seed {args.seed}), 2 of each service, 4 partitions")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
-    statuses = ", ".join(f"{n} {status}" for status, n in sorted(found.statuses.items()))
-    rows = [
-        ("goals", out["goals"], f"published ({run.publish_errors} publish errors); outcomes: {statuses}"),
-        ("lost", out["lost"], "sagas without an outcome in the log"),
-        ("duplicate outcomes", out["duplicate_outcomes"], "sagas with more than one outcome"),
-        ("wrong status", out["wrong_status"], "outcome not COMPLETED (happy) / COMPENSATED (fail_at set)"),
-        ("  of which FAILED", out["failed_outcomes"], "outcome FAILED: a compensation gave up"),
-        ("wrong compensations", out["wrong_compensations"],
-         "compensations requested or completed != the steps that completed"),
-        ("duplicate results", out["duplicate_results"], "(saga, step) pairs with more than one result record"),
-        ("steps re-run", found.steps_rerun, "(saga, step) pairs whose handler ran more than once"),
-        ("handler re-runs", out["handler_reruns_total"], "handler runs beyond the first, over all steps"),
-        ("re-runs after result", out["reruns_after_result"],
-         "handler runs that started after the step's result was logged"),
-        ("kills", out["kills"], _per_role(fleet.killed)),
-        ("crashes", out["crashes"], "services that exited on their own (restarted)"),
-        ("seconds", out["seconds"], "first goal to last outcome"),
-        ("sagas/s", out["sagas_per_s"], "outcomes per second over those seconds"),
-    ]
-    prefix = f"{fleet.settings.namespace}."
-    rows += [(f"lag {group.removeprefix(prefix)}", lag, "the group's committed lag at the end (records)")
-             for group, lag in run.lags.items()]
-    for name, value, meaning in rows:
-        style = "red" if name.strip() in {p.replace("_", " ") for p in PROBLEMS} and value else ""
-        table.add_row(name, str(value), meaning, style=style)
-    console.print(table)
+    for outcome in outcomes:
+        fig = outcome.figures
+        verdict = "[green]ok[/green]" if outcome.ok else "[red]FAILED[/red]"
+        table = Table(title=f"{outcome.scenario.name}: {verdict} ({fig['seconds']} s, seed {fig['seed']})")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for name in ("goals", "terminal", "lost", "duplicate_outcomes", "duplicate_results", "wrong_compensations",
+                     "wrong_status", "effects_rerun", "reruns_unexplained", "reruns_after_result"):
+            style = "red" if name not in ("goals", "terminal", "effects_rerun") and fig[name] else ""
+            table.add_row(name.replace("_", " "), str(fig[name]), style=style)
+        table.add_row("statuses", _pairs(fig["statuses"]))
+        table.add_row("kills", _pairs(fig["kills"]) or "0")
+        table.add_row("re-runs explained by", _pairs(fig["reruns_explained_by"]) or "0")
+        table.add_row("drain after last kill (s)", str(fig["drain_after_last_kill_s"]))
+        for check in outcome.checks:
+            table.add_row(check.name, check.detail, style="" if check.ok else "red")
+        console.print(table)
+        for workflow_id, events in outcome.audit.trails.items():
+            console.print(f"  lost {workflow_id}: {events}", markup=False, highlight=False)
+        for check in outcome.failed:
+            needs = f" [needs {check.needs}]" if check.needs else ""
+            console.print(f"  failed: {check.name}: {check.detail}{needs}", style="red", markup=False,
+                          highlight=False)
     console.print(RERUNS, highlight=False)
-    for problem, ids in found.examples.items():
-        console.print(f"{problem}: e.g. {' '.join(ids)}", highlight=False)
-    for results, count in found.lost_at.most_common():
-        console.print(f"lost with results of {results}: {count}", markup=False, highlight=False)
-    for workflow_id, events in found.trails.items():
-        console.print(f"lost {workflow_id}: {events}", markup=False, highlight=False)
     for role, errors in crashes.items():
         for error, count in errors.most_common():
             console.print(f"{role}: {count} x {error}", style="red", markup=False, highlight=False)
-    for role, code in fleet.crashes:
-        console.print(f"{role} exited with {code} on its own", style="red", markup=False, highlight=False)
-    clean = not any(out[p] for p in PROBLEMS) and not crashes and not fleet.crashes \
-        and not out["max_committed_lag"]
-    if not clean or args.keep:
-        console.print(f"logs and the effect log: {workdir} (namespace {fleet.settings.namespace}, "
+    for role, pid, code in fleet.crashes:
+        console.print(f"{role} (pid {pid}) exited with {code} on its own", style="red", markup=False,
+                      highlight=False)
+    if not total["ok"] or keep:
+        console.print(f"logs, effect log and fault plans: {workdir} (namespace {fleet.settings.namespace}, "
                       "broker stopped)", highlight=False)
-    print(orjson.dumps(out).decode(), flush=True)
-    return clean
+    print(orjson.dumps({"ok": total["ok"], "seed": total["seed"], "total": total,
+                        "scenarios": {o.scenario.name: o.figures for o in outcomes}}).decode(), flush=True)
 
 
-def _per_role(killed: Counter[str]) -> str:
-    by_role: Counter[str] = Counter()
-    for role, n in killed.items():
-        by_role[role.rsplit(".", 1)[0]] += n
-    return "SIGKILLs: " + ", ".join(f"{role} {n}" for role, n in sorted(by_role.items()))
+def _pairs(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))

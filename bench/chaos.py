@@ -1,13 +1,32 @@
-"""`make chaos`: sagas under fault injection, with figures instead of assertions.
+"""`make chaos`: named fault scenarios on real processes, audited, ending with one JSON line.
 
-One fresh embedded broker; two coordinators (one group) and two copies of each `report` agent,
-each its own process. Goals (about 70% happy, the rest failing at a random step) are published
-through the Client at a steady rate over `--seconds`, with at most `--in-flight` open at a time,
-while every `--kill-every` seconds a random service is SIGKILLed and started again at once under
-the same role. Then the killing stops, the run waits (bounded) for every outcome and for the
-groups' commits, and checks each workflow's history (see _chaos_audit.py).
+One broker (embedded unless --bootstrap-servers), one namespace; two coordinators (one group) and two
+copies of each `report` agent, each its own process, kept running by the harness (a service that
+dies is started again). The scenarios run one after another on that fleet:
 
-Usage: python -m bench.chaos [--goals N] [--kill-every S] [--seconds T] [--seed K]
+  kills                     300 goals (10% failing, some with a transient error) while a random
+                            service is SIGKILLed and restarted every 2 s (at least 30 kills)
+  crash_windows             agents die once after a step's effect (before its result is published),
+                            or after the result is in the log (before the input is committed): 26
+                            planned of each, at least 20 must happen (bench/_chaos_agent.py)
+  duplicates                goals, results and decisions written again: at once, out of order, late
+  poison                    a step that raises on every attempt for some payloads
+  malformed                 unreadable records (garbage, truncated, unknown schemas and types)
+  coordinator_compensating  every coordinator SIGKILLed while sagas compensate
+  agent_down                every copy of `draft` stopped for good (its step times out, the saga
+                            compensates within the timeout plus a stated slack; a goal deadline ends
+                            `timed_out`), then for less than its timeout (the sagas complete)
+
+Then it waits for every group to commit to the log's end, reads the log once, and audits each goal
+(bench/_chaos_audit.py). Exit 0 only when every invariant and check holds: nothing lost, no duplicate
+outcome or logged result, compensations exact, every handler re-run explained by a death inside its
+crash window; 1 otherwise, 2 if the setup failed, 130 if interrupted. `--short --parallel` is the
+variant `make test` runs (tests/e2e/test_chaos_short.py): small sizes, the scenarios at once.
+
+Faults are planned per goal (services/report/_faults.py: transient, poison, crash, slow undo), so
+every scenario can share one fleet; a handler's effect is a line in the effect log.
+
+Usage: python -m bench.chaos [--scenario NAME|all] [--seed K] [--short] [--parallel] [--keep]
 """
 
 from __future__ import annotations
@@ -21,173 +40,103 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from choreograph import ChoreographError, Client, EmbeddedBroker, Settings
+from choreograph.transport import PROFILES, Kafka, TopicPartition
 
-from choreograph import ChoreographError, Client, EmbeddedBroker, Settings, history
-from choreograph.transport import PROFILES, Kafka
+from . import _chaos_down, _chaos_inputs, _chaos_kills
+from ._chaos_audit import Audit, Log, committed_lags, read_effects, read_log
+from ._chaos_fleet import COPIES, Fleet, report_roles
+from ._chaos_plan import MAX_ATTEMPTS, Chaos, Scenario, Sizes
+from ._chaos_report import Outcome, judge, print_report, totals
+from ._chaos_watch import Watch
 
-from ._chaos_audit import STEPS, Audit, committed_lags, read_effects
-from ._chaos_fleet import Fleet, report_roles
-from ._chaos_report import print_report
-
-HAPPY_SHARE = 0.7
-OUTCOME_WAIT_S = 180.0  # after the last goal, for the outcomes still missing
-SETTLE_S = 20.0  # then for every group to commit up to the log's end
-AUDIT_CONCURRENCY = 4  # history reads at a time
-
-
-@dataclass
-class Run:
-    """What happened while the faults were on, and the waits after."""
-
-    published: dict[str, str | None] = field(default_factory=dict)  # workflow id -> fail_at
-    publish_errors: int = 0
-    chaos_s: float = 0.0
-    seconds: float = 0.0  # first goal to the last outcome seen (at least the publishing)
-    with_outcome: int = 0
-    lags: dict[str, int] = field(default_factory=dict)
+Run = Callable[[Chaos, dict[str, Any]], Awaitable[Scenario]]
+# In the order they run: agent_down last, as it leaves `draft` with its own timeout.
+SCENARIOS: dict[str, tuple[Run, Sizes]] = {
+    "kills": (_chaos_kills.kills, _chaos_kills.KILLS),
+    "crash_windows": (_chaos_kills.crash_windows, _chaos_kills.CRASHES),
+    "duplicates": (_chaos_inputs.duplicates, _chaos_inputs.DUPLICATES),
+    "poison": (_chaos_inputs.poison, _chaos_inputs.POISON),
+    "malformed": (_chaos_inputs.malformed, _chaos_inputs.MALFORMED),
+    "coordinator_compensating": (_chaos_kills.coordinator_compensating, _chaos_kills.COMPENSATING),
+    "agent_down": (_chaos_down.agent_down, _chaos_down.DOWN),
+}
+SETTLE_S = 30.0  # at the end, for every group to commit up to the log's end
 
 
-class OutcomeWatch:
-    """Follows the events topic from its current end and notes which workflows have an outcome."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._kafka = Kafka(settings)
-        self._done: dict[str, asyncio.Event] = {}
-        self.last_at = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> OutcomeWatch:
-        tps = [TopicPartition(self._settings.events_topic, p) for p in range(self._settings.partitions)]
-        ends = await self._kafka.end_offsets(tps)
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(self._watch(ends, ready))
-        await ready.wait()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def _event(self, workflow_id: str) -> asyncio.Event:
-        return self._done.setdefault(workflow_id, asyncio.Event())
-
-    def has_outcome(self, workflow_id: str) -> bool:
-        return self._event(workflow_id).is_set()
-
-    async def wait(self, workflow_id: str, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._event(workflow_id).wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-    async def wait_all(self, workflow_ids: list[str], timeout_s: float) -> None:
-        """Until each of the workflows has an outcome, or `timeout_s` is up."""
-        deadline = time.monotonic() + timeout_s
-        for workflow_id in workflow_ids:
-            if not await self.wait(workflow_id, max(0.0, deadline - time.monotonic())):
-                return
-
-    async def _watch(self, ends: dict[TopicPartition, int], ready: asyncio.Event) -> None:
-        async with self._kafka.reader(ends) as consumer:
-            for tp, offset in ends.items():
-                consumer.seek(tp, offset)
-            ready.set()
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    for record in records:
-                        if record.key and dict(record.headers).get("ce_kind") == b"outcome":
-                            self._event(record.key.decode()).set()
-                            self.last_at = time.monotonic()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", default=None, metavar="NAME",
+                        help=f"a scenario, or all (default); repeatable or comma-separated: {', '.join(SCENARIOS)}")
+    parser.add_argument("--seed", type=int, default=1, help="seeds the goal mix, faults and victims (default 1)")
+    parser.add_argument("--short", action="store_true", help="small sizes: the variant `make test` runs")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the scenarios at once (agent_down still alone, last): quicker, figures mixed")
+    parser.add_argument("--goals", type=int, default=None, help="goals of the kills scenario (default 300)")
+    parser.add_argument("--copies", type=int, default=COPIES, help="copies of each service (default 2)")
+    parser.add_argument("--step-delay-ms", type=int, default=50, help="each handler's work (default 50)")
+    parser.add_argument("--bootstrap-servers", default=None, help="use this broker instead of an embedded one")
+    parser.add_argument("--broker-kind", default="tansu", choices=sorted(PROFILES), help="its kind (default tansu)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs even when everything held")
+    args = parser.parse_args(argv)
+    names = [n.strip() for item in (args.scenario or ["all"]) for n in item.split(",") if n.strip()]
+    unknown = sorted(set(names) - {*SCENARIOS, "all"})
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)} or all")
+    args.scenarios = list(SCENARIOS) if "all" in names else [n for n in SCENARIOS if n in names]
+    return args
 
 
-def plan_goals(count: int, rng: random.Random) -> list[str | None]:
-    """fail_at per goal: None for about HAPPY_SHARE of them, else a random step."""
-    return [None if rng.random() < HAPPY_SHARE else rng.choice(STEPS) for _ in range(count)]
+def sizes(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    size = dict(SCENARIOS[name][1]["short" if args.short else "full"])
+    if name == "kills" and args.goals is not None:
+        size["goals"] = args.goals
+    return size
 
 
-async def publish_all(client: Client, watch: OutcomeWatch, plan: list[str | None], run: Run,
-                      seconds: float, in_flight: int) -> None:
-    """Publish the planned goals evenly over `seconds`, never more than `in_flight` without an outcome."""
-    window = asyncio.Semaphore(in_flight)
-    releases: list[asyncio.Task[None]] = []
-
-    async def release_on_outcome(workflow_id: str) -> None:
-        try:
-            await watch.wait(workflow_id, 60)  # a lost saga frees its slot after a minute
-        finally:
-            window.release()
-
-    loop = asyncio.get_running_loop()
-    start, interval = loop.time(), seconds / max(1, len(plan))
-    try:
-        for i, fail_at in enumerate(plan):
-            await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
-            await window.acquire()
-            try:
-                goal = await client.publish("report", {"topic": f"chaos {i}", "fail_at": fail_at})
-            except (ChoreographError, KafkaError) as exc:  # the broker's doing, not the services'
-                window.release()
-                run.publish_errors += 1
-                print(f"publishing goal {i} failed: {exc}", file=sys.stderr)
-                continue
-            run.published[goal.workflow_id] = fail_at
-            releases.append(asyncio.create_task(release_on_outcome(goal.workflow_id)))
-    finally:
-        for task in releases:
-            task.cancel()
-        await asyncio.gather(*releases, return_exceptions=True)
+def chaos_settings(servers: str, kind: str) -> Settings:
+    """A fresh namespace on the run's broker, with the tests' short group session (3 s)."""
+    profile = replace(PROFILES[kind], session_timeout_ms=3000, heartbeat_interval_ms=1000)
+    return Settings(bootstrap_servers=servers, broker=profile, namespace=f"chaos-{uuid.uuid4().hex[:6]}",
+                    partitions=4)
 
 
-async def supervise(fleet: Fleet, rng: random.Random, kill_every: float, killing: asyncio.Event) -> None:
-    """Restart services that died on their own; while `killing` is set, SIGKILL one every `kill_every` s."""
-    next_kill = time.monotonic() + kill_every
-    while True:
-        fleet.revive_crashed()
-        if killing.is_set() and time.monotonic() >= next_kill:
-            candidates = fleet.ready_roles()
-            if candidates:
-                fleet.kill_and_restart(rng.choice(candidates))
-            next_kill += kill_every
-        await asyncio.sleep(0.1)
-
-
-async def drive(settings: Settings, fleet: Fleet, args: argparse.Namespace) -> Run:
-    """Publish under faults, stop the faults, and wait for outcomes and commits."""
-    rng = random.Random(args.seed)
-    plan = plan_goals(args.goals, rng)
-    run = Run()
-    killing = asyncio.Event()
-    async with Client(settings, source="choreo://chaos") as client, OutcomeWatch(settings) as watch:
+async def drive(settings: Settings, fleet: Fleet, args: argparse.Namespace, faults: Path) -> tuple[
+        Chaos, list[Scenario], dict[str, int], dict[int, int]]:
+    """Run the scenarios one after another, then wait for every group's commits."""
+    kafka = Kafka(settings)
+    starts = await kafka.end_offsets([TopicPartition(settings.events_topic, p) for p in range(settings.partitions)])
+    scenarios: list[Scenario] = []
+    async with Client(settings, source="choreo://chaos") as client, Watch(settings) as watch, \
+            Chaos(settings, fleet, client, watch, random.Random(args.seed), faults) as chaos:
         await client.goal_schema("report")
-        keeper = asyncio.create_task(supervise(fleet, rng, args.kill_every, killing))
+        keeper = asyncio.create_task(chaos.keep())
         try:
-            started = time.monotonic()
-            killing.set()
-            _say(f"publishing {len(plan)} goals over {args.seconds:.0f} s, a SIGKILL every {args.kill_every} s")
-            await publish_all(client, watch, plan, run, args.seconds, args.in_flight)
-            killing.clear()
-            run.chaos_s = time.monotonic() - started
-            _say(f"published in {run.chaos_s:.0f} s with {fleet.kills} kills; waiting for outcomes")
-            await watch.wait_all(list(run.published), args.wait)
-            run.with_outcome = sum(map(watch.has_outcome, run.published))
-            run.seconds = max(watch.last_at, run.chaos_s + started) - started
-            _say(f"{run.with_outcome}/{len(run.published)} outcomes after {time.monotonic() - started:.0f} s; "
-                 "waiting for the groups' commits")
-            run.lags = await settle(settings, SETTLE_S)
+            together = [n for n in args.scenarios if n != "agent_down"] if args.parallel else []
+            if together:
+                scenarios += await asyncio.gather(*(run_one(chaos, args, name) for name in together))
+            for name in args.scenarios:
+                if name not in together:
+                    scenarios.append(await run_one(chaos, args, name))
+            lags = await settle(settings, SETTLE_S)
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-    return run
+    return chaos, scenarios, lags, {tp.partition: offset for tp, offset in starts.items()}
+
+
+async def run_one(chaos: Chaos, args: argparse.Namespace, name: str) -> Scenario:
+    _say(f"{name}: running")
+    started = time.monotonic()
+    scenario = await SCENARIOS[name][0](chaos, sizes(args, name))
+    _say(f"{name}: done in {time.monotonic() - started:.0f} s")
+    return scenario
 
 
 async def settle(settings: Settings, timeout_s: float) -> dict[str, int]:
@@ -200,66 +149,50 @@ async def settle(settings: Settings, timeout_s: float) -> dict[str, int]:
     return lags
 
 
-async def audit(settings: Settings, run: Run, effects: Path) -> Audit:
-    """Every published workflow's history (to the end of its partition) and its handler runs."""
-    started = time.monotonic()
+def audit(chaos: Chaos, scenarios: list[Scenario], log: Log, effects: Path, seed: int) -> list[Outcome]:
+    """Each scenario's goals against the log and the effect log; kills are the scenario's own
+    (planned crashes of its workflows, SIGKILLs while it ran)."""
     runs = read_effects(effects)
-    found = Audit()
-    gate = asyncio.Semaphore(AUDIT_CONCURRENCY)
-
-    async def check(workflow_id: str, fail_at: str | None) -> None:
-        async with gate:
-            entries = await history(settings, workflow_id, to_end=True)
-        found.add(workflow_id, fail_at, entries, runs.get(workflow_id, {}))
-
-    await asyncio.gather(*(check(w, f) for w, f in run.published.items()))
-    _say(f"read {len(run.published)} histories in {time.monotonic() - started:.0f} s")
-    return found
-
-
-def chaos_settings(broker: EmbeddedBroker) -> Settings:
-    """A fresh namespace on the run's broker, with the tests' short group session (3 s)."""
-    base = broker.settings(namespace=f"chaos-{uuid.uuid4().hex[:6]}", partitions=4)
-    profile = replace(PROFILES["tansu"], session_timeout_ms=3000, heartbeat_interval_ms=1000)
-    return replace(base, broker=profile)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--goals", type=int, default=300, help="goals to publish (default 300)")
-    parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between SIGKILLs (default 2)")
-    parser.add_argument("--seconds", type=float, default=120.0,
-                        help="spread the goals over this long, killing all along (default 120)")
-    parser.add_argument("--seed", type=int, default=1, help="seeds the goal mix and the victims (default 1)")
-    parser.add_argument("--in-flight", type=int, default=32, help="goals open at most at once (default 32)")
-    parser.add_argument("--step-delay-ms", type=int, default=50, help="each handler's work (default 50)")
-    parser.add_argument("--wait", type=float, default=OUTCOME_WAIT_S, help="seconds to wait for outcomes")
-    parser.add_argument("--keep", action="store_true", help="keep the logs even when nothing went wrong")
-    return parser.parse_args(argv)
+    every_kill = chaos.fleet.all_kills()
+    outcomes = []
+    for scenario in scenarios:
+        found = Audit(every_kill, chaos.injected)
+        for goal in scenario.goals:
+            found.add(goal, log.entries.get(goal.workflow_id, []), runs.get(goal.workflow_id, {}))
+        checks = [*scenario.checks, *(scenario.verify(log, found) if scenario.verify else [])]
+        ours = {g.workflow_id for g in scenario.goals}
+        kills = [k for k in every_kill if k.workflow_id in ours or (
+            not k.workflow_id and scenario.started_ns <= k.at_ns <= scenario.ended_ns)]
+        outcomes.append(judge(scenario, found, kills, checks, chaos.last_outcome_ns(scenario.goals), seed))
+    return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the scenario and print its figures: 0 whatever they are, 2 if the setup failed, 130 if
-    interrupted. Every process started is stopped by pid before returning, in every case."""
+    """Run the scenarios and print their figures; every process started is stopped by pid before returning."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # so the finally clause below stops every process
     workdir = Path(tempfile.mkdtemp(prefix="choreo-chaos-"))
-    effects = workdir / "effects.log"
-    broker = EmbeddedBroker(workdir / "broker.log")
+    effects, faults = workdir / "effects.log", workdir / "faults"
+    faults.mkdir()
+    broker = EmbeddedBroker(workdir / "broker.log") if args.bootstrap_servers is None else None
     fleet: Fleet | None = None
+    started = time.monotonic()
     try:
         try:
-            broker.start()
-            settings = chaos_settings(broker)
-            fleet = Fleet(settings, workdir, {"REPORT_STEP_DELAY_MS": str(args.step_delay_ms),
-                                              "REPORT_EFFECTS_FILE": str(effects)})
-            _say(f"starting {len(report_roles())} services on {broker.bootstrap_servers} (logs in {workdir})")
-            fleet.start(report_roles())
+            servers = broker.start().bootstrap_servers if broker is not None else args.bootstrap_servers
+            settings = chaos_settings(servers, "tansu" if broker is not None else args.broker_kind)
+            fleet = Fleet(settings, workdir, {
+                "REPORT_STEP_DELAY_MS": str(args.step_delay_ms), "REPORT_EFFECTS_FILE": str(effects),
+                "REPORT_FAULTS_DIR": str(faults), "REPORT_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+                "CHAOS_KILLS_FILE": str(workdir / "kills.log")})
+            roles = report_roles(args.copies)
+            _say(f"starting {len(roles)} services on {servers} (logs in {workdir})")
+            fleet.start(roles)
         except ChoreographError as exc:
             print(f"chaos: setup failed: {exc}\nlogs: {workdir}", file=sys.stderr)
             return 2
-        run = asyncio.run(drive(settings, fleet, args))
-        found = asyncio.run(audit(settings, run, effects))
+        chaos, scenarios, lags, starts = asyncio.run(drive(settings, fleet, args, faults))
+        log = asyncio.run(read_log(settings, {g.workflow_id for g in chaos.goals}, starts))
         crashes = fleet.crash_report()
     except KeyboardInterrupt:
         print(f"chaos: interrupted; stopping every process (logs: {workdir})", file=sys.stderr)
@@ -267,11 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if fleet is not None:
             fleet.stop()
-        broker.stop()
-    clean = print_report(args, run, found, fleet, crashes, workdir)
-    if clean and not args.keep:
+        if broker is not None:
+            broker.stop()
+    outcomes = audit(chaos, scenarios, log, effects, args.seed)
+    total = totals(outcomes, fleet, lags, args.seed, time.monotonic() - started, crashes,
+                   chaos.last_outcome_ns(chaos.goals))
+    print_report(outcomes, total, fleet, crashes, str(workdir), args.keep)
+    if total["ok"] and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return 0 if total["ok"] else 1
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

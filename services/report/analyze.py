@@ -2,9 +2,9 @@
 
 from choreograph import Agent, CompensationRequested, StepContext
 
-from ._events import AnalysisCompleted, ResearchCompleted, work
+from ._events import RETRY, AnalysisCompleted, ResearchCompleted, undo, work
 
-agent = Agent(workflow="report", step="analyze")
+agent = Agent(workflow="report", step="analyze", retry=RETRY)
 
 
 @agent.handler
@@ -16,4 +16,5 @@ async def analyze(ctx: StepContext, research: ResearchCompleted) -> AnalysisComp
 
 @agent.compensation
 async def retract_findings(ctx: StepContext, request: CompensationRequested) -> None:
+    await undo(ctx)
     ctx.log.info("analyze: retracting findings of %s", ctx.workflow_id)

@@ -2,9 +2,9 @@
 
 from choreograph import Agent, CompensationRequested, StepContext
 
-from ._events import AnalysisCompleted, ChartCompleted, work
+from ._events import RETRY, AnalysisCompleted, ChartCompleted, undo, work
 
-agent = Agent(workflow="report", step="chart")
+agent = Agent(workflow="report", step="chart", retry=RETRY)
 
 
 @agent.handler
@@ -16,4 +16,5 @@ async def chart(ctx: StepContext, analysis: AnalysisCompleted) -> ChartCompleted
 
 @agent.compensation
 async def delete_chart(ctx: StepContext, request: CompensationRequested) -> None:
+    await undo(ctx)
     ctx.log.info("chart: deleting charts/%s.svg", ctx.workflow_id)

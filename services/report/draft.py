@@ -2,9 +2,11 @@
 
 from choreograph import Agent, CompensationRequested, StepContext
 
-from ._events import AnalysisCompleted, DraftCompleted, work
+from ._events import RETRY, AnalysisCompleted, DraftCompleted, step_timeout, undo, work
 
-agent = Agent(workflow="report", step="draft")
+# Drafting calls a language model, which can hang: an attempt that takes over a minute is timed out
+# (and retried, as a failed attempt is).
+agent = Agent(workflow="report", step="draft", retry=RETRY, timeout=step_timeout(60))
 
 
 @agent.handler
@@ -16,4 +18,5 @@ async def draft(ctx: StepContext, analysis: AnalysisCompleted) -> DraftCompleted
 
 @agent.compensation
 async def discard_draft(ctx: StepContext, request: CompensationRequested) -> None:
+    await undo(ctx)
     ctx.log.info("draft: discarding draft of %s", ctx.workflow_id)

@@ -2,9 +2,9 @@
 
 from choreograph import Agent, CompensationRequested, StepContext
 
-from ._events import ReportGoal, ResearchCompleted, work
+from ._events import RETRY, ReportGoal, ResearchCompleted, undo, work
 
-agent = Agent(workflow="report", step="research")
+agent = Agent(workflow="report", step="research", retry=RETRY)
 
 
 @agent.handler
@@ -16,4 +16,5 @@ async def research(ctx: StepContext, goal: ReportGoal) -> ResearchCompleted:
 
 @agent.compensation
 async def discard_sources(ctx: StepContext, request: CompensationRequested) -> None:
+    await undo(ctx)
     ctx.log.info("research: discarding sources of %s (%s failed)", ctx.workflow_id, request.failed_step)

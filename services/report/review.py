@@ -2,9 +2,9 @@
 
 from choreograph import Agent, CompensationRequested, StepContext
 
-from ._events import ChartCompleted, DraftCompleted, ReviewCompleted, work
+from ._events import RETRY, ChartCompleted, DraftCompleted, ReviewCompleted, undo, work
 
-agent = Agent(workflow="report", step="review")
+agent = Agent(workflow="report", step="review", retry=RETRY)
 
 
 @agent.handler
@@ -15,4 +15,5 @@ async def review(ctx: StepContext, chart: ChartCompleted, draft: DraftCompleted)
 
 @agent.compensation
 async def withdraw_approval(ctx: StepContext, request: CompensationRequested) -> None:
+    await undo(ctx)
     ctx.log.info("review: withdrawing approval of %s", ctx.workflow_id)

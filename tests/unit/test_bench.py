@@ -1,8 +1,16 @@
-"""The bench harness's arithmetic (no timing here: benchmarks print figures, tests never time)."""
+"""The bench harness's arithmetic (no timing here: benchmarks print figures, tests never time), and the
+chaos suite's argument parsing and audit rules."""
 
 from __future__ import annotations
 
+import pytest
+
+from bench._chaos_audit import Audit, HandlerRun, compensated_exactly_completed, explaining_kill
+from bench._chaos_fleet import Kill
+from bench._chaos_plan import Goal
+from bench.chaos import SCENARIOS, parse_args
 from bench.report import headline
+from choreograph import HistoryEntry
 
 REQUIRED = {"relay_ratio", "hop_overhead_ms", "sagas_per_s", "saga_p50_ms", "saga_p99_ms",
             "compensated_sagas_per_s", "vs_faust", "vs_faststream", "codec_us"}
@@ -35,3 +43,80 @@ def test_the_headline_line_has_every_acceptance_figure_as_a_ratio_or_difference(
 
 def test_a_scenario_that_did_not_run_leaves_its_figures_out_instead_of_inventing_them() -> None:
     assert headline({"codec": {"encode_us": 1.0, "decode_us": 2.0}}) == {"codec_us": 3.0}
+
+
+# `make chaos` (bench/chaos.py): which scenarios run, and the audit's rule for a handler run twice.
+
+MS = 1_000_000  # nanoseconds
+
+
+def test_chaos_runs_every_scenario_by_default_and_the_named_ones_in_their_order() -> None:
+    assert parse_args([]).scenarios == list(SCENARIOS)
+    assert parse_args(["--scenario", "all"]).scenarios == list(SCENARIOS)
+    assert parse_args(["--scenario", "poison,kills"]).scenarios == ["kills", "poison"]
+    assert parse_args(["--scenario", "agent_down", "--scenario", "malformed", "--seed", "9"]).scenarios == [
+        "malformed", "agent_down"]
+
+
+def test_chaos_refuses_an_unknown_scenario_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--scenario", "kills,meteor"])
+    assert exit_.value.code == 2
+    assert "unknown scenario(s) meteor" in capsys.readouterr().err
+
+
+def _kill(pid: int, at_ms: int, cause: str = "sigkill") -> Kill:
+    return Kill(pid, "report.draft.0", at_ms * MS, cause)
+
+
+def test_a_rerun_is_explained_only_by_a_death_of_its_process_inside_the_crash_window() -> None:
+    first, again = HandlerRun(pid=10, started_ns=100 * MS, done_ns=150 * MS), HandlerRun(11, 400 * MS, 450 * MS)
+    result_logged = 460 * MS  # by the run again
+    died = _kill(10, 200, "crash:effect")
+    assert explaining_kill([died], first, again, result_logged) == died
+    assert explaining_kill([_kill(10, 120)], first, again, result_logged) is None  # died before the effect
+    assert explaining_kill([_kill(12, 200)], first, again, result_logged) is None  # another process died
+    assert explaining_kill([_kill(10, 200)], first, again, 180 * MS) is None  # its result was in the log first
+
+
+def _entry(kind: str, step: str | None, offset: int, event_id: str = "", ts: int = 0) -> HistoryEntry:
+    data = {"status": "completed"} if kind == "outcome" else {}
+    return HistoryEntry(topic="t", partition=0, offset=offset, timestamp=ts, time="", type="x", kind=kind,
+                        step=step, event_id=event_id or f"e{offset}", causation_id=None, source="s",
+                        traceparent=None, data=data, workflow_id="w")
+
+
+def test_a_copy_the_harness_wrote_is_no_duplicate_but_a_second_result_of_the_system_is() -> None:
+    goal = Goal("w", "duplicates")
+    history = [_entry("goal", None, 0), _entry("step_completed", "research", 1),
+               _entry("step_completed", "research", 2, event_id="e1"), _entry("outcome", None, 3)]
+    copied = Audit([], injected={(0, 2)})
+    copied.add(goal, history, {})
+    assert copied.holds()
+    assert copied.duplicate_results == 0
+    doubled = Audit([], injected=set())
+    doubled.add(goal, history, {})
+    assert not doubled.holds()
+    assert doubled.duplicate_results == 1
+
+
+def test_an_unexplained_rerun_fails_the_audit() -> None:
+    runs = {"research": [HandlerRun(10, 100 * MS, 150 * MS), HandlerRun(10, 300 * MS, 350 * MS)]}
+    history = [_entry("goal", None, 0), _entry("step_completed", "research", 1, ts=360), _entry("outcome", None, 2)]
+    found = Audit([], injected=set())
+    found.add(Goal("w", "kills"), history, runs)
+    assert (found.effects_rerun, found.reruns_unexplained) == (1, 1)
+    assert not found.holds()
+    explained = Audit([_kill(10, 200)], injected=set())
+    explained.add(Goal("w", "kills"), history, runs)
+    assert explained.reruns_explained == {"sigkill": 1}
+    assert explained.holds()
+
+
+def test_a_compensation_request_published_twice_with_one_id_is_one_request() -> None:
+    done = [_entry("step_completed", "research", 1), _entry("step_failed", "analyze", 2)]
+    undo = [_entry("compensation_requested", "research", 3, "r"), _entry("compensation_completed", "research", 5)]
+    assert compensated_exactly_completed([*done, *undo], compensates=True)
+    assert compensated_exactly_completed([*done, *undo, _entry("compensation_requested", "research", 4, "r")], True)
+    assert not compensated_exactly_completed([*done, *undo, _entry("compensation_requested", "research", 4)], True)
+    assert not compensated_exactly_completed(done, compensates=True)
