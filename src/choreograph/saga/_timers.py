@@ -148,17 +148,16 @@ def _timed_out(state: SagaState, timer: Timer) -> Decision:
 def attempts_json(state: SagaState) -> dict[str, dict[str, Any]]:
     """Per step with a failed attempt, a timeout or a heartbeat: where its attempts stand.
 
-    `attempt` is the current one, `failed` the attempts that failed (`timed_out` those the
-    coordinator timed out), `next_attempt_at` when the next is due (None: the step failed),
-    `heartbeat_at` the current attempt's last heartbeat, `compensation_failed` the failed attempts of
-    its compensation.
+    `attempt` is the latest one (running, due, done, or the last one made), `failed` the attempts
+    that failed (`timed_out` those the coordinator timed out), `next_attempt_at` when the one after
+    the last failed attempt was due (None: none was, the step failed), `heartbeat_at` the latest
+    attempt's last heartbeat, `compensation_failed` the failed attempts of its compensation.
     """
     steps = {s for s, _ in state.retries} | {s for s, _ in state.heartbeats} | state.compensation_retries.keys()
     found: dict[str, dict[str, Any]] = {}
     for step in sorted(steps):
         failed = sorted(a for s, a in state.retries if s == step)
-        node = state.graph.nodes.get(step) if state.graph is not None else None
-        attempt = current_attempt(state, node)[0] if node is not None else (failed[-1] + 1 if failed else 1)
+        attempt = 1 if not failed else failed[-1] + (state.retries[(step, failed[-1])] is not None)
         found[step] = {"attempt": attempt, "failed": failed,
                        "timed_out": sorted(a for s, a in state.timed_out if s == step),
                        "next_attempt_at": state.retries[(step, failed[-1])] if failed else None,
