@@ -99,7 +99,12 @@ class Snapshot:
     decided: list[Decision] = field(default_factory=list)  # taken at `last`, published right after
 
     def json(self) -> dict[str, Any]:
-        """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome)."""
+        """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome).
+
+        `deadline` (the workflow's, Unix ms) and `attempts` (per step: its latest attempt, the
+        failed and timed-out ones, see saga._timers.attempts_json) are there only when the
+        workflow has them, so the state of a workflow without either reads as it always did.
+        """
         s = self.state
         status = s.outcome.value if s.outcome is not None else "running" if s.goal_seen else "unknown"
         graph = None if s.graph is None else [
@@ -107,14 +112,19 @@ class Snapshot:
             for n in s.graph.order]
         at = None if self.last is None else {"partition": self.last.partition, "offset": self.last.offset,
                                              "timestamp": self.last.timestamp, "time": self.last.time}
-        return {"workflow_id": s.workflow_id, "workflow": s.workflow, "status": status, "at": at,
-                "events_folded": self.events, "goal_seen": s.goal_seen, "graph": graph,
-                "completed": sorted(s.completed), "failed": dict(sorted(s.failed.items())),
-                "compensation_requested": sorted(s.compensation_requested), "compensated": sorted(s.compensated),
-                "compensation_failed": dict(sorted(s.compensation_failed.items())),
-                "outcome": None if s.outcome is None else s.outcome.value,
-                "deadline": s.deadline_ms, "attempts": attempts_json(s),
-                "decided": [_decision_json(d) for d in self.decided]}
+        found: dict[str, Any] = {
+            "workflow_id": s.workflow_id, "workflow": s.workflow, "status": status, "at": at,
+            "events_folded": self.events, "goal_seen": s.goal_seen, "graph": graph,
+            "completed": sorted(s.completed), "failed": dict(sorted(s.failed.items())),
+            "compensation_requested": sorted(s.compensation_requested), "compensated": sorted(s.compensated),
+            "compensation_failed": dict(sorted(s.compensation_failed.items())),
+            "outcome": None if s.outcome is None else s.outcome.value,
+            "decided": [_decision_json(d) for d in self.decided]}
+        if s.deadline_ms is not None:
+            found["deadline"] = s.deadline_ms
+        if attempts := attempts_json(s):
+            found["attempts"] = attempts
+        return found
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:
