@@ -73,7 +73,9 @@ class Coordinator(ServiceBase):
 
     Attributes:
         ignored: How many events were ignored, by reason: "no goal" (a workflow whose goal it has not
-            read: forged, misrouted, or finished before its position) and "finished" (late events).
+            read: forged, misrouted, or finished before its position) and "finished" (events after
+            an outcome; but a late result of a workflow that ended other than completed is folded,
+            and compensated).
         commit_interval_s: Period of commits.
         observe: `observe(partition, offset, state)` sees the saga state after each event is
             handled: what `choreo state --at` must reproduce (tests compare the two).
