@@ -175,7 +175,7 @@ def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: P
             snapshot = Snapshot(SagaState(entry.workflow_id))
         snapshot.last, snapshot.events = entry, snapshot.events + 1
         snapshot.decided = []
-        if (fact := fact_of_entry(entry)) is None:
+        if (fact := fact_of_entry(entry, snapshot.state)) is None:
             continue
         snapshot.state, snapshot.decided = handle(snapshot.state, fact, catalog)
         snapshot.state, later = ticks.after(index, entry, snapshot.state, len(snapshot.decided), catalog)
@@ -287,7 +287,7 @@ def _decide(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph]) -> tu
         if entry.source == COORDINATOR_SOURCE:
             fact: Fact | None = clock(entry.timestamp)  # its own decision: taken already, if the code agrees
         else:
-            fact = fact_of_entry(entry)
+            fact = fact_of_entry(entry, state)
         if fact is None:
             continue
         state, decisions = handle(state, fact, catalog)

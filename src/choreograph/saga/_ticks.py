@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import WorkflowError
 from ..events._envelope import COORDINATOR_SOURCE, DEADLINE_HEADER, Kind
-from ._check import impostor
+from ._check import contradiction, impostor
 from ._decide import Decision, SagaState, clock, handle
 from ._entries import HistoryEntry
 from ._facts import Fact, deadline_of, fact_of
@@ -18,12 +18,13 @@ from ._graph import Graph
 from ._timers import next_due
 
 
-def fact_of_entry(entry: HistoryEntry) -> Fact | None:
+def fact_of_entry(entry: HistoryEntry, state: SagaState | None = None) -> Fact | None:
     """The coordinator's reading of an entry; None for what it dead-letters and never folds.
 
     That is an unreadable payload, a framework event failing its model (ValueError), a
-    WorkflowStarted whose steps make no graph (WorkflowError: a cycle or an unknown dependency), and
-    an attempt, timeout or heartbeat from a party that cannot know it (saga._check.impostor).
+    WorkflowStarted whose steps make no graph (WorkflowError: a cycle or an unknown dependency),
+    an attempt, timeout or heartbeat from a party that cannot know it (saga._check.impostor), and,
+    given the workflow's state, a second goal or a fact contradicting it (saga._check.contradiction).
     """
     if entry.error is not None or entry.data is None:
         return None
@@ -34,7 +35,11 @@ def fact_of_entry(entry: HistoryEntry) -> Fact | None:
         fact = fact_of(entry.envelope, entry.data, entry.timestamp, deadline)
     except (ValueError, WorkflowError):
         return None
-    return None if impostor(entry.source, fact) is not None else fact
+    if impostor(entry.source, fact) is not None:
+        return None
+    if state is not None and state.goal_seen and (fact.kind is Kind.GOAL or contradiction(state, fact) is not None):
+        return None  # a second goal is a duplicate: ignored, or dead-lettered if its id differs
+    return fact
 
 
 class Ticks:
