@@ -11,7 +11,7 @@ saga and publishes whatever is still owed. Decision ids are deterministic, so a 
 
 Deadlines are a function of the log too: facts carry their records' timestamps, and between
 records the service loop feeds clock facts (saga.tick) to the sagas whose next deadline has passed
-on its clock (runtime._coordinator_timers). A workflow that ended other than completed is kept
+on its clock (runtime._coordinator_state). A workflow that ended other than completed is kept
 (bounded) so a late result still gets its compensation request.
 """
 
