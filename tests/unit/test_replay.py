@@ -12,19 +12,63 @@ import pytest
 from helpers import GOLDEN as GOLDEN_DIR
 
 from choreograph import ConfigurationError, ReplayError
-from choreograph.saga import Point, diff, fold
+from choreograph.events import StepNode
+from choreograph.saga import Point, SagaState, diff, fold
 from choreograph.saga import _decide as saga  # the mutation tests patch the decision module itself
+from choreograph.saga import _timers as timers
 from choreograph.timetravel import Recording
 
 GOLDEN = sorted(GOLDEN_DIR.glob("*.jsonl"))
 
 
 def test_the_golden_set_covers_the_cases_we_promise() -> None:
-    assert {p.stem for p in GOLDEN} >= {"happy", "compensated", "failed_compensation", "duplicated", "reordered"}
+    assert {p.stem for p in GOLDEN} >= {"happy", "compensated", "failed_compensation", "duplicated", "reordered",
+                                        "retry", "timeout", "late_result", "deadline"}
     statuses = {p.stem: Recording.load(p).final_state["status"] for p in GOLDEN}  # type: ignore[index]
-    assert statuses["happy"] == "completed"
+    assert statuses["happy"] == statuses["retry"] == "completed"
     assert statuses["failed_compensation"] == "failed"
     assert statuses["compensated"] == statuses["duplicated"] == statuses["reordered"] == "compensated"
+    assert statuses["timeout"] == statuses["late_result"] == "compensated"
+    assert statuses["deadline"] == "timed_out"
+
+
+def kinds(name: str) -> list[tuple[str, str | None, str]]:
+    """A recording's events as (kind, step, who published it)."""
+    return [(e.kind, e.step, e.source.rsplit("/", 1)[-1])
+            for e in Recording.load(GOLDEN_DIR / f"{name}.jsonl").entries()]
+
+
+def test_the_fault_recordings_hold_what_they_are_named_for() -> None:
+    retry = kinds("retry")
+    assert [k for k in retry if k[0] == "step_attempt_failed"] == [("step_attempt_failed", "chart", "chart")] * 2
+    assert not any(k[0] == "step_timed_out" for k in retry)
+    timeout = kinds("timeout")
+    assert [k for k in timeout if k[0] == "step_timed_out"] == [("step_timed_out", "draft", "coordinator")] * 2
+    late = kinds("late_result")
+    outcome_at = late.index(("outcome", None, "coordinator"))
+    # draft answered while the saga compensated, chart after its outcome: both undone.
+    assert late.index(("step_completed", "draft", "draft")) < outcome_at
+    assert late[outcome_at + 1:] == [("step_completed", "chart", "chart"),
+                                     ("compensation_requested", "chart", "coordinator"),
+                                     ("compensation_completed", "chart", "chart")]
+    assert ("compensation_requested", "draft", "coordinator") in late[:outcome_at]
+    deadline = Recording.load(GOLDEN_DIR / "deadline.jsonl")
+    [timed_out] = [e for e in deadline.entries() if e.kind == "step_timed_out"]
+    assert timed_out.data is not None
+    assert timed_out.data["reason"].startswith("workflow deadline")
+
+
+def test_a_change_to_when_a_deadline_passes_fails_the_golden_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deliberate bug: a retry's deadline counted from its step's inputs, not from when it was due.
+    original = timers.current_attempt
+
+    def from_inputs(state: SagaState, node: StepNode) -> tuple[int, int | None]:
+        return original(state, node)[0], original(state._replace(retries={}), node)[1]
+
+    monkeypatch.setattr(timers, "current_attempt", from_inputs)
+    failing = {p.stem for p in GOLDEN if Recording.load(p).check()}
+    assert "timeout" in failing
+    assert not failing & {"happy", "compensated", "failed_compensation", "duplicated", "reordered"}
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from choreograph import Graph, Kind, OutcomeStatus, StepNode, WorkflowOutcome
+from choreograph import Graph, Kind, OutcomeStatus, Retry, StepNode, WorkflowOutcome
+from choreograph.events import COORDINATOR_SOURCE, StepTimedOut, agent_source, derived_id
 from choreograph.saga import Fact, SagaState, handle
+from choreograph.saga._check import impostor
+from choreograph.saga._decide import decision_id, tick
+from choreograph.saga._timers import next_due
 
 REPORT = Graph.of("report", [
     StepNode(name="research", depends_on=[], compensable=True),
@@ -159,3 +164,123 @@ def test_graph_from_contracts_rejects_cycles() -> None:
     with pytest.raises(WorkflowError, match="cycle"):
         Graph.of("w", [StepNode(name="a", depends_on=["b"], compensable=True),
                        StepNode(name="b", depends_on=["a"], compensable=True)])
+
+
+# Deadlines, attempts and late results: time comes in facts (record timestamps) and clock ticks.
+
+T0 = 1_800_000_000_000  # the goal's log time, Unix ms
+TIMED = Graph.of("trip", [
+    StepNode(name="book", depends_on=[], compensable=True),
+    StepNode(name="pay", depends_on=["book"], compensable=True, timeout_ms=10_000,
+             retry=Retry(max_attempts=2, initial=1, jitter=0).policy()),
+])
+TRIP = {"trip": TIMED}
+
+
+def at(kind: Kind, step: str | None, ms: int, **fields: Any) -> Fact:
+    return Fact(kind, "trip", step=step, time_ms=T0 + ms, **fields)
+
+
+def started(deadline_ms: int | None = None) -> SagaState:
+    """book completed 1 s after the goal: pay's inputs are in the log from then."""
+    state, _ = handle(SagaState("wf-1"), at(Kind.GOAL, None, 0, deadline_ms=deadline_ms), TRIP)
+    state, _ = handle(state, at(Kind.STEP_COMPLETED, "book", 1_000), TRIP)
+    return state
+
+
+def test_a_step_times_out_when_the_clock_reaches_its_deadline_and_not_a_millisecond_before() -> None:
+    state = started()
+    assert next_due(state) == T0 + 11_000
+    state, decisions = tick(state, T0 + 10_999, TRIP)
+    assert decisions == []
+    state, decisions = tick(state, T0 + 11_000, TRIP)
+    [timed_out] = decisions
+    assert isinstance(timed_out.event, StepTimedOut)
+    assert timed_out.event == StepTimedOut(step="pay", attempt=1, reason="step 'pay' attempt 1 timed out after 10.0 s",
+                                           deadline=T0 + 11_000, next_attempt_at=T0 + 12_000)
+    assert decision_id("wf-1", timed_out) == derived_id("wf-1", "step_timed_out", "pay", "1")
+    assert not state.failed  # attempt 2 is due at 12 s and has until 22 s
+    assert next_due(state) == T0 + 22_000
+    state, decisions = tick(state, T0 + 22_000, TRIP)
+    assert [d.kind for d in decisions] == [Kind.STEP_TIMED_OUT, Kind.COMPENSATION_REQUESTED]
+    assert decisions[0].event == StepTimedOut(step="pay", attempt=2, deadline=T0 + 22_000, next_attempt_at=None,
+                                              reason="step 'pay' attempt 2 timed out after 10.0 s")
+    assert decision_id("wf-1", decisions[0]) != decision_id("wf-1", timed_out)
+    assert state.failed == {"pay": "step 'pay' attempt 2 timed out after 10.0 s"}
+
+
+def test_a_result_logged_after_its_deadline_is_late_even_before_any_tick() -> None:
+    state, decisions = handle(started(), at(Kind.STEP_COMPLETED, "pay", 22_000), TRIP)
+    # Both attempts' deadlines passed by the result's timestamp: timed out first; then the late
+    # result is undone, and what it depends on after it (reverse dependency order).
+    assert [(d.kind, d.step) for d in decisions] == [
+        (Kind.STEP_TIMED_OUT, "pay"), (Kind.STEP_TIMED_OUT, "pay"), (Kind.COMPENSATION_REQUESTED, "pay")]
+    _, decisions = handle(state, at(Kind.COMPENSATION_COMPLETED, "pay", 22_100), TRIP)
+    assert [(d.kind, d.step) for d in decisions] == [(Kind.COMPENSATION_REQUESTED, "book")]
+
+
+def test_a_failed_attempt_counts_and_moves_the_next_deadline_but_does_not_fail_the_step() -> None:
+    state, decisions = handle(started(), at(Kind.STEP_ATTEMPT_FAILED, "pay", 3_000, attempt=1,
+                                            next_attempt_at=T0 + 5_000, reason="rate limited"), TRIP)
+    assert decisions == []
+    assert not state.failed
+    assert state.retries == {("pay", 1): T0 + 5_000}
+    assert next_due(state) == T0 + 15_000  # attempt 2: from when it was due
+    again, _ = handle(state, at(Kind.STEP_ATTEMPT_FAILED, "pay", 3_000, attempt=1, next_attempt_at=T0 + 5_000,
+                                reason="rate limited"), TRIP)
+    assert again == state  # a duplicate changes nothing
+    state, decisions = handle(state, at(Kind.STEP_COMPLETED, "pay", 6_000), TRIP)
+    assert [d.kind for d in decisions] == [Kind.OUTCOME]
+
+
+def test_heartbeats_move_a_heartbeat_deadline() -> None:
+    graph = Graph.of("trip", [StepNode(name="book", depends_on=[], compensable=True, heartbeat_timeout_ms=5_000)])
+    state, _ = handle(SagaState("wf-1"), at(Kind.GOAL, None, 0), {"trip": graph})
+    assert next_due(state) == T0 + 5_000
+    state, _ = handle(state, at(Kind.HEARTBEAT, "book", 4_000, attempt=1), {"trip": graph})
+    assert next_due(state) == T0 + 9_000
+    state, _ = handle(state, at(Kind.HEARTBEAT, "book", 2_000, attempt=1), {"trip": graph})  # an older one, reordered
+    assert next_due(state) == T0 + 9_000
+    _, decisions = tick(state, T0 + 9_000, {"trip": graph})
+    assert decisions[0].event.model_dump()["reason"] == "step 'book' attempt 1: no heartbeat for 5.0 s"
+
+
+def test_a_workflow_deadline_times_the_workflow_out_unless_a_step_had_failed_before_it() -> None:
+    state, decisions = tick(started(deadline_ms=T0 + 5_000), T0 + 5_000, TRIP)
+    assert [d.kind for d in decisions] == [Kind.STEP_TIMED_OUT, Kind.COMPENSATION_REQUESTED]
+    assert decisions[0].event.model_dump()["next_attempt_at"] is None  # attempts left or not: over
+    state, decisions = handle(state, at(Kind.COMPENSATION_COMPLETED, "book", 5_100), TRIP)
+    [outcome] = [d.event for d in decisions]
+    assert isinstance(outcome, WorkflowOutcome)
+    assert (outcome.status, outcome.failed_step) == (OutcomeStatus.TIMED_OUT, "pay")
+    # pay failed at 3 s, before the 5 s deadline: compensated for that failure, not timed out.
+    state, _ = handle(started(deadline_ms=T0 + 5_000), at(Kind.STEP_FAILED, "pay", 3_000, reason="declined"), TRIP)
+    state, _ = tick(state, T0 + 5_000, TRIP)
+    _, decisions = handle(state, at(Kind.COMPENSATION_COMPLETED, "book", 5_100), TRIP)
+    assert decisions[0].event.model_dump()["status"] == OutcomeStatus.COMPENSATED
+
+
+def test_a_late_result_after_the_outcome_is_compensated_once_and_only_if_the_workflow_did_not_complete() -> None:
+    state, _ = tick(started(deadline_ms=T0 + 5_000), T0 + 5_000, TRIP)
+    state, _ = handle(state, at(Kind.COMPENSATION_COMPLETED, "book", 5_100), TRIP)
+    assert state.outcome is OutcomeStatus.TIMED_OUT
+    state, decisions = handle(state, at(Kind.STEP_COMPLETED, "pay", 9_000), TRIP)
+    assert [(d.kind, d.step) for d in decisions] == [(Kind.COMPENSATION_REQUESTED, "pay")]
+    again, decisions = handle(state, at(Kind.STEP_COMPLETED, "pay", 9_500), TRIP)
+    assert decisions == []
+    assert again.outcome is OutcomeStatus.TIMED_OUT
+    done, _ = handle(SagaState("wf-2"), at(Kind.GOAL, None, 0), TRIP)
+    for step in ("book", "pay"):
+        done, _ = handle(done, at(Kind.STEP_COMPLETED, step, 1_000), TRIP)
+    assert done.outcome is OutcomeStatus.COMPLETED
+    assert handle(done, at(Kind.STEP_COMPLETED, "pay", 2_000), TRIP)[1] == []
+
+
+def test_fault_events_are_believed_only_from_the_party_that_knows() -> None:
+    timed_out = Fact(Kind.STEP_TIMED_OUT, "trip", step="pay", attempt=1)
+    attempt = Fact(Kind.STEP_ATTEMPT_FAILED, "trip", step="pay", attempt=1)
+    assert impostor(COORDINATOR_SOURCE, timed_out) is None
+    assert impostor(agent_source("trip", "pay"), timed_out) is not None
+    assert impostor(agent_source("trip", "pay"), attempt) is None
+    assert impostor(agent_source("trip", "book"), attempt) is not None
+    assert impostor(COORDINATOR_SOURCE, Fact(Kind.HEARTBEAT, "trip", step="pay")) is not None

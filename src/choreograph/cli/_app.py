@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -118,6 +120,9 @@ def publish(
     workflow: str,
     data: Annotated[str, typer.Option(help="goal data: a JSON object, @FILE holding one, or - to read stdin")],
     wait: Annotated[float | None, typer.Option(help="wait up to SECONDS for the outcome", callback=seconds)] = None,
+    deadline: Annotated[str | None, typer.Option(
+        help="the workflow's deadline from now, e.g. 30s, 10m, 1h30m: what still runs then is timed out and "
+             "compensated, and the outcome is timed_out")] = None,
 ) -> None:
     """Publish a goal; print {"workflow_id": ...} (and "status" with --wait).
 
@@ -127,13 +132,16 @@ def publish(
     from ..runtime._client import Client
 
     payload = goal_data(data)
+    within = None if deadline is None else duration(deadline, "--deadline")
     rejected: list[GoalRejected] = []
 
     async def go() -> dict[str, Any]:
         async with Client(Settings.from_env(), source="choreo://cli") as client:
-            goal = await client.publish(workflow, payload)
+            goal = await client.publish(workflow, payload, deadline=within)
             result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
                                       "partition": goal.partition, "offset": goal.offset}
+            if goal.deadline_ms is not None:
+                result["deadline_ms"] = goal.deadline_ms
             if wait is not None:
                 try:
                     outcome = await client.wait(goal, wait)
@@ -157,6 +165,25 @@ def publish(
         raise fail(str(exc), REJECTED) from exc
     if rejected:
         raise fail(str(rejected[0]), REJECTED)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str, option: str) -> float:
+    """Seconds in a duration as an option takes it: `30s`, `10m`, `1h30m`, `500ms`, or plain seconds; else exit 2."""
+    value = text.strip().lower()
+    try:
+        seconds_ = float(value)
+    except ValueError:
+        parts = _DURATION.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise fail(f"{option} {text!r}: expected a duration such as 30s, 10m or 1h30m", USAGE) from None
+        seconds_ = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if not (math.isfinite(seconds_) and seconds_ > 0):
+        raise fail(f"{option} {text!r}: expected a duration > 0", USAGE)
+    return seconds_
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -1,6 +1,8 @@
 """What users and the CLI call: publish a goal, and wait for a workflow's outcome.
 
-A goal is validated against the workflow's goal schema, as its entry agents announced it.
+A goal is validated against the workflow's goal schema, as its entry agents announced it, and may
+carry a deadline for the whole workflow (the coordinator times out what still runs then, compensates,
+and ends the workflow `timed_out`).
 """
 
 from __future__ import annotations
@@ -8,15 +10,26 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastavro.validation import ValidationError, validate
 
 from ..errors import DecodeError, EventTooLarge, GoalRejected, GoalValidationError, WorkflowError
 from ..events._avro import AvroSchema
-from ..events._envelope import CLIENT_SOURCE, GOAL_ID_HEADER, Envelope, Kind, new_workflow_id, text_of
+from ..events._envelope import (
+    CLIENT_SOURCE,
+    DEADLINE_HEADER,
+    GOAL_ID_HEADER,
+    Envelope,
+    Kind,
+    new_workflow_id,
+    text_of,
+)
 from ..events._models import WorkflowOutcome
+from ..events._policy import millis
 from ..saga._graph import goal_types
+from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
@@ -31,6 +44,7 @@ class PublishedGoal:
 
     `event_id` (the goal's ce_id) and `published_ms` (wall time just before it was sent) let a wait
     tell this goal's outcome from another goal's with the same workflow id, and find its dead letter.
+    `deadline_ms` is the workflow's deadline (Unix ms) if the goal gave one.
     """
     workflow: str
     workflow_id: str
@@ -38,6 +52,7 @@ class PublishedGoal:
     offset: int
     event_id: str = ""
     published_ms: int = 0
+    deadline_ms: int | None = None
 
 
 class Client:
@@ -47,10 +62,13 @@ class Client:
         settings: Broker, namespace and topics.
         source: The CloudEvents source of the goals it publishes.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
+        clock: The time a goal's deadline counts from; the wall clock unless given.
     """
 
-    def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None) -> None:
+    def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
         self._producer: Producer  # made on entry, inside the running loop
@@ -86,35 +104,47 @@ class Client:
         schema = self._goal_schemas[workflow] = AvroSchema.from_json(next(iter(goals.values())))
         return schema
 
-    async def publish(self, workflow: str, data: dict[str, Any], workflow_id: str | None = None) -> PublishedGoal:
+    async def publish(self, workflow: str, data: dict[str, Any], workflow_id: str | None = None, *,
+                      deadline: timedelta | float | None = None) -> PublishedGoal:
         """Publish a goal of `workflow` with `data`, validated against the announced goal schema.
 
         Args:
             workflow: The workflow's name.
             data: The goal's fields (defaults are filled in).
             workflow_id: The workflow id; a new UUIDv7 unless given.
+            deadline: How long (seconds or a timedelta, from now) the whole workflow may take. When it
+                passes, the coordinator times out every step still running, compensates what
+                completed, and the outcome is `timed_out`. None: no deadline.
 
         Returns:
             Where the goal landed.
 
         Raises:
             WorkflowError: No agent announced the workflow, or it has several goal types.
-            GoalValidationError: `data` does not fit the goal schema, or `workflow_id` is empty.
+            GoalValidationError: `data` does not fit the goal schema, `workflow_id` is empty, or the
+                deadline is not positive.
             EventTooLarge: The goal is larger than the maximum event size.
         """
         if workflow_id is not None and not workflow_id:
             raise GoalValidationError("a workflow id cannot be empty")
+        within = millis(deadline)
+        if within is not None and within <= 0:
+            raise GoalValidationError(f"a workflow deadline must be in the future, got {deadline!r}")
         schema = await self.goal_schema(workflow)
         record = conform(schema, data)
         envelope = Envelope.new(type=schema.name, source=self._source, workflow=workflow,
                                 workflow_id=workflow_id or new_workflow_id(), kind=Kind.GOAL)
         value, headers, limit = schema.encode(record), envelope.headers(), self.settings.max_event_bytes
+        deadline_ms = None if within is None else self._clock.now_ms() + within
+        if deadline_ms is not None:
+            headers.append((DEADLINE_HEADER, str(deadline_ms).encode()))
         if (size := record_size(envelope.key, value, headers)) > limit:
             raise EventTooLarge(f"the goal of workflow {workflow!r}", size, limit)
         published_ms = time.time_ns() // 1_000_000
         meta = await self._producer.send_and_wait(self.settings.events_topic, value=value, key=envelope.key,
                                                   headers=headers)
-        return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset, envelope.id, published_ms)
+        return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset, envelope.id, published_ms,
+                             deadline_ms)
 
     async def wait(self, goal: PublishedGoal, timeout_s: float) -> WorkflowOutcome | None:
         """The workflow's outcome, or None if it has none within `timeout_s`.

@@ -1,11 +1,18 @@
 """The saga coordinator service: folds every workflow event with `saga.handle`, publishes decisions.
 
-Decisions are the graph fixed at start, compensation requests and the outcome. It never calls an agent.
+Decisions are the graph fixed at start, timeouts, compensation requests and the outcome. It never
+calls an agent, and never tells one to do forward work: retries are the agents' (their failed
+attempts are in the log), deadlines the coordinator's (StepTimedOut).
 
 Its state is the log. The commit position of a partition never passes the goal of a saga that is
 still open, so after kill -9 a new instance re-reads every open saga from its goal. While it re-reads
 up to the end it only folds (its own earlier decisions are in the log too); then it settles each
 saga and publishes whatever is still owed. Decision ids are deterministic, so a re-publish is a no-op.
+
+Deadlines are a function of the log too: facts carry their records' timestamps, and between
+records the service loop feeds clock facts (saga.tick) to the sagas whose next deadline has passed
+on its clock (runtime._coordinator_state). A workflow that ended other than completed is kept
+(bounded) so a late result still gets its compensation request.
 """
 
 from __future__ import annotations
@@ -20,47 +27,32 @@ from typing import Any
 from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
 from ..events._envelope import (
     COORDINATOR_SOURCE,
+    DEADLINE_HEADER,
     GOAL_ID_HEADER,
     RESTORE_SOURCE,
     Envelope,
     Kind,
-    derived_id,
-    text_of,
 )
-from ..events._models import StepContract
-from ..saga._check import contradiction
-from ..saga._decide import Decision, Fact, SagaState, evolve, fact_of, handle, settle
+from ..events._models import OutcomeStatus, StepContract
+from ..saga._check import contradiction, impostor
+from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
+from ..saga._facts import LATE_KINDS, deadline_of
+from ..saga._timers import expire, timed
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
 from ..transport._member import GroupMember
-from ..transport._offsets import PartitionProgress
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ._coordinator_state import Partition, look_back
 from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
 _CONTRACT_TYPE = StepContract.type_name()
 _GOAL, _OUTCOME = Kind.GOAL.value.encode(), Kind.OUTCOME.value.encode()
-
-
-class _Partition:
-    """Open sagas of one partition, and where the silent replay after assignment ends."""
-
-    def __init__(self, position: int, replay_end: int, partition: int = -1) -> None:
-        self.progress = PartitionProgress(position, partition)
-        self.replay_end = replay_end
-        self.sagas: dict[str, SagaState] = {}
-        self.goal_offsets: dict[str, int] = {}
-        self.goal_ids: dict[str, str] = {}  # of open sagas: a second goal with another id is a duplicate
-        self.dormant: set[str] = set()  # open sagas restored from an archive: never settled
-
-    @property
-    def replaying(self) -> bool:
-        return self.progress.next < self.replay_end
 
 
 class Coordinator(ServiceBase):
@@ -74,21 +66,28 @@ class Coordinator(ServiceBase):
             goal that reuses one.
         finished_lookback: Records per partition read back before its position on assignment, to
             learn which workflows finished there (a duplicate goal after a restart is refused if its
-            original's outcome is within this many records).
+            original's outcome is within this many records; a late result of a workflow that ended
+            other than completed is compensated if its outcome is).
+        ended_capacity: Workflows per partition that ended other than completed, kept to compensate
+            their late results.
 
     Attributes:
         ignored: How many events were ignored, by reason: "no goal" (a workflow whose goal it has not
-            read: forged, misrouted, or finished before its position) and "finished" (late events).
+            read: forged, misrouted, or finished before its position) and "finished" (events after
+            an outcome; but a late result of a workflow that ended other than completed is folded,
+            and compensated).
         commit_interval_s: Period of commits.
         observe: `observe(partition, offset, state)` sees the saga state after each event is
             handled: what `choreo state --at` must reproduce (tests compare the two).
-        clock: The time its deadline timers read; the wall clock unless given.
+        clock: The time its deadline timers read; the wall clock unless given. Between records, a
+            saga's deadline passes when this clock says so; a record's timestamp also says time has
+            come that far.
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
                  finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, ended_capacity: int = 10_000) -> None:
         self.settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
@@ -98,13 +97,14 @@ class Coordinator(ServiceBase):
         self._dead: DeadLetters
         self._finished = Done(finished_capacity)  # workflow id -> its goal's event id
         self._lookback = finished_lookback
+        self._ended_capacity = ended_capacity
         self.ignored: Counter[str] = Counter()
         self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
         self._observe = observe
         self._registry_current = False  # caught up with the registry since this batch was fetched
         self._stopping = asyncio.Event()
-        self._member = GroupMember[_Partition](
+        self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
             auto_offset_reset="earliest")
@@ -145,10 +145,11 @@ class Coordinator(ServiceBase):
                         await self._on_record(part, record)
                     if was_replaying and not part.replaying:
                         await self._settle_all(part)
+                await self._fire_timers()
             if member.commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
-    async def _on_record(self, part: _Partition, record: Record) -> None:
+    async def _on_record(self, part: Partition, record: Record) -> None:
         progress = part.progress
         progress.seen(record.offset)
         history = progress.is_history(record.timestamp)
@@ -170,14 +171,14 @@ class Coordinator(ServiceBase):
             return
         if history and envelope.workflow_id in self._finished:
             return  # restored history of a workflow that finished here since
-        state = part.sagas.get(envelope.workflow_id)
+        state = part.sagas.get(envelope.workflow_id) or part.ended.get(envelope.workflow_id)
         if not history and (refusal := self._refusal(part, state, envelope, fact)) is not None:
             if refusal:
                 await self._dead_letter(record, refusal)
             return
         await self._fold(part, state or SagaState(envelope.workflow_id), envelope, fact, record, history)
 
-    def _refusal(self, part: _Partition, state: SagaState | None, envelope: Envelope, fact: Fact) -> str | None:
+    def _refusal(self, part: Partition, state: SagaState | None, envelope: Envelope, fact: Fact) -> str | None:
         """Why the event must not be folded: "" to ignore it, a reason to dead-letter it; None to fold it."""
         workflow_id = envelope.workflow_id
         if fact.kind is Kind.GOAL:
@@ -188,6 +189,8 @@ class Coordinator(ServiceBase):
                 return ""  # the same goal delivered twice (a producer's retry): nothing new
             return f"duplicate workflow id: workflow {workflow_id} already has a goal (event {original or '?'})"
         if workflow_id in self._finished:
+            if state is not None and state.finished and fact.kind in LATE_KINDS:
+                return contradiction(state, fact)  # a late result: compensated (see saga._late_requests)
             self.ignored["finished"] += 1
             return ""
         if state is None or not state.goal_seen:
@@ -201,7 +204,7 @@ class Coordinator(ServiceBase):
             return ""
         return contradiction(state, fact)
 
-    async def _fold(self, part: _Partition, state: SagaState, envelope: Envelope, fact: Fact, record: Record,
+    async def _fold(self, part: Partition, state: SagaState, envelope: Envelope, fact: Fact, record: Record,
                     history: bool) -> None:
         workflow_id, progress = envelope.workflow_id, part.progress
         decisions: list[Decision] = []
@@ -211,7 +214,15 @@ class Coordinator(ServiceBase):
             state = evolve(state, fact)
             part.dormant.add(workflow_id)
         elif part.replaying:
+            if fact.time_ms > state.now_ms and timed(state):
+                # Deadlines this record shows passed: decided before it, as handle() would.
+                state, owed = expire(state, fact.time_ms)
+                part.owed.update((decision_id(workflow_id, d), (workflow_id, d)) for d in owed)
             state = evolve(state, fact)
+            if part.owed and envelope.source == COORDINATOR_SOURCE:
+                part.owed.pop(envelope.id, None)  # taken before the restart: in the log
+            if state.finished:
+                part.touched.add(workflow_id)
         else:
             part.dormant.discard(workflow_id)
             if fact.kind is Kind.GOAL and ((graph := self._registry.catalog.get(fact.workflow)) is None
@@ -227,6 +238,8 @@ class Coordinator(ServiceBase):
             progress.pin(at)
         for decision in decisions:
             await self._publish(part, state, decision, envelope)
+        if not history:
+            part.timers.note(state, envelope)
         self._keep(part, state)
         if self._observe is not None:
             self._observe(record.partition, record.offset, state)
@@ -235,17 +248,42 @@ class Coordinator(ServiceBase):
         log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         self._pending.append(await self._dead.send(record, reason))
 
-    async def _settle_all(self, part: _Partition) -> None:
-        """After the silent replay: publish what each open saga is still owed."""
-        if part.sagas:
+    async def _settle_all(self, part: Partition) -> None:
+        """After the silent replay: publish what each open saga, and each ended one, is still owed."""
+        if part.sagas or part.touched:
             await self._catch_up_registry()
-        for state in list(part.sagas.values()):
+        owed, part.owed = part.owed, {}
+        for workflow_id, decision in owed.values():
+            if (state := part.sagas.get(workflow_id)) is not None and workflow_id not in part.dormant:
+                await self._publish(part, state, decision, None)
+        for state in [*part.sagas.values(), *(part.ended[w] for w in sorted(part.touched) if w in part.ended)]:
             if state.workflow_id in part.dormant:
                 continue
             state, decisions = settle(state, self._registry.catalog)
             for decision in decisions:
                 await self._publish(part, state, decision, None)
             self._keep(part, state)
+        part.touched.clear()
+
+    async def _fire_timers(self) -> None:
+        """Feed the clock to each saga whose next deadline has passed, and publish what that decides.
+
+        Deadline by deadline, each decision caused by the last event the saga folded: a replay of
+        the log takes them at the same point (saga._ticks.Ticks). Never during a silent replay.
+        """
+        now = self._clock.now_ms()
+        for part in list(self._member.partitions.values()):
+            if part.replaying or not part.timers.ready(now):
+                continue
+            for when, workflow_id in part.timers.passed(now):
+                state = part.sagas.get(workflow_id)
+                if state is None or workflow_id in part.dormant:
+                    continue
+                state, decisions = tick(state, when, self._registry.catalog)
+                cause = part.timers.last.get(workflow_id)
+                for decision in decisions:
+                    await self._publish(part, state, decision, cause)
+                self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
         """Read the registry to its end (once per batch).
@@ -257,14 +295,21 @@ class Coordinator(ServiceBase):
             await self._registry.catch_up()
             self._registry_current = True
 
-    def _keep(self, part: _Partition, state: SagaState) -> None:
+    def _keep(self, part: Partition, state: SagaState) -> None:
+        workflow_id = state.workflow_id
         if not state.finished:
-            part.sagas[state.workflow_id] = state
+            part.sagas[workflow_id] = state
+            if workflow_id not in part.dormant:
+                part.timers.schedule(state)
             return
-        part.sagas.pop(state.workflow_id, None)
-        if (offset := part.goal_offsets.pop(state.workflow_id, None)) is not None:
+        first = part.sagas.pop(workflow_id, None) is not None or workflow_id not in self._finished
+        part.timers.drop(workflow_id)
+        if (offset := part.goal_offsets.pop(workflow_id, None)) is not None:
             part.progress.unpin(offset)
-        self._finished.add(state.workflow_id, part.goal_ids.pop(state.workflow_id, None))
+        if first:  # not a late result of an ended saga: that keeps its goal's id
+            self._finished.add(workflow_id, part.goal_ids.pop(workflow_id, None))
+        if state.outcome is not OutcomeStatus.COMPLETED:
+            part.ended.keep(state)
 
     async def _fact(self, envelope: Envelope, record: Record) -> Fact:
         """Validate the payload against its writer schema and extract what the saga needs.
@@ -287,12 +332,18 @@ class Coordinator(ServiceBase):
         if (written := store.writer_of(value).name) != envelope.type:
             raise DecodeError(f"ce_type is {envelope.type} but the body is a {written}")
         try:
-            return fact_of(envelope, data)
+            deadline = None
+            if envelope.kind is Kind.GOAL:
+                deadline = deadline_of(next((v for k, v in record.headers if k == DEADLINE_HEADER), None))
+            fact = fact_of(envelope, data, record.timestamp, deadline)
         except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
             raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
+        if (forged := impostor(envelope.source, fact)) is not None:
+            raise DecodeError(forged)
+        return fact
 
-    async def _publish(self, part: _Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
-        event_id = derived_id(state.workflow_id, decision.kind.value, decision.step or "")
+    async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
+        event_id = decision_id(state.workflow_id, decision)
         envelope = Envelope.new(
             type=decision.event.type_name(), source=COORDINATOR_SOURCE, workflow=state.workflow,
             workflow_id=state.workflow_id, kind=decision.kind, step=decision.step, cause=cause,
@@ -313,34 +364,29 @@ class Coordinator(ServiceBase):
         await self._member.commit()
 
     async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
-            TopicPartition, tuple[int, _Partition]]:
+            TopicPartition, tuple[int, Partition]]:
         """Set up newly assigned partitions before any of their records is handled.
 
         Each one's position is its committed offset (else its start), and its silent replay runs to
         the true end: the sagas open there are rebuilt from the log before anything is decided.
         """
         ends = await self._kafka.end_offsets(assigned)
-        states, start = {}, {}
+        states: dict[TopicPartition, tuple[int, Partition]] = {}
+        start: dict[TopicPartition, tuple[int, int]] = {}
+        goals: dict[bytes, bytes | None] = {}
         for tp in assigned:
             committed = await consumer.committed(tp)
             position = committed if committed is not None else await consumer.position(tp)
-            states[tp] = (position, _Partition(position, ends[tp], tp.partition))
+            states[tp] = (position, Partition(position, ends[tp], tp.partition, self._ended_capacity))
             if position > 0 and self._lookback > 0:
                 start[tp] = (max(0, position - self._lookback), position)
         if start:
-            # Which workflows finished before the position: a goal reusing one of their ids is a
-            # duplicate. Headers only, no decoding.
-            goals: dict[bytes, bytes | None] = {}
             async for record in self._kafka.read(start, start={tp: a for tp, (a, _) in start.items()},
                                                  until={tp: b for tp, (_, b) in start.items()}):
-                headers = dict(record.headers)
-                if (kind := headers.get("ce_kind")) == _GOAL and record.key:
-                    goals.setdefault(record.key, headers.get("ce_id"))
-                elif kind == _OUTCOME and record.key and (workflow_id := text_of(record.key)) is not None:
-                    self._finished.add(workflow_id, text_of(goals.get(record.key)))
+                look_back(record, states, goals, self._finished, self._registry.store)
         return states
 
-    async def _on_ready(self, parts: dict[TopicPartition, _Partition]) -> None:
+    async def _on_ready(self, parts: dict[TopicPartition, Partition]) -> None:
         for part in parts.values():
             if not part.replaying:
                 await self._settle_all(part)

@@ -5,12 +5,34 @@ Pure, like `handle`: the coordinator, and a replay of a recorded log, reach the 
 
 from __future__ import annotations
 
-from ..events._envelope import Kind
-from ._decide import Fact, SagaState
+from ..events._envelope import COORDINATOR_SOURCE, Kind, agent_source
+from ._facts import Fact, SagaState
 
 # Facts about one step: each must name a step of the workflow's graph, once the graph is fixed.
 _STEP_KINDS = frozenset({Kind.STEP_COMPLETED, Kind.STEP_FAILED, Kind.COMPENSATION_REQUESTED,
-                         Kind.COMPENSATION_COMPLETED, Kind.COMPENSATION_FAILED})
+                         Kind.COMPENSATION_COMPLETED, Kind.COMPENSATION_FAILED, Kind.STEP_ATTEMPT_FAILED,
+                         Kind.STEP_TIMED_OUT, Kind.HEARTBEAT})
+_AGENT_KINDS = frozenset({Kind.STEP_ATTEMPT_FAILED, Kind.HEARTBEAT})
+
+
+def impostor(source: str, fact: Fact) -> str | None:
+    """Why a fact about attempts comes from a party that cannot know it, or None if it may.
+
+    A StepTimedOut is believed only from the coordinator (it keeps the deadlines), a failed attempt
+    or a heartbeat only from the step's own agent: another agent cannot fail or prolong a step.
+
+    Args:
+        source: The event's CloudEvents source.
+        fact: The fact read from it.
+
+    Returns:
+        The reason to dead-letter the record (the coordinator) or skip it (a replay), or None.
+    """
+    if fact.kind is Kind.STEP_TIMED_OUT and source != COORDINATOR_SOURCE:
+        return f"a StepTimedOut is believed only from {COORDINATOR_SOURCE}, this one is from {source}"
+    if fact.kind in _AGENT_KINDS and source != (own := agent_source(fact.workflow, fact.step or "")):
+        return f"a {fact.kind.value} of step {fact.step!r} is believed only from {own}, this one is from {source}"
+    return None
 
 
 def contradiction(state: SagaState, fact: Fact) -> str | None:

@@ -27,6 +27,7 @@ class Graph:
         order: The step names, each after the steps it depends on (ties broken by name).
         dependents: Step name -> the steps that depend on it directly.
         refused: Why the workflow cannot start, for a refusal (see `refusal`); None for a graph.
+        timed: Whether a step has a timeout or a heartbeat timeout (the coordinator keeps timers for it).
     """
 
     workflow: str
@@ -34,6 +35,7 @@ class Graph:
     order: tuple[str, ...] = field(default=())
     dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)
     refused: str | None = None
+    timed: bool = False
 
     @classmethod
     def refusal(cls, workflow: str, reason: str) -> Graph:
@@ -85,7 +87,8 @@ class Graph:
             visit(name, ())
         dependents = {name: frozenset(n.name for n in by_name.values() if name in n.depends_on)
                       for name in by_name}
-        return cls(workflow, by_name, tuple(order), dependents)
+        timed = any(n.timeout_ms is not None or n.heartbeat_timeout_ms is not None for n in by_name.values())
+        return cls(workflow, by_name, tuple(order), dependents, timed=timed)
 
     @classmethod
     def from_contracts(cls, workflow: str, contracts: Iterable[StepContract]) -> Graph:

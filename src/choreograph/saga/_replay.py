@@ -5,9 +5,15 @@
 differs from what was recorded (what the golden tests run, like Temporal's replayer).
 
 Both skip what the coordinator dead-letters and never folds: an event whose payload cannot be
-decoded or fails its model, and a WorkflowStarted whose steps make no graph (a dependency cycle or
-an unknown dependency: saga.fact_of raises WorkflowError). Such a record still counts as an event
+decoded or fails its model, a WorkflowStarted whose steps make no graph (a dependency cycle or
+an unknown dependency: saga.fact_of raises WorkflowError), and an attempt, timeout or heartbeat
+from a party that cannot know it (saga._check.impostor). Such a record still counts as an event
 read, so `--at` offsets stay those of the log.
+
+Both also take the coordinator's timer decisions where it took them: each fact carries its
+record's timestamp (deadlines passed by then are decided before it is folded), and a deadline
+the coordinator's own clock saw pass while the log was silent is re-decided right after the
+event it names as the decision's cause (see saga._ticks.Ticks).
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ConfigurationError, WorkflowError
-from ..events._envelope import COORDINATOR_SOURCE, derived_id
+from ..errors import ConfigurationError
+from ..events._envelope import COORDINATOR_SOURCE
 from ..events._models import Event
-from ._decide import Decision, Fact, SagaState, fact_of, handle
+from ._decide import Decision, Fact, SagaState, clock, decision_id, handle
 from ._entries import HistoryEntry
 from ._graph import Graph
+from ._ticks import Ticks, fact_of_entry
+from ._timers import attempts_json
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,12 @@ class Snapshot:
     decided: list[Decision] = field(default_factory=list)  # taken at `last`, published right after
 
     def json(self) -> dict[str, Any]:
-        """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome)."""
+        """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome).
+
+        `deadline` (the workflow's, Unix ms) and `attempts` (per step: its latest attempt, the
+        failed and timed-out ones, see saga._timers.attempts_json) are there only when the
+        workflow has them, so the state of a workflow without either reads as it always did.
+        """
         s = self.state
         status = s.outcome.value if s.outcome is not None else "running" if s.goal_seen else "unknown"
         graph = None if s.graph is None else [
@@ -99,13 +112,19 @@ class Snapshot:
             for n in s.graph.order]
         at = None if self.last is None else {"partition": self.last.partition, "offset": self.last.offset,
                                              "timestamp": self.last.timestamp, "time": self.last.time}
-        return {"workflow_id": s.workflow_id, "workflow": s.workflow, "status": status, "at": at,
-                "events_folded": self.events, "goal_seen": s.goal_seen, "graph": graph,
-                "completed": sorted(s.completed), "failed": dict(sorted(s.failed.items())),
-                "compensation_requested": sorted(s.compensation_requested), "compensated": sorted(s.compensated),
-                "compensation_failed": dict(sorted(s.compensation_failed.items())),
-                "outcome": None if s.outcome is None else s.outcome.value,
-                "decided": [_decision_json(d) for d in self.decided]}
+        found: dict[str, Any] = {
+            "workflow_id": s.workflow_id, "workflow": s.workflow, "status": status, "at": at,
+            "events_folded": self.events, "goal_seen": s.goal_seen, "graph": graph,
+            "completed": sorted(s.completed), "failed": dict(sorted(s.failed.items())),
+            "compensation_requested": sorted(s.compensation_requested), "compensated": sorted(s.compensated),
+            "compensation_failed": dict(sorted(s.compensation_failed.items())),
+            "outcome": None if s.outcome is None else s.outcome.value,
+            "decided": [_decision_json(d) for d in self.decided]}
+        if s.deadline_ms is not None:
+            found["deadline"] = s.deadline_ms
+        if attempts := attempts_json(s):
+            found["attempts"] = attempts
+        return found
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:
@@ -125,31 +144,18 @@ def catalog_for(entries: Iterable[HistoryEntry], fallback: Mapping[str, Graph] |
         Workflow name -> graph: the recorded graph alone, or `fallback`.
     """
     for entry in entries:
-        fact = _fact(entry)
+        fact = fact_of_entry(entry)
         if fact is not None and fact.graph is not None:
             return {fact.workflow: fact.graph}
     return fallback or {}
-
-
-def _fact(entry: HistoryEntry) -> Fact | None:
-    """The coordinator's reading of an entry; None for what it dead-letters and never folds.
-
-    That is an unreadable payload, a framework event failing its model (ValueError), and a
-    WorkflowStarted whose steps make no graph (WorkflowError: a cycle or an unknown dependency).
-    """
-    if entry.error is not None or entry.data is None:
-        return None
-    try:
-        return fact_of(entry.envelope, entry.data)
-    except (ValueError, WorkflowError):
-        return None
 
 
 def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: Point | None = None) -> Snapshot:
     """Rebuild the state a coordinator that handled these events live held after the last one within `until`.
 
     Each event goes through saga.handle, the coordinator's own code, decisions included. Like the
-    coordinator, it ignores everything after the outcome, and events it dead-letters (see _fact).
+    coordinator, it ignores events it dead-letters (see saga._ticks.fact_of_entry), and after the outcome everything
+    but late results and their compensations.
 
     Args:
         entries: The workflow's events, in log order.
@@ -159,25 +165,31 @@ def fold(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph], until: P
     Returns:
         The snapshot after the last event folded; one of an unnamed workflow if none was.
     """
+    entries = list(entries)
+    ticks = Ticks(entries)
     snapshot: Snapshot | None = None
-    for entry in entries:
+    for index, entry in enumerate(entries):
         if until is not None and not until.includes(entry):
             break
         if snapshot is None:
             snapshot = Snapshot(SagaState(entry.workflow_id))
         snapshot.last, snapshot.events = entry, snapshot.events + 1
         snapshot.decided = []
-        if snapshot.state.finished or (fact := _fact(entry)) is None:
+        if (fact := fact_of_entry(entry, snapshot.state)) is None:
             continue
         snapshot.state, snapshot.decided = handle(snapshot.state, fact, catalog)
+        snapshot.state, later = ticks.after(index, entry, snapshot.state, len(snapshot.decided), catalog)
+        snapshot.decided.extend(later)
     return snapshot or Snapshot(SagaState(""))
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What changed between two snapshots' JSON (Snapshot.json), field by field.
 
-    Lists of strings and dicts change as {"added": ..., "removed": ...}, anything else as
-    {"from": ..., "to": ...}; where the snapshots are and the decisions taken there are left out.
+    Lists of strings and dicts change as {"added": ..., "removed": ...} (a dict also with
+    "changed": {key: {"from": ..., "to": ...}} when a key's value changed, e.g. a step's attempts),
+    anything else as {"from": ..., "to": ...}; where the snapshots are and the decisions taken there
+    are left out.
 
     Args:
         before: The earlier snapshot's JSON.
@@ -198,6 +210,8 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(a, dict) and isinstance(b, dict):
             changes[name] = {"added": {k: v for k, v in b.items() if k not in a},
                              "removed": {k: v for k, v in a.items() if k not in b}}
+            if changed := {k: {"from": a[k], "to": v} for k, v in b.items() if k in a and a[k] != v}:
+                changes[name]["changed"] = changed
         else:
             changes[name] = {"from": a, "to": b}
     return dict(sorted(changes.items()))
@@ -228,9 +242,11 @@ def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Map
           final_state: Mapping[str, Any] | None) -> list[Mismatch]:
     """Replay a recorded workflow through the current coordinator code; list where it departs from the recording.
 
-    Everything but the coordinator's own events goes through saga.handle. The decisions taken are
-    compared with the coordinator events recorded (id, kind, step, type, cause, payload bytes and
-    order), and the final state with `final_state`.
+    Everything but the coordinator's own events goes through saga.handle; those only move the
+    clock to their timestamps, as reading them back does for the coordinator. The decisions taken
+    are compared with the coordinator events recorded (id, kind, step, type, cause, payload bytes
+    and order), and the final state with `final_state` (the fields it has: a recording made before
+    a field existed does not constrain it).
 
     Args:
         entries: The workflow's events, in log order.
@@ -253,7 +269,7 @@ def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Map
         problems.append(Mismatch(len(recorded), f"decided {decision.kind.value} {decision.step or ''}, "
                                                 "which the recording does not have"))
     if final_state is not None and state is not None:
-        now = Snapshot(state).json()
+        now = {k: v for k, v in Snapshot(state).json().items() if k in final_state}
         changed = diff(dict(final_state), now)
         if changed:
             problems.append(Mismatch(-1, f"final state differs: {changed}"))
@@ -262,16 +278,22 @@ def check(entries: list[HistoryEntry], values: Mapping[str, bytes], catalog: Map
 
 def _decide(entries: Iterable[HistoryEntry], catalog: Mapping[str, Graph]) -> tuple[list[_Taken], SagaState | None]:
     """The decisions the current code takes on everything but the coordinator's own events, and the final state."""
+    entries = list(entries)
+    ticks = Ticks(entries)
     emitted: list[_Taken] = []
     state: SagaState | None = None
-    for entry in entries:
-        if entry.source == COORDINATOR_SOURCE:
-            continue
+    for index, entry in enumerate(entries):
         state = state or SagaState(entry.workflow_id)
-        if state.finished or (fact := _fact(entry)) is None:
+        if entry.source == COORDINATOR_SOURCE:
+            fact: Fact | None = clock(entry.timestamp)  # its own decision: taken already, if the code agrees
+        else:
+            fact = fact_of_entry(entry, state)
+        if fact is None:
             continue
         state, decisions = handle(state, fact, catalog)
         emitted.extend((entry.event_id, d, state) for d in decisions)
+        state, later = ticks.after(index, entry, state, len(decisions), catalog)
+        emitted.extend((entry.event_id, d, state) for d in later)
     return emitted, state
 
 
@@ -292,7 +314,7 @@ def _same_event(want: HistoryEntry, event: Event) -> bool:
 def _compare(index: int, want: HistoryEntry, got: _Taken, values: Mapping[str, bytes]) -> Mismatch | None:
     """The first way the decision `got` departs from the recorded coordinator event `want`, if any."""
     cause, decision, after = got
-    event_id = derived_id(after.workflow_id, decision.kind.value, decision.step or "")
+    event_id = decision_id(after.workflow_id, decision)
     checks = [("kind", want.kind, decision.kind.value), ("step", want.step, decision.step),
               ("type", want.type, decision.event.type_name()), ("event id", want.event_id, event_id)]
     if want.causation_id is not None:  # None: settled after a coordinator restart, cause unknown

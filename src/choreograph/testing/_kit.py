@@ -102,7 +102,8 @@ class SagaKit:
 
     async def __aenter__(self) -> SagaKit:
         await asyncio.gather(*(self.start_service(name) for name in [COORDINATOR, *self._agents]))
-        self._client = Client(self.settings, source="choreo://testing", transport=self._transport(None))
+        self._client = Client(self.settings, source="choreo://testing", transport=self._transport(None),
+                              clock=self.clock)
         await self._client.__aenter__()
         return self
 
@@ -270,11 +271,15 @@ class SagaKit:
 
     # given ---------------------------------------------------------------------------------------------
 
-    async def given_goal(self, workflow: str, data: Mapping[str, Any], workflow_id: str | None = None) -> PublishedGoal:
-        """Publish a goal, validated against the goal schema its entry agent announced."""
+    async def given_goal(self, workflow: str, data: Mapping[str, Any], workflow_id: str | None = None, *,
+                         deadline: float | None = None) -> PublishedGoal:
+        """Publish a goal, validated against the goal schema its entry agent announced.
+
+        `deadline` is the workflow's deadline in seconds from now on the kit's clock (see Client.publish).
+        """
         if self._client is None:
             raise KitError("use the kit inside `async with`")
-        return await self._client.publish(workflow, dict(data), workflow_id)
+        return await self._client.publish(workflow, dict(data), workflow_id, deadline=deadline)
 
     async def given_event(self, goal: PublishedGoal, event: Event, *, step: str, kind: Kind = Kind.STEP_COMPLETED,
                           source: str | None = None) -> None:
