@@ -10,17 +10,28 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._joins import Input
 
+if TYPE_CHECKING:
+    from ._attempts import Attempt
+
 
 class Pending(NamedTuple):
-    """A result handed to the producer: done once `ack` resolves (a NamedTuple: one per result)."""
+    """A result handed to the producer: done once `ack` resolves (a NamedTuple: one per result).
+
+    Attributes:
+        ack: Resolves once the log has the result.
+        key: The tracking key of the step run.
+        inputs: Inputs to release then.
+        retry: After a StepAttemptFailed: the next attempt, to arm then.
+    """
 
     ack: asyncio.Future[Any]
     key: str
     inputs: tuple[Input, ...]
+    retry: Attempt | None = None
 
 
 class Acks:

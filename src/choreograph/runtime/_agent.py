@@ -9,9 +9,10 @@
     async def delete_chart(ctx: StepContext, request: CompensationRequested) -> None: ...
 
 The handler's parameter annotations are the events it consumes (several = wait for all of them,
-per workflow); its return annotation is the event it completes the step with. Raising fails the
-attempt: the step is retried per its `retry` policy, and fails once attempts are exhausted (or at
-once on `NonRetryable`).
+per workflow); its return annotation is the event it completes the step with. Each run is a task
+of its own (cancellation, timeouts, TaskGroup and context variables behave as in plain asyncio).
+Raising fails the attempt: the step is retried per its `retry` policy, and fails once attempts are
+exhausted (or at once on `NonRetryable`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ C = TypeVar("C", bound=Compensation)
 
 @dataclass
 class StepContext:
-    """What a handler knows about the event it reacts to, and a way to emit side events."""
+    """What a handler knows about the event it reacts to, and a way to emit side events.
+
+    Attributes:
+        workflow: The workflow's name.
+        workflow_id: The workflow instance.
+        step: The step.
+        cause: The envelope of the input that completed the step's inputs (or of the request to undo).
+        log: A logger.
+        emitted: Side events to publish before the result.
+        attempt: Which attempt of the step (or of its compensation) this run is, from 1.
+    """
 
     workflow: str
     workflow_id: str
@@ -48,10 +59,27 @@ class StepContext:
     cause: Envelope
     log: logging.Logger
     emitted: list[Event] = field(default_factory=list)
+    attempt: int = 1
+    beat: Callable[[str | None], None] | None = field(default=None, repr=False)
 
     def emit(self, event: Event) -> None:
-        """Publish an extra event (kind `other`) before the step's result, in this order."""
+        """Publish an extra event (kind `other`) before the step's result, in this order.
+
+        Side events of an attempt that fails and is retried are not published.
+        """
         self.emitted.append(event)
+
+    def heartbeat(self, details: str | None = None) -> None:
+        """Say the attempt is alive (a StepHeartbeat in the log), e.g. once per chunk of a long job.
+
+        It never blocks: the event is sent in the background, at most one per third of the step's
+        `heartbeat_timeout` (one per second without one); calls in between are dropped.
+
+        Args:
+            details: What to say about the progress (shown in `choreo history`).
+        """
+        if self.beat is not None:
+            self.beat(details)
 
 
 class Agent:
@@ -98,7 +126,8 @@ class Agent:
         """Declare the step's handler: `async def f(ctx, event: SomeEvent, ...) -> ResultEvent`.
 
         Its parameter annotations are the events it consumes (several: wait for all, per workflow); its
-        return annotation is the event it completes the step with. Raising fails the step.
+        return annotation is the event it completes the step with. Raising fails the attempt (retried
+        per `retry`; `NonRetryable` fails the step at once).
 
         Raises:
             AgentDefinitionError: The signature does not say what it consumes or returns.
@@ -125,7 +154,8 @@ class Agent:
     def compensation(self, fn: C) -> C:
         """Declare how to undo the step: `async def f(ctx, request: CompensationRequested) -> None`.
 
-        Raising reports the compensation as failed; the coordinator then ends the workflow `failed`.
+        Raising fails the attempt, retried per `retry` like the step's; once attempts are exhausted (or
+        on `NonRetryable`) the compensation has failed and the coordinator ends the workflow `failed`.
         """
         is_async = inspect.iscoroutinefunction(fn)
         if not is_async:

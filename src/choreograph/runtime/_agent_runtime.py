@@ -3,7 +3,8 @@
 Delivery is at-least-once; effects are once per workflow. The agent's own results in the log are its
 tracking records: each carries the workflow id, so on (re)assignment the runtime reads its recent
 outputs back and a redelivered or duplicated input is a no-op. Offsets are committed only up to the
-oldest record whose work is still pending (in flight or waiting for the rest of a join). Partition
+oldest record whose work is still pending (in flight or waiting for the rest of a join); a failed
+attempt's record releases its inputs, and its retry waits on a timer (see _attempts). Partition
 set-up, revocation and commits follow the group-member rule (transport/_member.py).
 """
 
@@ -17,8 +18,8 @@ from typing import Any
 
 from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
 from ..events._avro import SchemaStore
-from ..events._envelope import Envelope, Kind, text_of
-from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
+from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
+from ..events._models import CompensationRequested, Event
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -30,19 +31,25 @@ from ..transport._registry import Registry, announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ._acks import Acks
-from ._agent import Agent, StepContext
-from ._eager import start_eagerly
+from ._agent import Agent
+from ._attempts import Attempt, Attempts
+from ._breaker import CircuitBreaker
+from ._handlers import Runner
+from ._health import Health
 from ._joins import Input, Joins
+from ._lookback import LookBack
+from ._presence import Presence
 from ._results import Results
-from ._tracking import Done
+from ._tracking import COMPENSATION, Done
 
 log = logging.getLogger("choreograph.agent")
 
-_COMPENSATION = "\x00compensation"  # suffix of a compensation's tracking key (a workflow id has no NUL)
 _REQUEST_TYPE = CompensationRequested.type_name().encode()
 _RESULT_KINDS = {b"step_completed": "", b"step_failed": "",
-                 b"compensation_completed": _COMPENSATION, b"compensation_failed": _COMPENSATION}
+                 b"compensation_completed": COMPENSATION, b"compensation_failed": COMPENSATION}
 _OUTCOME = Kind.OUTCOME.value.encode()
+_TIMED_OUT = Kind.STEP_TIMED_OUT.value.encode()
+_COORDINATOR = COORDINATOR_SOURCE.encode()
 
 
 class AgentRuntime(ServiceBase):
@@ -53,16 +60,22 @@ class AgentRuntime(ServiceBase):
         settings: Broker, namespace and topics.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
         max_concurrency: Handler runs at once.
-        dedupe_lookback: Records per partition read back on assignment to learn past results.
+        dedupe_lookback: Records per partition read back on assignment to learn past results (and
+            pending retries).
         dedupe_capacity: Tracking keys kept in memory.
         commit_interval_s: Period of commits.
         ready_file: Written once the agent is ready (`choreo up` waits for it).
-        clock: Time for retry timers, heartbeats and the breaker; the wall clock unless given.
+        clock: Time for retry timers, heartbeats, the breaker and presence; the wall clock unless given.
+        presence_interval_s: Period of the instance's AgentPresence records on the status topic.
+
+    Attributes:
+        instance: This instance's id on the status topic (`host-pid-xxxx`), once started.
     """
 
     def __init__(self, agent: Agent, settings: Settings, *, transport: Transport | None = None,
                  max_concurrency: int = 64, dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
-                 commit_interval_s: float = 0.25, ready_file: Path | None = None, clock: Clock | None = None) -> None:
+                 commit_interval_s: float = 0.25, ready_file: Path | None = None, clock: Clock | None = None,
+                 presence_interval_s: float = 5.0) -> None:
         if agent.handler_fn is None:
             raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         self.agent = agent
@@ -84,21 +97,29 @@ class AgentRuntime(ServiceBase):
         self._joins = Joins(len(self._consumed))
         self._done = Done(dedupe_capacity)  # tracking keys of results in the log
         self._ended = Done(dedupe_capacity)  # workflows with an outcome: a late input opens no join
-        self._running: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._recovered: dict[TopicPartition, list[Attempt]] = {}  # found by set-up, armed once installed
         self._max_concurrency = max_concurrency
-        self._slot_freed = asyncio.Event()
+        self._presence_ms = round(presence_interval_s * 1000)
         self._pending: list[asyncio.Future[Any]] = []
         self._fatal: BaseException | None = None
         self._stopping = asyncio.Event()
         self._member = GroupMember[PartitionProgress](
             self._kafka, settings.agent_group(agent.workflow, agent.step), [settings.events_topic],
-            set_up=self._set_up, progress=lambda p: p, release=self._release,
+            set_up=self._set_up, progress=lambda p: p, release=self._release, on_ready=self._on_ready,
             commit_interval_s=commit_interval_s, auto_offset_reset="latest")
+        self._health = Health(agent.name, CircuitBreaker(agent.breaker) if agent.breaker is not None else None,
+                              self._member, self._clock)
+        self._tasks: set[asyncio.Task[None]] = set()  # the runner's: every task of this agent
+        # Tracking keys with work under way (an attempt queued, running, publishing, or waiting to retry).
+        self._running: dict[str, Attempt] = {}
         # Clients belong to the running loop, so they are made in start().
         self._producer: Any
         self._dead: DeadLetters
         self._results: Results
+        self._runner: Runner
+        self._attempts: Attempts
+        self._presence: Presence
+        self.instance = ""
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -110,27 +131,42 @@ class AgentRuntime(ServiceBase):
                                  self.settings.max_event_bytes)
         self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
                                 self._acks)
+        health = self._health
+        self._runner = health.runner = Runner(self.agent, self._results, self._clock, breaker=health.breaker,
+                                              max_concurrency=self._max_concurrency, on_breaker=health.changed)
+        self._tasks = self._runner.tasks
+        self._attempts = Attempts(self.agent.name, self.agent.step, self._runner, self._clock, self._done,
+                                  self._ended, self._owned, self._store)
+        self._running = self._attempts.running
+        self._presence = health.presence = Presence(self._producer, self.settings.status_topic, self.agent,
+                                                    self._clock, self._presence_ms, health.snapshot)
+        self.instance = self._presence.instance
         await self._producer.start()
         await self._member.join()
         partitions = len(await self._producer.partitions_for(self.settings.events_topic))
         await announce(self._producer, self.settings.registry_topic, self.settings.events_topic, partitions,
                        self.contract, self.agent.source)
+        self._runner.background(self._presence.run(), "presence")
         if self._ready_file is not None:
             self._ready_file.write_text(self.agent.name)
-        log.info("%s ready: %r", self.agent.name, self.agent)
+        log.info("%s ready (%s): %r", self.agent.name, self.instance, self.agent)
 
     async def stop(self) -> None:
-        """Finish running handlers, commit, leave the group."""
+        """Finish running handlers, commit, say it is leaving, leave the group."""
         self._stopping.set()
         try:
             await self._drain()
             await self._commit()
         finally:
             # Handlers still running after the drain's wait are abandoned as an exit would: their
-            # inputs stay uncommitted, so the next owner runs them again.
+            # inputs stay uncommitted, so the next owner runs them again. Retries wait in the log.
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self._presence.leaving(), 5)
+            except Exception as exc:  # leaving quietly is fine: silence says the same, later
+                log.warning("%s: last presence record not sent: %r", self.agent.name, exc)
             await self._member.leave()
             await self._producer.stop()
             if self._registry is not None:
@@ -138,16 +174,18 @@ class AgentRuntime(ServiceBase):
 
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""
-        member = self._member
+        member, runner, health = self._member, self._runner, self._health
         while not self._stopping.is_set():
             async with member.batch(timeout_ms=100, max_records=1000) as batch:
                 for _, progress, records in batch:
                     for record in records:
                         if (unfinished := self._on_record(progress, record)) is not None:
                             await unfinished
+                if health.breaker is not None:
+                    health.flow()
             self._settle_acks()
-            if self._fatal is not None:
-                raise self._fatal
+            if (fatal := self._fatal or runner.fatal) is not None:
+                raise fatal
             # Commits are periodic, not per batch: tracking records make redelivery harmless, so
             # a commit only bounds how much a restart re-reads.
             if member.commit_due():
@@ -191,16 +229,22 @@ class AgentRuntime(ServiceBase):
                 self._ended.add(workflow_id)
                 if self._joins:
                     self._joins.drop(workflow_id)
+                if self._running:
+                    self._attempts.on_outcome(workflow_id)
+            return None
+        if kind == _TIMED_OUT:
+            if step == self._step and source == _COORDINATOR and self._running:
+                self._attempts.on_timed_out(record)
             return None
         if event_type == _REQUEST_TYPE:
             if step != self._step or self.agent.compensation_fn is None:
                 return None
             if (workflow_id := text_of(record.key)) is None:
                 return None
-            key = workflow_id + _COMPENSATION
+            key = workflow_id + COMPENSATION
             if key in self._done or key in self._running:
                 return None
-            return self._on_request(progress, record, key)
+            return self._on_request(progress, record, workflow_id, key)
         model = self._consumed.get(event_type)
         if model is None:
             return None
@@ -229,14 +273,16 @@ class AgentRuntime(ServiceBase):
         inputs = self._joins.add(workflow_id, event_type, item)
         if inputs is None:
             return None
-        return self._start(workflow_id, self._run_step(workflow_id, inputs, item.envelope))
+        return self._attempts.start(
+            Attempt(workflow_id, workflow_id, 1, inputs, item.envelope, item.partition, pinned=True))
 
-    async def _on_request(self, progress: PartitionProgress, record: Record, key: str) -> None:
+    async def _on_request(self, progress: PartitionProgress, record: Record, workflow_id: str, key: str) -> None:
         decoded = await self._decode(record, CompensationRequested)
         if decoded is not None:
             item = Input(progress, record.offset, *decoded)
             progress.pin(record.offset)
-            if (waiting := self._start(key, self._compensate(key, item))) is not None:
+            attempt = Attempt(key, workflow_id, 1, {_REQUEST_TYPE: item}, item.envelope, item.partition, pinned=True)
+            if (waiting := self._attempts.start(attempt)) is not None:
                 await waiting
 
     async def _on_undecodable(self, progress: PartitionProgress, record: Record, model: type[Event],
@@ -270,86 +316,16 @@ class AgentRuntime(ServiceBase):
             await self._registry.start()
         await self._registry.catch_up()
 
-    # handlers --------------------------------------------------------------------------------
-
-    def _start(self, key: str, work: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None] | None:
-        """Run `work` now, or return a coroutine that does once a handler slot is free."""
-        if len(self._tasks) < self._max_concurrency:
-            self._spawn(key, work)
-            return None
-        return self._start_when_free(key, work)
-
-    async def _start_when_free(self, key: str, work: Coroutine[Any, Any, None]) -> None:
-        while len(self._tasks) >= self._max_concurrency:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        self._spawn(key, work)
-
-    def _spawn(self, key: str, work: Coroutine[Any, Any, None]) -> None:
-        """Start a handler run eagerly: one that never suspends (the usual case) costs no Task."""
-        self._running.add(key)
-        try:
-            task = start_eagerly(work)
-        except BaseException as exc:  # _run_step catches handler errors; this is a publish failure
-            self._fatal = self._fatal or exc
-            return
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None and self._fatal is None:
-            self._fatal = task.exception()
-
-    async def _run_step(self, workflow_id: str, inputs: dict[bytes, Input], cause: Envelope) -> None:
-        agent = self.agent
-        handler = agent.handler_fn
-        if handler is None:  # checked in __init__; kept for the type checker
-            raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
-        ctx = StepContext(agent.workflow, workflow_id, agent.step, cause, log)
-        args = [inputs[t.type_name().encode()].event for t in agent.consumes]
-        result: Event
-        try:
-            result = await handler(ctx, *args)
-            if agent.completes_with is not None and not isinstance(result, agent.completes_with):
-                raise TypeError(f"handler returned {type(result).__name__}, "
-                                f"declared {agent.completes_with.__name__}")
-            kind = Kind.STEP_COMPLETED
-        except Exception as exc:
-            log.info("%s failed %s: %r", agent.name, workflow_id, exc)
-            result = StepFailed(step=agent.step, reason=str(exc) or repr(exc), error_type=type(exc).__name__)
-            kind = Kind.STEP_FAILED
-        await self._results.publish(ctx, result, kind, workflow_id, tuple(inputs.values()))
-
-    async def _compensate(self, key: str, item: Input) -> None:
-        agent = self.agent
-        compensation, request = agent.compensation_fn, item.event
-        if compensation is None or not isinstance(request, CompensationRequested):
-            raise AgentDefinitionError(f"{agent.name}: compensation run without a compensation handler")
-        ctx = StepContext(agent.workflow, item.envelope.workflow_id, agent.step, item.envelope, log)
-        result: Event
-        try:
-            await compensation(ctx, request)
-            result, kind = CompensationCompleted(step=agent.step), Kind.COMPENSATION_COMPLETED
-        except Exception as exc:
-            log.warning("%s compensation failed %s: %r", agent.name, ctx.workflow_id, exc)
-            result = CompensationFailed(step=agent.step, reason=str(exc) or repr(exc),
-                                        error_type=type(exc).__name__)
-            kind = Kind.COMPENSATION_FAILED
-        await self._results.publish(ctx, result, kind, key, (item,))
-
     def _settle_acks(self) -> None:
-        """Finish the steps whose results the broker has acknowledged, oldest first."""
+        """Finish the steps whose records the broker has acknowledged, oldest first."""
         for pending, error in self._acks.settled():
-            self._running.discard(pending.key)
             if error is not None:
                 self._fatal = self._fatal or error
                 continue
-            self._done.add(pending.key)
-            for item in pending.inputs:
-                item.release()
+            self._attempts.settle(pending)
+
+    def _owned(self, partition: int) -> bool:
+        return TopicPartition(self._topic, partition) in self._member.partitions
 
     # partitions ------------------------------------------------------------------------------
 
@@ -358,7 +334,7 @@ class AgentRuntime(ServiceBase):
         """Set up newly assigned partitions before any of their records is handled.
 
         Each one's position is its committed offset, or the true end for a new agent; the agent's
-        past results and the workflows' outcomes before it are read back into the tracking sets.
+        past results, pending retries and the workflows' outcomes are read back from the log.
         """
         states: dict[TopicPartition, tuple[int, PartitionProgress]] = {}
         start: dict[TopicPartition, int] = {}
@@ -374,32 +350,42 @@ class AgentRuntime(ServiceBase):
                 position = committed
             states[tp] = (position, PartitionProgress(position, tp.partition))
             start[tp] = max(0, position - self._lookback)
+            self._recovered.pop(tp, None)
+        models: dict[bytes, type[Event]] = dict(self._consumed)
+        if self.agent.compensation_fn is not None:
+            models[_REQUEST_TYPE] = CompensationRequested
+        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended)
         if start:
+            # To the end, not the position: what the agent did after its last commit counts too.
             async for record in self._kafka.read(start, start=start, until=ends):
-                self._look_back(record)
+                look.see(record)
+        for plan in look.pending():
+            tp = TopicPartition(self._topic, plan.partition)
+            if tp in states and (attempt := await look.read_back(
+                    self._kafka, self._topic, plan, states[tp][1], self._learn_schemas)) is not None:
+                self._recovered.setdefault(tp, []).append(attempt)
         return states
 
-    def _look_back(self, record: Record) -> None:
-        source = kind = None
-        for name, value in record.headers:
-            if name == "ce_source":
-                source = value
-            elif name == "ce_kind":
-                kind = value
-        if source == self._source:
-            self._learn(record.key, kind)
-        elif kind == _OUTCOME and (workflow_id := text_of(record.key)) is not None:
-            self._ended.add(workflow_id)
+    async def _on_ready(self, parts: dict[TopicPartition, PartitionProgress]) -> None:
+        """Partitions installed: arm the retries their set-up found."""
+        for tp in parts:
+            for attempt in self._recovered.pop(tp, ()):
+                if attempt.key not in self._running and attempt.key not in self._done:
+                    log.info("%s: attempt %d of %s due at %d (from the log)", self.agent.name, attempt.number,
+                             attempt.workflow_id, attempt.due)
+                    self._attempts.arm(attempt)
 
     async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:
-        """Before revoked partitions are committed: let their running steps finish."""
+        """Before revoked partitions are committed: let their running steps finish, drop their timers."""
         await self._drain()
-        self._joins.drop_partitions({tp.partition for tp in gone})
+        numbers = {tp.partition for tp in gone}
+        self._joins.drop_partitions(numbers)
+        self._attempts.drop_partitions(numbers)
 
     async def _drain(self) -> None:
         """Let running handlers finish and their results be stored, so a commit covers them."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+        if self._runner.runs:
+            await asyncio.wait(self._runner.runs, timeout=10)
         await self._producer.flush()
         self._settle_acks()
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EventTooLarge
 from ..events._envelope import Envelope, Kind, derived_id, fixed_headers
+from ..events._faults import StepAttemptFailed
 from ..events._models import CompensationFailed, Event, StepFailed
 from ..transport._port import Producer
 from ..transport._sizes import HEADERS_ROOM, record_size
 from ._acks import Acks, Pending
 from ._agent import StepContext
 from ._joins import Input
+
+if TYPE_CHECKING:
+    from ._attempts import Attempt
 
 log = logging.getLogger("choreograph.agent")
 
@@ -46,26 +50,31 @@ class Results:
         self._acks = acks
         self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
 
-    async def publish(self, ctx: StepContext, result: Event, kind: Kind, key: str, inputs: tuple[Input, ...]) -> None:
+    async def publish(self, ctx: StepContext, result: Event, kind: Kind, key: str, partition: int,
+                      release: tuple[Input, ...], retry: Attempt | None = None) -> None:
         """Publish `ctx`'s side events, then `result`; the step is done once the broker has the result.
 
         Args:
-            ctx: The handler's context (its workflow, step, cause and emitted events).
-            result: The step's result event.
+            ctx: The handler's context (its workflow, step, attempt, cause and emitted events).
+            result: The step's result event (or a StepAttemptFailed).
             kind: The result's kind.
             key: The tracking key of the step run.
-            inputs: The inputs it consumed, released once the result is acknowledged.
+            partition: The workflow's partition (the inputs'): naming it skips the producer's
+                pure-Python murmur2, about 5% of a relay's CPU.
+            release: Inputs whose pins are released once the result is acknowledged.
+            retry: After a StepAttemptFailed: the next attempt, armed once it is acknowledged.
         """
         events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
-        # The input's partition is the workflow's (keyed by its id): naming it skips the
-        # producer's pure-Python murmur2, about 5% of a relay's CPU.
-        partition = inputs[0].partition
         records = []
         for index, (event, event_kind) in enumerate(events):
             # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
-            # re-run (`choreo replay`), carries the id of the original.
-            parts = (event_kind.value, ctx.step) if event_kind is not Kind.OTHER else (
-                "other", ctx.step, kind.value, str(index))
+            # re-run (`choreo replay`), carries the id of the original. Each failed attempt has its own.
+            if event_kind is Kind.OTHER:
+                parts: tuple[str, ...] = ("other", ctx.step, kind.value, str(index))
+            elif event_kind is Kind.STEP_ATTEMPT_FAILED:
+                parts = (event_kind.value, ctx.step, "undo" if key != ctx.workflow_id else "do", str(ctx.attempt))
+            else:
+                parts = (event_kind.value, ctx.step)
             envelope = Envelope.new(type=event.type_name(), source=self._source, workflow=ctx.workflow,
                                     workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause,
                                     id=derived_id(ctx.workflow_id, *parts))
@@ -75,7 +84,7 @@ class Results:
             if len(value) + len(envelope.key) > self._room and (
                     size := record_size(envelope.key, value, headers)) > self._max_bytes:
                 what = "the result" if event is result else "an event emitted by"
-                await self._too_large(ctx, kind, key, inputs, EventTooLarge(
+                await self._too_large(ctx, result, kind, key, partition, release, retry, EventTooLarge(
                     f"{what} of step {ctx.step!r} ({event.type_name()})", size, self._max_bytes))
                 return
             records.append((value, envelope.key, headers))
@@ -84,16 +93,29 @@ class Results:
             ack = await self._producer.send(self._topic, value=value, key=record_key, headers=headers,
                                             partition=partition)
         if ack is not None:  # always: the result is the last of `events`
-            self._acks.add(Pending(ack, key, inputs))
+            self._acks.add(Pending(ack, key, release, retry))
 
-    async def _too_large(self, ctx: StepContext, kind: Kind, key: str, inputs: tuple[Input, ...],
-                         error: EventTooLarge) -> None:
+    async def note(self, ctx: StepContext, event: Event, kind: Kind, partition: int) -> None:
+        """Send one event that is not a result (a heartbeat): no ack is awaited, nothing is released."""
+        envelope = Envelope.new(type=event.type_name(), source=self._source, workflow=ctx.workflow,
+                                workflow_id=ctx.workflow_id, kind=kind, step=ctx.step, cause=ctx.cause)
+        value, headers = event.encode(), envelope.headers()
+        if (size := record_size(envelope.key, value, headers)) > self._max_bytes:
+            log.warning("%s of %s: %s not sent (%d bytes)", ctx.step, ctx.workflow_id, event.type_name(), size)
+            return
+        await self._producer.send(self._topic, value=value, key=envelope.key, headers=headers, partition=partition)
+
+    async def _too_large(self, ctx: StepContext, result: Event, kind: Kind, key: str, partition: int,
+                         release: tuple[Input, ...], retry: Attempt | None, error: EventTooLarge) -> None:
         log.warning("%s of %s: %s", ctx.step, ctx.workflow_id, error)
         ctx.emitted.clear()
         failure: Event
-        if kind in _UNDO_KINDS:
+        if isinstance(result, StepAttemptFailed):  # still a failed attempt, with a reason that fits
+            failure = result.model_copy(update={"reason": str(error)})
+        elif kind in _UNDO_KINDS:
             failure, kind = CompensationFailed(step=ctx.step, reason=str(error), error_type="EventTooLarge"), \
                 Kind.COMPENSATION_FAILED
         else:
-            failure, kind = StepFailed(step=ctx.step, reason=str(error), error_type="EventTooLarge"), Kind.STEP_FAILED
-        await self.publish(ctx, failure, kind, key, inputs)
+            failure, kind = StepFailed(step=ctx.step, reason=str(error), error_type="EventTooLarge",
+                                       attempts=ctx.attempt), Kind.STEP_FAILED
+        await self.publish(ctx, failure, kind, key, partition, release, retry)

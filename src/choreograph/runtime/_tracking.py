@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+COMPENSATION = "\x00compensation"
+"""Suffix of a compensation's tracking key: the workflow id's plus this (a workflow id has no NUL)."""
+
 
 class Done(OrderedDict[str, str | None]):
     """A bounded set of keys (each with an optional note), oldest forgotten first.
