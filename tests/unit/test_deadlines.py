@@ -320,3 +320,29 @@ def test_a_deadline_that_is_no_duration_is_a_usage_error(text: str, capsys: pyte
         duration(text, "--deadline")
     assert exited.value.exit_code == 2
     assert "--deadline" in capsys.readouterr().err
+
+
+async def test_the_coordinator_logs_once_a_step_that_sagas_wait_for_and_no_live_agent_serves(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    async with SagaKit(*trip(timeout=None), clock=clock) as kit:
+        await kit.stop_service("pay")  # its last presence says it is stopping
+        first = await kit.given_goal("trip", {"topic": "t"})
+        await booked(kit, first)
+        wanted = "step pay of workflow 'trip' has no live agent"
+
+        def warned() -> int:
+            return sum(wanted in r.getMessage() for r in caplog.records)
+
+        async def logged_once() -> bool:
+            return warned() == 1
+
+        clock.advance(6_000)  # past the coordinator's liveness check period
+        await kit.eventually(logged_once)
+        second = await kit.given_goal("trip", {"topic": "u"})
+        await booked(kit, second)
+        clock.advance(6_000)
+        await kit.start_service("pay")
+        await kit.expect_outcome(first, OutcomeStatus.COMPLETED)
+        await kit.expect_outcome(second, OutcomeStatus.COMPLETED)
+        assert warned() == 1, "logged once per step, not once per saga or per check"

@@ -44,6 +44,7 @@ from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
 from ..transport._member import GroupMember
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
+from ..transport._presence import LivenessWatch, waiting_steps
 from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
@@ -51,6 +52,7 @@ from ._coordinator_state import Partition, look_back
 from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
+LIVENESS_CHECK_MS = 5_000  # how often it looks for steps nobody serves (a status-topic read)
 _CONTRACT_TYPE = StepContract.type_name()
 _GOAL, _OUTCOME = Kind.GOAL.value.encode(), Kind.OUTCOME.value.encode()
 
@@ -104,6 +106,8 @@ class Coordinator(ServiceBase):
         self._observe = observe
         self._registry_current = False  # caught up with the registry since this batch was fetched
         self._stopping = asyncio.Event()
+        self._liveness = LivenessWatch(self._kafka, self._clock)
+        self._liveness_due = 0
         self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
@@ -119,6 +123,7 @@ class Coordinator(ServiceBase):
         await self._registry.start()
         await self._registry.catch_up()
         await self._member.join()
+        await self._liveness.start()
         if self._ready_file is not None:
             self._ready_file.write_text("coordinator")
         log.info("coordinator ready on %s", self.settings.events_topic)
@@ -130,6 +135,7 @@ class Coordinator(ServiceBase):
             await self._commit()
         finally:
             await self._member.leave()
+            await self._liveness.stop()
             await self._registry.stop()
             await self._producer.stop()
 
@@ -146,6 +152,8 @@ class Coordinator(ServiceBase):
                     if was_replaying and not part.replaying:
                         await self._settle_all(part)
                 await self._fire_timers()
+            if self._clock.now_ms() >= self._liveness_due:
+                await self._check_liveness()
             if member.commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
@@ -264,6 +272,14 @@ class Coordinator(ServiceBase):
                 await self._publish(part, state, decision, None)
             self._keep(part, state)
         part.touched.clear()
+
+    async def _check_liveness(self) -> None:
+        """Log, once per step, a step that open sagas wait for and that no live agent serves."""
+        self._liveness_due = self._clock.now_ms() + LIVENESS_CHECK_MS
+        await self._liveness.refresh()
+        self._liveness.missing(waiting_steps(
+            state for part in self._member.partitions.values() for state in part.sagas.values()
+            if state.workflow_id not in part.dormant))
 
     async def _fire_timers(self) -> None:
         """Feed the clock to each saga whose next deadline has passed, and publish what that decides.
