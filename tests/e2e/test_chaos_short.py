@@ -16,17 +16,14 @@ from typing import Any
 import pytest
 from helpers import ROOT, clean_env
 
-# Until the features they exercise are merged (issue 11): the scenario runs, and reports them missing.
-NEEDS_RETRIES = pytest.mark.xfail(reason="needs agent retries (issue 11 item 2)", strict=False)
-NEEDS_TIMEOUTS = pytest.mark.xfail(reason="needs step timeouts and workflow deadlines (issue 11 item 3)", strict=False)
 SCENARIOS = [
-    pytest.param("kills", marks=NEEDS_RETRIES),  # its transient errors must be retried to completion
+    "kills",  # its transient errors must be retried to completion
     "crash_windows",
     "duplicates",
-    pytest.param("poison", marks=NEEDS_RETRIES),
+    "poison",
     "malformed",
     "coordinator_compensating",
-    pytest.param("agent_down", marks=NEEDS_TIMEOUTS),
+    "agent_down",
 ]
 
 
