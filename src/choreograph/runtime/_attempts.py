@@ -37,7 +37,7 @@ log = logging.getLogger("choreograph.agent")
 class State(enum.Enum):
     """Where an attempt is."""
 
-    QUEUED = "queued"  # waiting for a handler slot (or for the breaker)
+    QUEUED = "queued"  # waiting for a handler slot (or for the breaker), or its task has not started yet
     RUNNING = "running"  # its handler runs
     FINISHED = "finished"  # its handler returned or raised; its record is being published
     WAITING = "waiting"  # a retry: waiting for its due time
