@@ -133,6 +133,28 @@ async def test_a_restarted_agent_learns_a_timeout_from_the_log_and_runs_the_next
     assert runs == [(1, 1), (1, 1), (1, 2)]
 
 
+async def test_a_retry_still_waiting_for_its_time_that_times_out_is_skipped_for_the_next() -> None:
+    clock = ManualClock()
+    runs: list[int] = []
+
+    async def pay(ctx: StepContext, booked: Booked) -> Paid:
+        runs.append(ctx.attempt)
+        if booked.n == 1 and ctx.attempt == 1:
+            raise ConnectionError("payment API timed out")
+        return Paid(n=booked.n)
+
+    async with SagaKit(*trip(pay, retry=Retry(max_attempts=3, initial=60, jitter=0)), clock=clock) as kit:
+        goal = await kit.given_goal("trip", {"n": 1})
+        await until(kit, lambda: len(logged(kit, "step_attempt_failed")) == 1)
+        await time_out(kit, goal, 2, clock.now_ms() + 1_000)  # the coordinator counts attempt 2 as failed
+        clock.advance(1_000)
+        await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
+        clock.advance(60_000)
+        later = await kit.given_goal("trip", {"n": 2})
+        await kit.expect_outcome(later, OutcomeStatus.COMPLETED)
+    assert runs == [1, 3, 1]  # goal 1's attempt 2 never ran, its timer ended by the StepTimedOut; then goal 2
+
+
 async def test_heartbeats_are_sent_in_the_background_at_most_one_per_third_of_the_timeout() -> None:
     clock = ManualClock()
     gate = asyncio.Event()

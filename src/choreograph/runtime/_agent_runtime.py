@@ -163,6 +163,7 @@ class AgentRuntime(ServiceBase):
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._runner.runs.clear()  # a run cancelled before it started has not given its slot back
             try:
                 await asyncio.wait_for(self._presence.leaving(), 5)
             except Exception as exc:  # leaving quietly is fine: silence says the same, later

@@ -37,7 +37,7 @@ log = logging.getLogger("choreograph.agent")
 class State(enum.Enum):
     """Where an attempt is."""
 
-    QUEUED = "queued"  # waiting for a handler slot (or for the breaker)
+    QUEUED = "queued"  # waiting for a handler slot (or for the breaker), or its task has not started yet
     RUNNING = "running"  # its handler runs
     FINISHED = "finished"  # its handler returned or raised; its record is being published
     WAITING = "waiting"  # a retry: waiting for its due time
@@ -207,14 +207,17 @@ class Attempts:
         due, number = timed_out.next_attempt_at, timed_out.attempt
         if timed_out.step != self._step:
             return
-        if attempt.number == number and attempt.state in (State.QUEUED, State.RUNNING):
+        if attempt.number == number and attempt.state in (State.QUEUED, State.RUNNING, State.WAITING):
             log.info("%s: attempt %d of %s timed out (%s)", self._name, number, workflow_id, timed_out.reason)
             attempt.timed_out = True
             attempt.release()  # the StepTimedOut is the attempt's record
-            self._runner.record(attempt, failed=True)
             if attempt.state is State.RUNNING and attempt.task is not None:
+                self._runner.record(attempt, failed=True)  # only a run says something about the dependency
                 attempt.task.cancel()
-            else:
+            else:  # not started: waiting for its time, a slot or the breaker
+                if attempt.timer is not None:
+                    attempt.timer.cancel()
+                    attempt.timer = None
                 attempt.state = State.DROPPED
             if due is None:
                 self.running.pop(workflow_id, None)
