@@ -67,12 +67,17 @@ async def kills(chaos: Chaos, size: dict[str, Any]) -> Scenario:
     transient = {g.workflow_id: g.plan["transient"][0] for g in scenario.goals if g.plan.get("transient")}
 
     def verify(log: Log, audit: Audit) -> list[Check]:
-        retried = sum(1 for workflow_id, step in transient.items()
-                      if attempts_failed(log.entries.get(workflow_id, []), step) >= 1
-                      and outcome_status(log.entries.get(workflow_id, [])) == "completed")
-        return [Check("transient errors retried to completion", retried == len(transient),
-                      f"{retried}/{len(transient)} sagas with a failed first attempt completed",
-                      needs="agent retries (item 2)")]
+        completed = sum(1 for workflow_id in transient
+                        if outcome_status(log.entries.get(workflow_id, [])) == "completed")
+        # The failed attempt's record is missing only when its agent was SIGKILLed after the attempt
+        # raised and before the record reached the log: the next owner runs attempt 1 again, and the
+        # fault plan (once per goal, kept across restarts) lets it succeed. So: every transient saga
+        # completes; its logged attempt is counted, not required.
+        logged = sum(1 for workflow_id, step in transient.items()
+                     if attempts_failed(log.entries.get(workflow_id, []), step) >= 1)
+        return [Check("transient errors retried to completion", completed == len(transient),
+                      f"{completed}/{len(transient)} sagas with a failing first attempt completed, "
+                      f"{logged} with the failed attempt in the log", needs="agent retries (item 2)")]
 
     scenario.verify = verify
     return scenario

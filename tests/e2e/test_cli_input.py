@@ -221,7 +221,7 @@ class _Client:
     async def __aexit__(self, *exc: object) -> None:
         pass
 
-    async def publish(self, workflow: str, data: dict[str, Any]) -> Any:
+    async def publish(self, workflow: str, data: dict[str, Any], deadline: Any = None) -> Any:
         from choreograph.runtime._client import PublishedGoal
 
         if self.publish_error is not None:

@@ -14,9 +14,9 @@ from choreograph.transport import Kafka
 
 CHANGED_ANALYZE = '''
 from choreograph import Agent, CompensationRequested, StepContext
-from services.report._events import AnalysisCompleted, ResearchCompleted
+from services.report._events import RETRY, AnalysisCompleted, ResearchCompleted
 
-agent = Agent(workflow="report", step="analyze")
+agent = Agent(workflow="report", step="analyze", retry=RETRY)  # the same contract: only the handler changed
 
 
 @agent.handler
