@@ -20,7 +20,7 @@ from choreograph import (
     Retry,
     StepContext,
 )
-from choreograph.cli._app import duration
+from choreograph.cli._input import duration
 from choreograph.events import (
     COORDINATOR_SOURCE,
     Envelope,

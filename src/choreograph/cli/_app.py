@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,7 +15,18 @@ from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidati
 from ..transport._settings import Settings, check_env
 from ._agents import agents_app
 from ._dlq import dlq_app
-from ._input import REJECTED, USAGE, err, exit_code, fail, goal_data, positive_seconds, seconds, workflow_id
+from ._input import (
+    REJECTED,
+    USAGE,
+    duration,
+    err,
+    exit_code,
+    fail,
+    goal_data,
+    positive_seconds,
+    seconds,
+    workflow_id,
+)
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -165,25 +174,6 @@ def publish(
         raise fail(str(exc), REJECTED) from exc
     if rejected:
         raise fail(str(rejected[0]), REJECTED)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def duration(text: str, option: str) -> float:
-    """Seconds in a duration as an option takes it: `30s`, `10m`, `1h30m`, `500ms`, or plain seconds; else exit 2."""
-    value = text.strip().lower()
-    try:
-        seconds_ = float(value)
-    except ValueError:
-        parts = _DURATION.findall(value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            raise fail(f"{option} {text!r}: expected a duration such as 30s, 10m or 1h30m", USAGE) from None
-        seconds_ = sum(float(n) * _UNIT_S[u] for n, u in parts)
-    if not (math.isfinite(seconds_) and seconds_ > 0):
-        raise fail(f"{option} {text!r}: expected a duration > 0", USAGE)
-    return seconds_
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:

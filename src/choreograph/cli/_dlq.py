@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,15 +13,13 @@ import typer
 from ..errors import ConfigurationError
 from ..transport._settings import Settings
 from ._agents import run
-from ._input import USAGE, err, fail
+from ._input import USAGE, duration_s, err, fail
 
 if TYPE_CHECKING:
     from ..transport._deadletter import DeadLetter
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list them, show one, redrive them.")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def since_ms(text: str, now_ms: int | None = None) -> int:
@@ -32,8 +29,8 @@ def since_ms(text: str, now_ms: int | None = None) -> int:
         ConfigurationError: Neither.
     """
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    if (match := _DURATION.fullmatch(text.strip())) is not None:
-        return now - round(float(match[1]) * _UNIT_MS[match[2]])
+    if (ago := duration_s(text)) is not None:
+        return now - round(ago * 1000)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -8,6 +8,7 @@ maximum event size); 3 a published goal the coordinator rejected (`publish --wai
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,29 @@ def goal_data(data: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise fail(f"{where} is not JSON: {exc}", USAGE) from None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(text: str) -> float | None:
+    """Seconds in a duration written with units (`30s`, `10m`, `1h30m`, `500ms`, `1d`); None for anything else."""
+    value = text.strip().lower()
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def duration(text: str, option: str) -> float:
+    """Seconds in a duration as an option takes it: `30s`, `10m`, `1h30m`, `500ms`, or plain seconds; else exit 2."""
+    try:
+        seconds_: float | None = float(text.strip())
+    except ValueError:
+        seconds_ = duration_s(text)
+    if seconds_ is None:
+        raise fail(f"{option} {text!r}: expected a duration such as 30s, 10m or 1h30m", USAGE)
+    if not (math.isfinite(seconds_) and seconds_ > 0):
+        raise fail(f"{option} {text!r}: expected a duration > 0", USAGE)
+    return seconds_

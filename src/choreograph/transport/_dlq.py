@@ -22,7 +22,7 @@ import orjson
 
 from ._deadletter import REDRIVEN, TIME, DeadLetter
 from ._port import Transport
-from ._since import read_since
+from ._reading import read_since
 
 # The coordinator's reason for a goal reusing a workflow id that has a goal: redriving it can never
 # run it (the id is taken), so it is not redriven (see runtime._coordinator).

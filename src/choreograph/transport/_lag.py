@@ -13,9 +13,8 @@ from collections.abc import Collection, Mapping
 from aiokafka.errors import KafkaError
 
 from ..errors import BrokerUnavailable
+from ._groups import group_lags
 from ._kafka import KafkaTransport
-from ._kafka_consumer import _aio
-from ._port import TopicPartition
 from ._registry import Registry
 from ._settings import Settings
 
@@ -41,19 +40,9 @@ async def _lags(settings: Settings, agents: Mapping[str, str | None],
                 coordinators: Collection[str]) -> dict[str, int | None]:
     kafka = KafkaTransport(settings)
     groups = await _groups(kafka, agents, coordinators)
-    tps = [TopicPartition(settings.events_topic, p) for p in range(await kafka.partition_count(settings.events_topic))]
-    ends = await kafka.end_offsets(tps)
-    lags: dict[str, int | None] = {}
-    async with kafka.admin() as admin:
-        for service, group in groups.items():
-            if group is None:
-                lags[service] = None
-                continue
-            committed = await admin.list_consumer_group_offsets(group, partitions=[_aio(tp) for tp in tps])
-            # A partition the group never committed counts 0: an agent starts at the log's end.
-            lags[service] = sum(max(0, ends[tp] - committed[_aio(tp)].offset) for tp in tps
-                                if _aio(tp) in committed and committed[_aio(tp)].offset >= 0)
-    return lags
+    known = await group_lags(kafka, sorted({g for g in groups.values() if g is not None}), settings.events_topic)
+    # A group that committed nowhere yet owes nothing: an agent starts at the log's end.
+    return {service: None if group is None else known.get(group) or 0 for service, group in groups.items()}
 
 
 async def service_lags(settings: Settings, agents: Mapping[str, str | None], coordinators: Collection[str] = (),

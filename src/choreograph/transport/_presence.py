@@ -24,8 +24,8 @@ from ..events._faults import AgentPresence, BreakerChanged
 from ..saga._decide import SagaState
 from ._clock import SYSTEM_CLOCK, Clock
 from ._port import Consumer, TopicPartition, Transport
+from ._reading import read_since, seek_time
 from ._registry import framework_store
-from ._since import read_since, seek_time
 
 log = logging.getLogger("choreograph.presence")
 
