@@ -369,7 +369,7 @@ class Coordinator(ServiceBase):
             # Which goal the workflow runs for: a client that published a second goal with this id
             # (dead-lettered) must not take this workflow's outcome for its own.
             headers.append((GOAL_ID_HEADER, goal_id.encode()))
-        future = await self._producer.send(self.settings.events_topic, value=decision.event.encode(),
+        future = await self._producer.send(self.settings.events_topic, value=decision.encoded(),
                                            key=envelope.key, headers=headers)
         self._pending.append(future)
 

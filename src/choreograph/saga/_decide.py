@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..events._envelope import Kind
-from ..events._models import CompensationRequested, OutcomeStatus, WorkflowOutcome, WorkflowStarted
+from ..events._models import CompensationRequested, OutcomeStatus, WorkflowOutcome
 from ._facts import Decision, Fact, SagaState, clock, decision_id, evolve, fact_of
 from ._graph import Graph
 from ._timers import due, expire, timed
@@ -151,8 +151,8 @@ def _dependents_undone(state: SagaState, graph: Graph, step: str, completed: fro
 
 def _started(state: SagaState, graph: Graph) -> Decision:
     """The decision to fix `graph` as the workflow's step graph (WorkflowStarted)."""
-    event = WorkflowStarted(workflow=state.workflow, steps=[graph.nodes[n] for n in graph.order])
-    return Decision(Kind.OTHER, None, event, Fact(Kind.OTHER, state.workflow, graph=graph))
+    event, payload = graph.started
+    return Decision(Kind.OTHER, None, event, Fact(Kind.OTHER, state.workflow, graph=graph), payload=payload)
 
 
 def _request(state: SagaState, step: str) -> Decision:

@@ -141,6 +141,7 @@ class Decision:
         event: The event to publish.
         fact: What taking the decision tells the coordinator (applied with evolve).
         attempt: The attempt it is about (a StepTimedOut), part of its event id; 0 for none.
+        payload: The event already encoded (a WorkflowStarted, encoded once per graph); None: encode it.
     """
 
     kind: Kind
@@ -148,6 +149,11 @@ class Decision:
     event: Event
     fact: Fact
     attempt: int = 0
+    payload: bytes | None = None
+
+    def encoded(self) -> bytes:
+        """The event as the payload to publish."""
+        return self.event.encode() if self.payload is None else self.payload
 
 
 def decision_id(workflow_id: str, decision: Decision) -> str:

@@ -323,7 +323,7 @@ def _compare(index: int, want: HistoryEntry, got: _Taken, values: Mapping[str, b
         if expected != actual:
             return Mismatch(index, f"recorded {want.kind} {want.step or ''}: "
                                    f"{name} {actual!r} now, {expected!r} recorded")
-    if values.get(want.event_id) != decision.event.encode() and not _same_event(want, decision.event):
+    if values.get(want.event_id) != decision.encoded() and not _same_event(want, decision.event):
         return Mismatch(index, f"{want.kind} {want.step or ''} payload differs: "
                                f"{decision.event.model_dump(mode='json')} != {want.data}")
     return None
