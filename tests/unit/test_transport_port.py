@@ -4,6 +4,9 @@ seen from a fresh interpreter: tests/e2e/test_import_cost.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 from aiokafka import ConsumerRecord
 from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -14,11 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from choreograph.transport import (
+    PROFILES,
+    Consumer,
     Kafka,
     KafkaTransport,
     MemoryRecord,
     Record,
     RecordMetadata,
+    Settings,
     TopicPartition,
     murmur2,
     partition_for,
@@ -63,3 +69,40 @@ def test_records_and_metadata_of_both_transports_satisfy_the_port() -> None:
     assert isinstance(kafka_meta, RecordMetadata)
     assert isinstance(MemoryRecordMetadata("t", 0, 5, 1_700_000_000_000), RecordMetadata)
     assert Kafka is KafkaTransport
+
+
+class _SlowFirstAnswers:
+    """A reader of a Tansu-like broker: ListOffsets short by a batch, its first fetch answers late.
+
+    Each getmany without an answer yet waits its whole timeout_ms, as a real one does.
+    """
+
+    def __init__(self, listed: dict[TopicPartition, int], true: dict[TopicPartition, int], late: int) -> None:
+        self.listed, self.true, self.late = listed, true, late
+        self.answered: dict[TopicPartition, int] = {}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.listed[tp] for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0) -> dict[TopicPartition, list[Record]]:
+        if self.late > 0:
+            self.late -= 1
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        self.answered.update((tp, self.true[tp]) for tp in tps)
+        return {}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.answered.get(tp)
+
+
+async def test_true_ends_wait_for_a_late_fetch_answer_instead_of_taking_the_short_listed_end() -> None:
+    # Seen under `make test` load: acked offsets 7..11, ListOffsets said 8, and no fetch answer came
+    # within the 50 ms the old loop allowed, so the short listed end was taken for the end.
+    tp, empty = TopicPartition("t.events", 1), TopicPartition("t.events", 2)
+    reader = _SlowFirstAnswers({tp: 8, empty: 0}, {tp: 12, empty: 0}, late=6)
+    kafka = KafkaTransport(Settings("localhost:1", broker=PROFILES["tansu"]))
+    assert await kafka.true_ends(cast(Consumer, reader), [tp, empty]) == {tp: 12, empty: 0}
