@@ -9,7 +9,7 @@ from collections import Counter
 
 from aiokafka import TopicPartition
 from helpers import Stack, coordinator_spec, eventually
-from helpers.sagas import assert_single_outcome_last
+from helpers.sagas import assert_single_outcome_last, describe_unfinished
 
 from choreograph import Client, OutcomeStatus, PublishedGoal, Settings, history
 from choreograph.runtime import ServiceSpec
@@ -57,7 +57,9 @@ async def test_a_coordinator_joining_and_leaving_the_group_loses_no_saga(stack: 
         outcomes = await client.wait_many(goals, 90)
     assert open_at_join > 0, (open_at_join, open_at_leave)
     assert open_at_leave > 0, (open_at_join, open_at_leave)
-    assert len(outcomes) == len(goals), f"{len(goals) - len(outcomes)} of {len(goals)} sagas have no outcome"
+    missing = [g.workflow_id for g in goals if g.workflow_id not in outcomes]
+    assert not missing, (f"{len(missing)} of {len(goals)} sagas have no outcome\n"
+                         + await describe_unfinished(stack.settings, missing))
     for i, goal in enumerate(goals):
         entries = await history(stack.settings, goal.workflow_id, to_end=True)
         assert_single_outcome_last(entries)

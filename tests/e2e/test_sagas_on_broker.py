@@ -15,6 +15,7 @@ from helpers.sagas import (
     assert_compensated_exactly_completed,
     assert_reverse_dependency_order,
     assert_single_outcome_last,
+    describe_unfinished,
     steps_of,
 )
 
@@ -38,7 +39,8 @@ async def test_happy_path_completes_and_each_failure_compensates_completed_steps
     async with Client(stack.settings) as client:
         goals = {f: await client.publish("report", {"topic": f"t-{f}", "fail_at": f}) for f in [None, *FAIL_AT]}
         outcomes = await client.wait_many(list(goals.values()), 60)
-    assert len(outcomes) == len(goals), "every goal reaches an outcome"
+    missing = [g.workflow_id for g in goals.values() if g.workflow_id not in outcomes]
+    assert not missing, "every goal reaches an outcome\n" + await describe_unfinished(stack.settings, missing)
     for fail_at, goal in goals.items():
         outcome = outcomes[goal.workflow_id]
         entries = await history(stack.settings, goal.workflow_id, to_end=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
-from choreograph import HistoryEntry
+from choreograph import HistoryEntry, Settings, history
 
 REPORT_DEPENDS = {"research": [], "analyze": ["research"], "chart": ["analyze"], "draft": ["analyze"],
                   "review": ["chart", "draft"]}
@@ -35,3 +36,14 @@ def assert_single_outcome_last(entries: list[HistoryEntry]) -> None:
     outcomes = [e for e in entries if e.kind == "outcome"]
     assert len(outcomes) == 1, [e.kind for e in entries]
     assert entries[-1].kind == "outcome"
+
+
+async def describe_unfinished(settings: Settings, workflow_ids: Iterable[str]) -> str:
+    """Each workflow's history, one line per event, for the message of a test that found it without an outcome."""
+    lines = []
+    for workflow_id in workflow_ids:
+        lines.append(f"{workflow_id}:")
+        for e in await history(settings, workflow_id, to_end=True):
+            lines.append(f"  p{e.partition}@{e.offset} {e.kind} {e.step or '-'} from {e.source} "
+                         f"id={e.event_id[:8]} cause={(e.causation_id or '-')[:8]} t={e.timestamp}")
+    return "\n".join(lines)
