@@ -30,7 +30,8 @@ class RateLimit:
     Attributes:
         per_second: Handler starts per second in the long run (> 0; a fraction such as 0.5 is fine).
         burst: Starts allowed at once after a quiet spell (the bucket's size); default one second's
-            worth, at least 1.
+            worth, at least 1. A burst of 1 spaces starts strictly, and then a timer that fires late
+            (a busy event loop) loses that time: about 10% of 50/s measured here, none with the default.
     """
 
     per_second: float
