@@ -50,7 +50,7 @@ from .saga import Graph, HistoryEntry, Point, Snapshot, fold
 from .transport._settings import BrokerProfile, Settings
 
 if TYPE_CHECKING:
-    from .runtime import Agent, AgentRuntime, Breaker, Client, Coordinator, PublishedGoal, StepContext
+    from .runtime import Agent, AgentRuntime, Breaker, Client, Coordinator, PublishedGoal, RateLimit, StepContext
     from .sandbox import ReplayReport, rerun
     from .timetravel import Archive, Archiver, History, Recording, history, restore
     from .transport import EmbeddedBroker
@@ -63,7 +63,8 @@ _compat.install()  # old module paths (choreograph.settings, ...) stay importabl
 # history` or `choreo state` process never needs the agent runtime, the coordinator or the client.
 _LAZY = {
     **dict.fromkeys(
-        ["Agent", "AgentRuntime", "Breaker", "Client", "Coordinator", "PublishedGoal", "StepContext"], ".runtime"),
+        ["Agent", "AgentRuntime", "Breaker", "Client", "Coordinator", "PublishedGoal", "RateLimit", "StepContext"],
+        ".runtime"),
     **dict.fromkeys(["Archive", "Archiver", "History", "Recording", "history", "restore"], ".timetravel"),
     **dict.fromkeys(["ReplayReport", "rerun"], ".sandbox"),
     "EmbeddedBroker": ".transport",
@@ -123,6 +124,7 @@ __all__ = [
     "OutcomeStatus",
     "Point",
     "PublishedGoal",
+    "RateLimit",
     "Recording",
     "ReplayError",
     "ReplayReport",

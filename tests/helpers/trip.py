@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from choreograph import Agent, Breaker, CompensationRequested, Event, Retry, StepContext
+from choreograph import Agent, Breaker, CompensationRequested, Event, RateLimit, Retry, StepContext
 from choreograph.runtime import PublishedGoal
 from choreograph.saga import HistoryEntry
 from choreograph.testing import SagaKit
@@ -34,9 +34,10 @@ Pay = Callable[[StepContext, Booked], Awaitable[Paid]]
 
 def trip(pay: Pay, *, retry: Retry | None, undo: Callable[[StepContext], Awaitable[None]] | None = None,
          book_retry: Retry | None = None, breaker: Breaker | None = None,
-         heartbeat_timeout: float | None = None) -> tuple[Agent, Agent]:
+         heartbeat_timeout: float | None = None, rate_limit: RateLimit | None = None,
+         book_rate_limit: RateLimit | None = None) -> tuple[Agent, Agent]:
     """The two agents of a trip; `pay` is the step under test, `undo` the booking's compensation."""
-    book = Agent("trip", "book", retry=book_retry)
+    book = Agent("trip", "book", retry=book_retry, rate_limit=book_rate_limit)
 
     @book.handler
     async def book_it(ctx: StepContext, goal: Goal) -> Booked:
@@ -47,7 +48,8 @@ def trip(pay: Pay, *, retry: Retry | None, undo: Callable[[StepContext], Awaitab
         if undo is not None:
             await undo(ctx)
 
-    payer = Agent("trip", "pay", retry=retry, breaker=breaker, heartbeat_timeout=heartbeat_timeout)
+    payer = Agent("trip", "pay", retry=retry, breaker=breaker, heartbeat_timeout=heartbeat_timeout,
+                  rate_limit=rate_limit)
     payer.handler(pay)
     return book, payer
 

@@ -15,7 +15,8 @@ from ._input import fail
 
 T = TypeVar("T")
 
-agents_app = typer.Typer(help="Announced steps with their live agents, lag and breaker; `retire` removes a step.")
+agents_app = typer.Typer(help="Announced steps with their live agents, lag, breaker and rate limit; `retire` "
+                                "removes a step.")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -32,7 +33,10 @@ def agents(
     workflow: Annotated[str | None, typer.Option(help="only this workflow's steps")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='one JSON object: {"steps": [...]}')] = False,
 ) -> None:
-    """Every announced step: its agent, live instances, last seen, lag, breaker, retry and timeout.
+    """Every announced step: its agent, live instances, last seen, lag, breaker, rate limit, retry and timeout.
+
+    The rate column is the step's handler starts per second per instance, marked "throttled" when an
+    instance waited for a token (consumption paused) in its last presence interval.
 
     A step that no live agent serves is flagged NO LIVE AGENT (and "no_live_agent": true): its
     sagas wait for it. Live means a presence within 3 of its intervals, or, for agents that send
@@ -98,6 +102,12 @@ def _retry(policy: dict[str, Any] | None) -> str:
     return f"{policy['max_attempts']}x {_ms(policy['initial_ms'])}*{policy['multiplier']:g}≤{_ms(policy['max_ms'])}"
 
 
+def _rate(limit: dict[str, Any] | None, throttled: bool | None) -> str:
+    if limit is None:
+        return "-"
+    return f"{limit['per_second']:g}/s" + (" throttled" if throttled else "")
+
+
 def _print_agents(rows: list[dict[str, Any]]) -> None:
     """The steps as a table, a step with no live agent in red."""
     from rich import box
@@ -108,7 +118,8 @@ def _print_agents(rows: list[dict[str, Any]]) -> None:
     if not console.is_terminal:
         console = Console(highlight=False, width=160)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for column in ("workflow", "step", "agent", "live", "last seen", "lag", "breaker", "retry", "timeout", ""):
+    for column in ("workflow", "step", "agent", "live", "last seen", "lag", "breaker", "rate", "retry", "timeout",
+                   ""):
         table.add_column(column, no_wrap=True)
     for row in rows:
         live = "?" if row["live"] is None else str(row["live"]) + (" (group)" if row["live_by"] == "group" else "")
@@ -116,7 +127,8 @@ def _print_agents(rows: list[dict[str, Any]]) -> None:
         if row["refused"]:
             flag = f"{flag} refused: {row['refused']}".strip()
         table.add_row(row["workflow"], row["step"], row["agent"] or "-", live, _ago(row["last_seen_ago_s"]),
-                      "-" if row["lag"] is None else str(row["lag"]), row["breaker"] or "-", _retry(row["retry"]),
+                      "-" if row["lag"] is None else str(row["lag"]), row["breaker"] or "-",
+                      _rate(row["rate_limit"], row["throttled"]), _retry(row["retry"]),
                       _ms(row["timeout_ms"]), flag, style="red" if row["no_live_agent"] else None)
     console.print(table)
     if any(row["live"] is None for row in rows):
@@ -128,7 +140,17 @@ def _print_agents(rows: list[dict[str, Any]]) -> None:
                 started = datetime.fromtimestamp(instance["started_at"] / 1000, UTC).isoformat(timespec="seconds")
                 console.print(f"  {row['workflow']}/{row['step']}: {instance['instance']} pid {instance['pid']} on "
                               f"{instance['host']}, up since {started}, seen {_ago(instance['seen_ago_s'])}, "
-                              f"running {instance['running']}, breaker {instance['breaker']}")
+                              f"running {instance['running']}, breaker {instance['breaker']}"
+                              + _limit_of(instance))
+
+
+def _limit_of(instance: dict[str, Any]) -> str:
+    """The end of an instance's line: its rate limit and whether it was throttled ("" without a limit)."""
+    limit = instance.get("rate_limit")
+    if limit is None:
+        return ""
+    return (f", rate limit {limit['per_second']:g}/s burst {limit['burst']}"
+            + (" (throttled)" if instance.get("throttled") else ""))
 
 
 def print_pending(console: Any, pending: list[dict[str, Any]]) -> None:

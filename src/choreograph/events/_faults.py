@@ -117,6 +117,9 @@ class AgentPresence(Event, schema=_framework("agent_presence")):
         lag: Records behind the end of the events topic over its partitions; -1 if unknown.
         running: Handler runs in progress.
         stopping: Whether it is leaving (its last record).
+        rate_limit: Handler starts per second it allows (its agent's RateLimit); None: no limit.
+        rate_burst: The rate limit's bucket size (starts allowed at once); None: no limit.
+        throttled: Attempts waited for a token (consumption paused) now or since its previous record.
     """
 
     workflow: str
@@ -132,6 +135,9 @@ class AgentPresence(Event, schema=_framework("agent_presence")):
     lag: int = -1
     running: int = 0
     stopping: bool = False
+    rate_limit: float | None = None
+    rate_burst: int | None = None
+    throttled: bool = False
 
 
 FAULT_EVENTS: tuple[type[Event], ...] = (StepAttemptFailed, StepTimedOut, StepHeartbeat, BreakerChanged,

@@ -10,6 +10,7 @@ from ._breaker import Breaker
 from ._client import Client, Progress, PublishedGoal
 from ._coordinator import Coordinator
 from ._processes import ServiceSpec, discover, project_root, spawn, wait_ready
+from ._ratelimit import RateLimit
 from ._service import run_agent, run_coordinator, serve
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Coordinator",
     "Progress",
     "PublishedGoal",
+    "RateLimit",
     "ServiceSpec",
     "StepContext",
     "discover",

@@ -32,6 +32,7 @@ from ..events._envelope import Envelope, agent_source
 from ..events._models import CompensationRequested, Event, EventSchema, StepContract
 from ..events._policy import Retry, millis
 from ._breaker import Breaker
+from ._ratelimit import RateLimit
 
 Handler = Callable[..., Awaitable[Event]]
 Compensation = Callable[["StepContext", CompensationRequested], Awaitable[None]]
@@ -94,11 +95,13 @@ class Agent:
             inputs are in the log; the coordinator then publishes StepTimedOut (a failed attempt).
         heartbeat_timeout: Seconds a running attempt may go without `ctx.heartbeat()`.
         breaker: A circuit breaker: while open the agent stops consuming (the backlog waits in Kafka).
+        rate_limit: At most so many handler starts per second (attempts, retries and compensations),
+            per agent instance; excess inputs wait in Kafka (the agent pauses consumption), none fails.
     """
 
     def __init__(self, workflow: str, step: str, *, name: str | None = None, retry: Retry | None = None,
                  timeout: float | timedelta | None = None, heartbeat_timeout: float | timedelta | None = None,
-                 breaker: Breaker | None = None) -> None:
+                 breaker: Breaker | None = None, rate_limit: RateLimit | None = None) -> None:
         for label, value in (("workflow", workflow), ("step", step)):
             if not value or not value.replace("_", "").replace("-", "").isalnum():
                 raise AgentDefinitionError(f"{label} must be a non-empty identifier, got {value!r}")
@@ -112,6 +115,7 @@ class Agent:
         self.timeout_ms = millis(timeout)
         self.heartbeat_timeout_ms = millis(heartbeat_timeout)
         self.breaker = breaker
+        self.rate_limit = rate_limit
         self.handler_fn: Handler | None = None
         self.compensation_fn: Compensation | None = None
         self.consumes: tuple[type[Event], ...] = ()

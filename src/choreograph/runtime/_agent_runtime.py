@@ -182,7 +182,7 @@ class AgentRuntime(ServiceBase):
                     for record in records:
                         if (unfinished := self._on_record(progress, record)) is not None:
                             await unfinished
-                if health.breaker is not None:
+                if health.breaker is not None or runner.limiter is not None:
                     health.flow()
             self._settle_acks()
             if (fatal := self._fatal or runner.fatal) is not None:

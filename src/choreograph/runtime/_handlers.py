@@ -1,4 +1,4 @@
-"""Running attempts: each handler run in a task of its own, at most so many at once, as the breaker admits.
+"""Running attempts: each handler run in a task of its own, at most so many at once, as breaker and rate limit admit.
 
 A run is an `asyncio.create_task` (with its own copy of the context): cancellation scopes,
 `asyncio.timeout`, TaskGroup, `current_task()` and context variables are the handler's, as in plain
@@ -9,6 +9,10 @@ loop and the agent exited.)
 An attempt that raises is retried per the agent's `retry`: a StepAttemptFailed is published and the
 next attempt waits for its time (see _attempts); the last failure, or a `NonRetryable`, publishes
 StepFailed (CompensationFailed for an undo).
+
+Each start takes a token of the agent's rate limit, if it has one (see _ratelimit): the attempt at
+the head of the queue waits for its token on a clock timer, and while it waits the consumer loop is
+not held (`throttled`): it finishes its batch, and Health pauses consumption.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..transport._clock import Clock
 from ._agent import Agent, StepContext
 from ._attempts import Attempt, State
 from ._breaker import CircuitBreaker
+from ._ratelimit import TokenBucket
 from ._results import Results
 
 log = logging.getLogger("choreograph.agent")
@@ -47,8 +52,11 @@ class Runner:
     Attributes:
         tasks: Every task of the agent (runs, retry timers, background sends): a crash cancels them.
         runs: The handler runs in progress (each holds a slot).
-        queue: Attempts waiting for a slot (or for the breaker).
+        queue: Attempts waiting for a slot (or for the breaker, or for a token).
         fatal: A run's error that is not the handler's (a result that could not be published).
+        limiter: The agent's rate limit's bucket, if it declares one.
+        throttled: The attempt at the head of the queue waits for a token now.
+        was_throttled: One did at some moment since the last presence record (see Health.snapshot).
     """
 
     def __init__(self, agent: Agent, results: Results, clock: Clock, *, max_concurrency: int,
@@ -70,38 +78,65 @@ class Runner:
         self.queue: deque[Attempt] = deque()
         self._room = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.limiter = TokenBucket(agent.rate_limit) if agent.rate_limit is not None else None
+        self.throttled = self.was_throttled = False
+        self._token_timer: asyncio.Task[None] | None = None
 
     # admission ---------------------------------------------------------------------------------------
 
     def admit(self, attempt: Attempt) -> None:
-        """Start `attempt` now if a slot is free and the breaker lets it, else queue it."""
+        """Start `attempt` now if a slot is free and the breaker and the rate limit let it, else queue it."""
         attempt.state = State.QUEUED
-        if not self.queue and self.breaker is None and len(self.runs) < self._max:
+        if not self.queue and self.breaker is None and self.limiter is None and len(self.runs) < self._max:
             self._spawn(attempt)
             return
         self.queue.append(attempt)
         self.pump()
 
     def pump(self) -> None:
-        """Start queued attempts while slots are free and the breaker admits them."""
-        queue, breaker = self.queue, self.breaker
+        """Start queued attempts while slots are free, the breaker admits them and tokens are there."""
+        queue, breaker, limiter = self.queue, self.breaker, self.limiter
+        self.throttled = False
         while queue and len(self.runs) < self._max:
             attempt = queue[0]
             if attempt.state is not State.QUEUED:
                 queue.popleft()  # timed out or forgotten while it waited
                 continue
+            # The token is looked at before the breaker is asked: a half-open breaker's probe is
+            # spent by admit(), and must not be spent on an attempt that then waits for a token.
+            if limiter is not None and (due := limiter.due(now := self._clock.now_ms())) > now:
+                self._wait_for_token(due)
+                break
             probe = breaker is not None and breaker.state is BreakerState.HALF_OPEN
             if breaker is not None and not breaker.admit():
                 break
             queue.popleft()
             attempt.probe = probe
+            if limiter is not None:
+                limiter.take(now)
             self._spawn(attempt)
-        if not queue or (breaker is not None and breaker.state is not BreakerState.CLOSED):
+        if not queue or self.throttled or (breaker is not None and breaker.state is not BreakerState.CLOSED):
             self._room.set()
 
+    def _wait_for_token(self, due: int) -> None:
+        """The head of the queue waits for a token: pump again when it is due (one timer at a time)."""
+        self.throttled = self.was_throttled = True
+        if self._token_timer is None:
+            self._token_timer = self.background(self._token_due(due), "rate limit timer")
+
+    async def _token_due(self, due: int) -> None:
+        await self._clock.sleep_until(due)
+        self._token_timer = None
+        self.pump()
+
+    def saturated(self) -> bool:
+        """Whether consumption should pause: more attempts wait for tokens than the bucket's reserve."""
+        return self.throttled and self.limiter is not None and len(self.queue) > self.limiter.reserve
+
     def congested(self) -> bool:
-        """Whether the consumer loop should wait: attempts are queued for slots (not held by a breaker)."""
-        return bool(self.queue) and (self.breaker is None or self.breaker.state is BreakerState.CLOSED)
+        """Whether the consumer loop should wait: attempts are queued for slots (not for the breaker or a token)."""
+        return bool(self.queue) and not self.throttled and (
+            self.breaker is None or self.breaker.state is BreakerState.CLOSED)
 
     async def wait_for_room(self) -> None:
         """Return once nothing is queued for a slot (back-pressure on the consumer loop)."""

@@ -1,10 +1,13 @@
-"""An agent instance's circuit breaker at work, and its presence on the status topic.
+"""An agent instance's circuit breaker and rate limit at work, and its presence on the status topic.
 
 While the breaker is open the instance pauses consumption of its partitions (the consumer's pause:
 it stays in its group, the backlog waits in the log) and due retries wait in the queue; nothing
 fails because of the breaker (a step's deadline still applies). Half-open, it lets the declared
 number of probes through, and pauses again while they are queued. Each transition is a
 BreakerChanged on the status topic; presence records carry the state too.
+
+A rate limit (see _ratelimit) takes the same path: while more attempts wait for tokens than a
+quarter second's worth, the instance pauses consumption; it resumes once no more than that wait.
 """
 
 from __future__ import annotations
@@ -64,12 +67,13 @@ class Health:
             self.runner.pump()
 
     def flow(self) -> None:
-        """Pause consumption while open, or half-open with probes queued; resume after.
+        """Pause consumption while open, half-open with probes queued, or saturated with attempts waiting for tokens.
 
         Called by the consumer loop while it handles a batch (no revocation runs meanwhile).
         """
-        state = self.state
-        hold = state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and bool(self.runner.queue))
+        state, runner = self.state, self.runner
+        hold = runner.saturated() or state is BreakerState.OPEN or (
+            state is BreakerState.HALF_OPEN and bool(runner.queue))
         partitions = list(self._member.partitions)
         if hold:
             if partitions:
@@ -81,7 +85,13 @@ class Health:
             self._paused = False
 
     def snapshot(self) -> Snapshot:
-        """Breaker state, handler runs and consumer lag (from the last fetch; -1 if none yet)."""
+        """Breaker state, handler runs, consumer lag (from the last fetch; -1 if none yet), throttling.
+
+        Throttled means an attempt waits for a token now or did at some moment since the last
+        snapshot (taken once per presence record), so a short wait between two records is not missed.
+        """
+        runner = self.runner
+        throttled, runner.was_throttled = runner.throttled or runner.was_throttled, False
         lag, known = 0, False
         for tp, progress in list(self._member.partitions.items()):
             try:
@@ -90,4 +100,4 @@ class Health:
                 continue
             if high is not None:
                 lag, known = lag + max(0, high - progress.next), True
-        return Snapshot(self.state, len(self.runner.runs), lag if known else -1)
+        return Snapshot(self.state, len(runner.runs), lag if known else -1, throttled)

@@ -1,7 +1,8 @@
 """An agent instance on the status topic: who it is, that it is alive, and its breaker's transitions.
 
 Each running agent has an instance id (`host-pid-xxxx`). Every `interval` it publishes an
-AgentPresence (its breaker's state, handler runs in progress, consumer lag), and a last one with
+AgentPresence (its breaker's state, handler runs in progress, consumer lag, its rate limit and
+whether it was throttled), and a last one with
 `stopping=True` when it stops; silence for three intervals means it is gone (killed). Breaker
 transitions are BreakerChanged events. All are keyed by the instance id, with the usual envelope
 headers (ce_type names the event), so a reader (`choreo agents`) decodes them as any event.
@@ -38,6 +39,7 @@ class Snapshot(NamedTuple):
     breaker: BreakerState
     running: int
     lag: int
+    throttled: bool = False
 
 
 class Presence:
@@ -84,11 +86,13 @@ class Presence:
     async def _send_presence(self, *, stopping: bool) -> asyncio.Future[object]:
         agent, now = self._agent, self._clock.now_ms()
         state = self._snapshot()
+        limit = agent.rate_limit
         return await self._send(AgentPresence(
             workflow=agent.workflow, step=agent.step, agent=agent.name, instance=self.instance,
             host=socket.gethostname(), pid=os.getpid(), started_at=self._started_at, seen_at=now,
             interval_ms=self._interval_ms, breaker=state.breaker.value, lag=state.lag, running=state.running,
-            stopping=stopping))
+            stopping=stopping, rate_limit=None if limit is None else float(limit.per_second),
+            rate_burst=None if limit is None else limit.capacity, throttled=state.throttled))
 
     async def _send(self, event: Event) -> asyncio.Future[object]:
         agent = self._agent

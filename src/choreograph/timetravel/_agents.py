@@ -1,7 +1,7 @@
 """`choreo agents`: each announced step and who serves it now; `choreo agents retire`: remove a step.
 
 What a step's row says comes from three places: its contract on the registry (agent, retry and
-timeout policy), the status topic (live instances, last seen, breaker; see transport._presence),
+timeout policy), the status topic (live instances, last seen, breaker, rate limit; see transport._presence),
 and its consumer group (committed lag, and membership where the broker describes groups).
 """
 
@@ -46,6 +46,9 @@ async def agents_report(settings: Settings, *, workflow: str | None = None, tran
                         clock: Clock = SYSTEM_CLOCK) -> list[dict[str, Any]]:
     """One row per announced step (of `workflow`, or of all): its agent, who serves it, its policy.
 
+    A row's `rate_limit` is the latest live instance's ({"per_second", "burst"}, per instance), and
+    `throttled` says whether any live instance waited for a token in its last presence interval.
+
     A row's `no_live_agent` is set when no instance is live: none sent a fresh presence and (where
     the broker says) its consumer group has no member. `live_by` says which of the two counted.
     `live` and `no_live_agent` are None when nobody can tell: no agent instance of any step sends
@@ -84,6 +87,7 @@ def _row(registry: Registry, status: Status, workflow: str, step: str, now: int,
                                              if (workflow, step) in status.breakers else [])
     breaker = next((state for state in ("open", "half_open", "closed") if state in breakers), None)
     policy = None if contract is None or contract.retry is None else contract.retry.model_dump()
+    limited = [i.presence for i in live if i.presence.rate_limit is not None]
     return {
         "workflow": workflow, "step": step, "agent": None if contract is None else contract.agent, "group": group,
         "live": count, "live_by": by, "no_live_agent": None if count is None else count == 0, "members": members,
@@ -92,6 +96,8 @@ def _row(registry: Registry, status: Status, workflow: str, step: str, now: int,
         "last_seen_ago_s": round((now - instances[0].presence.seen_at) / 1000, 1) if instances else None,
         "lag": lag, "breaker": breaker,
         "breaker_cause": next((i.breaker_cause for i in live if i.breaker == breaker and i.breaker_cause), None),
+        "rate_limit": {"per_second": limited[0].rate_limit, "burst": limited[0].rate_burst} if limited else None,
+        "throttled": any(p.throttled for p in limited) if limited else None,
         "retry": policy, "timeout_ms": None if contract is None else contract.timeout_ms,
         "heartbeat_timeout_ms": None if contract is None else contract.heartbeat_timeout_ms,
         "compensable": None if contract is None else contract.compensable,

@@ -59,7 +59,9 @@ class Instance:
         return {"instance": p.instance, "host": p.host, "pid": p.pid, "started_at": p.started_at,
                 "seen_at": p.seen_at, "seen_ago_s": round(max(0, now_ms - p.seen_at) / 1000, 1),
                 "live": self.live(now_ms), "stopping": p.stopping, "breaker": self.breaker,
-                "breaker_cause": self.breaker_cause, "lag": None if p.lag < 0 else p.lag, "running": p.running}
+                "breaker_cause": self.breaker_cause, "lag": None if p.lag < 0 else p.lag, "running": p.running,
+                "rate_limit": None if p.rate_limit is None else {"per_second": p.rate_limit, "burst": p.rate_burst},
+                "throttled": p.throttled}
 
 
 class Status:
