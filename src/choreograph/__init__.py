@@ -17,6 +17,7 @@ from .errors import (
     EventTooLarge,
     GoalRejected,
     GoalValidationError,
+    GuardRejected,
     InvalidPayloadError,
     NonRetryable,
     ReplayError,
@@ -50,7 +51,18 @@ from .saga import Graph, HistoryEntry, Point, Snapshot, fold
 from .transport._settings import BrokerProfile, Settings
 
 if TYPE_CHECKING:
-    from .runtime import Agent, AgentRuntime, Breaker, Client, Coordinator, PublishedGoal, RateLimit, StepContext
+    from .runtime import (
+        Agent,
+        AgentRuntime,
+        Breaker,
+        Client,
+        Coordinator,
+        PublishedGoal,
+        RateLimit,
+        StepContext,
+        forbid,
+        max_bytes,
+    )
     from .sandbox import ReplayReport, rerun
     from .timetravel import Archive, Archiver, History, Recording, history, restore
     from .transport import EmbeddedBroker
@@ -63,8 +75,8 @@ _compat.install()  # old module paths (choreograph.settings, ...) stay importabl
 # history` or `choreo state` process never needs the agent runtime, the coordinator or the client.
 _LAZY = {
     **dict.fromkeys(
-        ["Agent", "AgentRuntime", "Breaker", "Client", "Coordinator", "PublishedGoal", "RateLimit", "StepContext"],
-        ".runtime"),
+        ["Agent", "AgentRuntime", "Breaker", "Client", "Coordinator", "PublishedGoal", "RateLimit", "StepContext",
+         "forbid", "max_bytes"], ".runtime"),
     **dict.fromkeys(["Archive", "Archiver", "History", "Recording", "history", "restore"], ".timetravel"),
     **dict.fromkeys(["ReplayReport", "rerun"], ".sandbox"),
     "EmbeddedBroker": ".transport",
@@ -116,6 +128,7 @@ __all__ = [
     "GoalRejected",
     "GoalValidationError",
     "Graph",
+    "GuardRejected",
     "History",
     "HistoryEntry",
     "InvalidPayloadError",
@@ -149,7 +162,9 @@ __all__ = [
     "WorkflowStarted",
     "__version__",
     "fold",
+    "forbid",
     "history",
+    "max_bytes",
     "rerun",
     "restore",
 ]

@@ -16,6 +16,7 @@ The hierarchy::
     ├── EventTooLarge               an event over the namespace's maximum event size
     ├── SetUpError                  a service could not set up its assigned partitions
     ├── NonRetryable                raised by a handler: fail the step now, no retry
+    ├── GuardRejected               a step's result failed one of its guards (a failed attempt)
     ├── AgentDefinitionError        an Agent declaration is incomplete or inconsistent
     ├── ArchiveError                an archive cannot be written, read or restored as asked
     └── ReplayError                 a recording or sandbox re-run cannot be made as asked
@@ -93,6 +94,24 @@ class NonRetryable(ChoreographError):
     `raise NonRetryable("card declined") from exc`: the step fails with this message; its
     error_type is the cause's class name when there is a cause.
     """
+
+
+class GuardRejected(ChoreographError):
+    """A step's result failed one of its guards (`@agent.guard`): the attempt fails, nothing is published.
+
+    It is a failed attempt like a handler's exception: retried per the step's `Retry` (list
+    GuardRejected in `Retry(non_retryable=...)` to fail at once), then StepFailed with this message.
+
+    Attributes:
+        guard: The guard's name.
+        reason: Why it rejected the result (for a guard that raised: the exception).
+    """
+
+    def __init__(self, guard: str, reason: str) -> None:
+        """Say which guard rejected the result, and why."""
+        super().__init__(f"guard {guard} rejected the result: {reason}")
+        self.guard = guard
+        self.reason = reason
 
 
 class AgentDefinitionError(ChoreographError):

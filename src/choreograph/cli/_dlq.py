@@ -11,6 +11,7 @@ import orjson
 import typer
 
 from ..errors import ConfigurationError
+from ..events._redact import REDACTED
 from ..transport._settings import Settings
 from ._agents import run
 from ._input import USAGE, duration_s, err, fail
@@ -109,7 +110,8 @@ def show(
 ) -> None:
     """One dead letter: where it came from, why, who, when, its headers, key, value and redrives."""
 
-    async def go() -> tuple[DeadLetter, Any]:
+    async def go() -> tuple[DeadLetter, Any, bool]:
+        from ..events._redact import payload_has_sensitive, redact_payload
         from ..transport._kafka import Kafka
         from ..transport._registry import Registry
 
@@ -120,14 +122,18 @@ def show(
             await registry.catch_up()
         finally:
             await registry.stop()
+        store, value = registry.store, letter.value or b""
+        secret = payload_has_sensitive(store, value)  # then its raw bytes are not shown either
         try:
-            return letter, registry.store.decode(letter.value or b"")
+            return letter, redact_payload(store, value, store.decode(value)), secret
         except Exception:  # unreadable is why most dead letters are here: show the bytes instead
-            return letter, None
+            return letter, None, secret
 
-    letter, decoded = run(go())
+    letter, decoded, secret = run(go())
     data = letter.json(preview=512)
     data["decoded"] = decoded
+    if secret and data["value_preview"] is not None:
+        data["value_preview"] = f"{REDACTED} (its schema marks sensitive fields)"
     if as_json:
         print(orjson.dumps(data, default=_bytes_as_base64, option=orjson.OPT_INDENT_2).decode())
         return
@@ -147,7 +153,8 @@ def show(
     if decoded is not None:
         lines.append("  value (decoded): " + orjson.dumps(decoded, default=_bytes_as_base64).decode()[:2000])
     else:
-        lines.append(f"  value ({data['value_bytes']} bytes, not decodable): {data['value_preview']!r}")
+        preview = data["value_preview"] if secret else repr(data["value_preview"])
+        lines.append(f"  value ({data['value_bytes']} bytes, not decodable): {preview}")
     for line in lines:
         print(line)
 

@@ -49,6 +49,7 @@ from ._models import (
 )
 from ._policy import NO_RETRY, Retry, RetryPolicy
 from ._records import ConsumedRecord, StoredRecord
+from ._redact import REDACTED, redact
 
 __all__ = [
     "AGENT_SOURCE_PREFIX",
@@ -58,6 +59,7 @@ __all__ = [
     "FAULT_EVENTS",
     "FRAMEWORK_EVENTS",
     "NO_RETRY",
+    "REDACTED",
     "REDRIVE_HEADER",
     "RESTORE_SOURCE",
     "AgentPresence",
@@ -92,6 +94,7 @@ __all__ = [
     "load_schema",
     "new_event_id",
     "new_workflow_id",
+    "redact",
     "schema_root",
     "workflow_time_ms",
 ]

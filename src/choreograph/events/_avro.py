@@ -118,10 +118,21 @@ class SchemaStore:
 
     def __init__(self) -> None:
         self._by_fingerprint: dict[bytes, AvroSchema] = {}
+        self._variants: dict[bytes, list[AvroSchema]] = {}
 
     def add(self, schema: AvroSchema) -> None:
         """Know `schema` as a writer schema; a schema already known by its fingerprint is kept."""
-        self._by_fingerprint.setdefault(schema.fingerprint, schema)
+        known = self._by_fingerprint.setdefault(schema.fingerprint, schema)
+        if known is not schema and known.source != schema.source:
+            # The same schema to Avro (the canonical form drops attributes such as "sensitive"): the
+            # first decodes; the others are kept for what they say besides (see variants).
+            variants = self._variants.setdefault(schema.fingerprint, [])
+            if all(v.source != schema.source for v in variants):
+                variants.append(schema)
+
+    def variants(self, fingerprint: bytes) -> list[AvroSchema]:
+        """Other known schemas with this fingerprint: they differ in attributes Avro ignores (redaction reads them)."""
+        return self._variants.get(fingerprint, [])
 
     def add_json(self, schema_json: str) -> AvroSchema:
         """Parse a schema from JSON text and add it (see add).

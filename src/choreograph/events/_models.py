@@ -18,6 +18,7 @@ from ..errors import InvalidPayloadError, SchemaDriftError, SchemaError
 from . import _schema_check
 from ._avro import AvroSchema, SchemaStore
 from ._policy import RetryPolicy
+from ._redact import has_sensitive, redact
 
 SchemaSource = str | Path | Mapping[str, Any]
 
@@ -66,6 +67,7 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     avro: ClassVar[AvroSchema]
     _flat: ClassVar[bool] = False
+    _sensitive: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         kwargs.pop("schema", None)  # consumed by __pydantic_init_subclass__, once fields exist
@@ -81,6 +83,18 @@ class Event(BaseModel):
         problems = _schema_check.drift(cls, cls.avro.source)
         if problems:
             raise SchemaDriftError(f"{cls.__qualname__} drifted from {cls.avro.name}: " + "; ".join(problems))
+        cls._sensitive = has_sensitive(cls.avro)
+        if cls._sensitive:  # a validation error would quote the value (defer_build: read at first use)
+            cls.model_config = {**cls.model_config, "hide_input_in_errors": True}
+
+    def __repr_args__(self) -> Any:
+        """Fields as repr and str show them: a sensitive field's value (see _redact) as REDACTED."""
+        if not self._sensitive:
+            return super().__repr_args__()
+        dumped = self.model_dump()
+        shown = redact(self.avro, dumped)  # copies only what holds a mark: the rest keeps its own repr
+        return [(name, value if name is None or shown.get(name) is dumped.get(name) else shown[name])
+                for name, value in super().__repr_args__()]
 
     @classmethod
     def type_name(cls) -> str:

@@ -9,6 +9,7 @@ from ._agent_runtime import AgentRuntime
 from ._breaker import Breaker
 from ._client import Client, Progress, PublishedGoal
 from ._coordinator import Coordinator
+from ._guards import forbid, max_bytes
 from ._processes import ServiceSpec, discover, project_root, spawn, wait_ready
 from ._ratelimit import RateLimit
 from ._service import run_agent, run_coordinator, serve
@@ -25,7 +26,9 @@ __all__ = [
     "ServiceSpec",
     "StepContext",
     "discover",
+    "forbid",
     "load_agent",
+    "max_bytes",
     "project_root",
     "run_agent",
     "run_coordinator",

@@ -12,7 +12,8 @@ The handler's parameter annotations are the events it consumes (several = wait f
 per workflow); its return annotation is the event it completes the step with. Each run is a task
 of its own (cancellation, timeouts, TaskGroup and context variables behave as in plain asyncio).
 Raising fails the attempt: the step is retried per its `retry` policy, and fails once attempts are
-exhausted (or at once on `NonRetryable`).
+exhausted (or at once on `NonRetryable`). Guards (`@agent.guard`) check the result before it is
+published; a rejected result fails the attempt the same way (see _guards).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from ..events._envelope import Envelope, agent_source
 from ..events._models import CompensationRequested, Event, EventSchema, StepContract
 from ..events._policy import Retry, millis
 from ._breaker import Breaker
+from ._guards import Guard, checked
 from ._ratelimit import RateLimit
 
 Handler = Callable[..., Awaitable[Event]]
 Compensation = Callable[["StepContext", CompensationRequested], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
 C = TypeVar("C", bound=Compensation)
+G = TypeVar("G", bound=Guard)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Agent:
         self.compensation_fn: Compensation | None = None
         self.consumes: tuple[type[Event], ...] = ()
         self.completes_with: type[Event] | None = None
+        self.guards: list[Guard] = []
 
     @property
     def source(self) -> str:
@@ -153,6 +157,21 @@ class Agent:
         self.handler_fn = fn
         self.consumes = typing.cast(tuple[type[Event], ...], consumes)
         self.completes_with = typing.cast(type[Event], returns)
+        return fn
+
+    def guard(self, fn: G) -> G:
+        """Declare a check on the step's result: `def f(result: ResultEvent) -> str | None` (or `async def`).
+
+        It returns None to pass the result, or a reason to reject it. Guards run in declaration
+        order after the handler returns, in its task, before anything is published; the first
+        rejection fails the attempt with GuardRejected (retried per `retry`, like a handler's
+        exception), and a guard that raises rejects with a reason naming the exception. Ready
+        guards: `max_bytes(n)`, `forbid(pattern, field=...)`; `agent.guard(max_bytes(64_000))`.
+
+        Raises:
+            AgentDefinitionError: `fn` cannot be called with the result alone.
+        """
+        self.guards.append(checked(fn, self.name))
         return fn
 
     def compensation(self, fn: C) -> C:

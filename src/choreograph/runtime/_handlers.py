@@ -32,6 +32,7 @@ from ..transport._clock import Clock
 from ._agent import Agent, StepContext
 from ._attempts import Attempt, State
 from ._breaker import CircuitBreaker
+from ._guards import screen
 from ._ratelimit import TokenBucket
 from ._results import Results
 
@@ -211,6 +212,10 @@ class Runner:
                 if agent.completes_with is not None and not isinstance(result, agent.completes_with):
                     raise TypeError(f"handler returned {type(result).__name__}, "
                                     f"declared {agent.completes_with.__name__}")
+                # In the run's task: a slow guard holds a slot, not the consumer loop.
+                if agent.guards and (rejected := await screen(agent.guards, result)) is not None:
+                    ctx.emitted.clear()  # a rejected attempt publishes nothing of its own but its failure
+                    raise rejected
                 kind = Kind.STEP_COMPLETED
         except asyncio.CancelledError:
             attempt.state = State.FINISHED

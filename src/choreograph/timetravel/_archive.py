@@ -27,13 +27,14 @@ from ..events._avro import SchemaStore
 from ..events._envelope import RESTORE_SOURCE, Envelope, Kind, new_event_id
 from ..events._models import Event, RestoreCompleted, RestoreStarted, load_schema, schema_root
 from ..events._records import StoredRecord
-from ..saga._entries import HistoryEntry, entries_of
+from ..saga._entries import HistoryEntry
 from ..saga._graph import Graph
 from ..transport._kafka import Kafka
 from ..transport._port import Producer, TopicPartition
 from ..transport._registry import Contracts
 from ..transport._restore import MARKER_TYPES
 from ..transport._settings import Settings
+from ._history import shown_entries
 
 SCHEMA = fastavro.parse_schema(dict(load_schema(schema_root() / "archive" / "archived_record.avsc").source))
 SEGMENT = re.compile(r"^(\d+)-(\d+)-(\d+)\.avro$")
@@ -180,8 +181,8 @@ class Archive:
         return [r for r in self.records(".events") if r.key == key]
 
     def history(self, workflow_id: str) -> list[HistoryEntry]:
-        """The workflow's archived events, decoded (see workflow_records)."""
-        return entries_of(self.workflow_records(workflow_id), self.store)
+        """The workflow's archived events, decoded, sensitive fields redacted (as `choreo history` shows them)."""
+        return shown_entries(self.workflow_records(workflow_id), self.store)
 
 
 @dataclass

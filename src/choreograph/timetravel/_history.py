@@ -6,17 +6,20 @@ offset at that time (ListOffsets by timestamp) and reads from there to the workf
 the partition from its start. Ids of other shapes are read from the partition's start (or --since).
 
 `History.entries` (what `choreo history` prints) adds the workflow's dead letters, each right after
-the record it is a copy of (kind "dead_letter", see dead_letter_entry).
+the record it is a copy of (kind "dead_letter", see dead_letter_entry), and shows payloads with their
+sensitive fields redacted (see events._redact; `records` gives the bytes as logged).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 
 from ..events._avro import SchemaStore
 from ..events._envelope import workflow_time_ms
 from ..events._records import StoredRecord
+from ..events._redact import redact_payload
 from ..saga._entries import HistoryEntry, entries_of, entry_of, is_outcome
 from ..transport._deadletter import DeadLetter
 from ..transport._dlq import DeadLetterBox
@@ -115,6 +118,7 @@ class History:
 
         Dead letters of records not read (after the outcome, or before the start) come last. With
         `follow`, the dead-letter topic is read again at the end, for those written meanwhile.
+        Payloads are shown as `choreo history` shows them: sensitive fields redacted (see shown_entry).
 
         Args:
             workflow_id: The workflow instance's id.
@@ -133,7 +137,7 @@ class History:
         shown: set[str] = set()
         async for record in self.records(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout_s,
                                          since_ms=since_ms):
-            if (entry := entry_of(record, self.store)) is not None:
+            if (entry := shown_entry(record, self.store)) is not None:
                 yield entry
             for letter in by_origin.pop(((record.topic, record.partition), record.offset), ()):
                 shown.add(letter.id)
@@ -171,6 +175,29 @@ class History:
         found = (await consumer.offsets_for_times({tp: max(0, at - SEEK_SLACK_MS)}))[tp]
         # Nothing logged since then: Kafka answers None, Tansu offset 0 with timestamp -1.
         consumer.seek(tp, end if found is None or found.timestamp < 0 else found.offset)
+
+
+def shown_entry(record: StoredRecord, store: SchemaStore) -> HistoryEntry | None:
+    """The history entry of a record (see saga.entry_of) as choreograph shows it: sensitive fields redacted.
+
+    Args:
+        record: The record.
+        store: The writer schemas to decode its payload with (and whose marks say what is sensitive).
+
+    Returns:
+        The entry, its `data` with REDACTED for each field marked `"sensitive": true` (events._redact);
+        None for a record that is not an event.
+    """
+    entry = entry_of(record, store)
+    if entry is None or entry.data is None or record.value is None:
+        return entry
+    data = redact_payload(store, record.value, entry.data)
+    return entry if data is entry.data else replace(entry, data=data)
+
+
+def shown_entries(records: Iterable[StoredRecord], store: SchemaStore) -> list[HistoryEntry]:
+    """The entries of the records that are events, as shown (see shown_entry), in the records' order."""
+    return [e for r in records if (e := shown_entry(r, store)) is not None]
 
 
 def dead_letter_entry(letter: DeadLetter) -> HistoryEntry:
