@@ -30,8 +30,10 @@ from choreograph.security import (
     Rejected,
     Signer,
     Verifier,
+    local_key,
     may_publish,
 )
+from choreograph.transport import MemoryLog, MemoryTransport, Settings, SigningProducer, TopicPartition
 
 T0 = 1_763_000_000_000
 DRAFT, REVIEW, CHART = (Identity.agent("report", s) for s in ("draft", "review", "chart"))
@@ -217,3 +219,32 @@ def test_no_change_to_a_signed_part_passes(value: bytes, which: int, noise: byte
     changed = [(n, (old + noise) if n == name else v) for n, v in headers]
     verdict = Verifier(VERIFIER.policy).signer(key, value, changed, T0)
     assert isinstance(verdict, Rejected)
+
+
+async def test_a_signing_producer_signs_what_it_sends_on_the_log() -> None:
+    settings = Settings("memory", namespace="signing", partitions=2)
+    transport = MemoryTransport(MemoryLog(), settings)
+    await transport.ensure_topics()
+    producer = SigningProducer(transport.producer(), Signer(PAIRS[DRAFT]))
+    await producer.start()
+    envelope = Envelope.new(type="report.DraftCompleted", source=agent_source("report", "draft"), workflow="report",
+                            workflow_id="wf-9", kind=Kind.STEP_COMPLETED, step="draft")
+    meta = await producer.send_and_wait(settings.events_topic, b"\xc3\x01body", envelope.key,
+                                        headers=envelope.headers())
+    await producer.stop()
+    tp = TopicPartition(settings.events_topic, meta.partition)
+    records = [r async for r in transport.read([tp])]
+    assert [VERIFIER.admit(envelope, r.key, r.value, r.headers, r.timestamp) for r in records] == [DRAFT]
+
+
+def test_local_keys_are_made_once_and_trusted(tmp_path: Path) -> None:
+    first = local_key(tmp_path, DRAFT)
+    again = local_key(tmp_path, DRAFT)
+    coordinator = local_key(tmp_path, COORDINATOR)
+    publisher = local_key(tmp_path, WEB)
+    assert first.key_id == again.key_id
+    policy = PolicyFile(tmp_path / "policy.json").current()
+    assert policy.key(first.key_id) is not None
+    assert policy.key(coordinator.key_id) is not None
+    assert policy.goals(WEB) == ("*",)
+    assert publisher.identity == WEB

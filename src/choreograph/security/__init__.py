@@ -6,7 +6,8 @@ Pure: no broker client. The services sign what they publish (Signer) and check w
 
 from ._identity import COORDINATOR, Identity, Role, may_publish
 from ._keys import KeyPair, key_id, parse_public, public_text
-from ._policy import Entry, Policy, PolicyFile, TrustedKey
+from ._local import key_path, local_key
+from ._policy import Entry, Policy, PolicyFile, TrustedKey, write_policy
 from ._signing import KEY_ID_HEADER, SIGNATURE_HEADER, Signer, signed_message
 from ._verify import Rejected, Verifier
 
@@ -25,8 +26,11 @@ __all__ = [
     "TrustedKey",
     "Verifier",
     "key_id",
+    "key_path",
+    "local_key",
     "may_publish",
     "parse_public",
     "public_text",
     "signed_message",
+    "write_policy",
 ]

@@ -217,9 +217,15 @@ class PolicyFile:
 
     def update(self, policy: Policy) -> None:
         """Write `policy` to the file (atomically: a reader sees the old file or the new one)."""
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temp.write_bytes(policy.to_json() + b"\n")
-        os.replace(temp, self.path)
+        write_policy(self.path, policy)
         self.policy = policy
         stat = os.stat(self.path)
         self._stamp = (stat.st_mtime_ns, stat.st_size)
+
+
+def write_policy(path: Path, policy: Policy) -> None:
+    """Write a policy file atomically (a reader sees the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_bytes(policy.to_json() + b"\n")
+    os.replace(temp, path)
