@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._settings import PROFILES, BrokerProfile, Settings
+from ._signed import SigningProducer
 
 if TYPE_CHECKING:
     from ._broker import EmbeddedBroker, LocalBroker, terminate
@@ -79,6 +80,7 @@ __all__ = [
     "RecordTooLargeError",
     "Registry",
     "Settings",
+    "SigningProducer",
     "TopicPartition",
     "Transport",
     "announce",
