@@ -109,7 +109,9 @@ class Stack:
         started = {}
         env = dict(self.extra_env)
         if pythonpath is not None:
-            env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), str(ROOT)])
+            # The caller's PYTHONPATH stays (a worktree's src/ must win over the editable install).
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), str(ROOT),
+                                                              os.environ.get("PYTHONPATH")]))
         for spec in specs:
             ready = self.workdir / f"{spec.name}.{uuid.uuid4().hex[:6]}.ready"
             log = self.workdir / f"{spec.name}.log"
