@@ -11,7 +11,7 @@ import asyncio
 
 from helpers.trip import Booked, Paid, logged, trip
 
-from choreograph import Breaker, OutcomeStatus, Retry, StepContext
+from choreograph import Breaker, NonRetryable, OutcomeStatus, Retry, StepContext
 from choreograph.events import AgentPresence, BreakerChanged, BreakerState
 from choreograph.runtime._breaker import CircuitBreaker  # the state machine: not public, tested alone
 from choreograph.testing import SagaKit
@@ -145,3 +145,43 @@ async def test_each_agent_instance_says_it_is_alive_and_when_it_leaves() -> None
     assert pay_said[0].breaker == "closed"
     assert pay_said[-1].running == 0
     assert pay_said[-1].lag >= -1
+
+
+async def test_a_probe_refused_for_good_still_answers_the_breaker() -> None:
+    # A half-open probe whose call came back with a business refusal (NonRetryable: the dependency
+    # answered) was recorded nowhere: the breaker stayed half-open with no probe left, and the
+    # agent never started another attempt.
+    clock = ManualClock()
+    healthy_at = clock.now_ms() + 10_000
+    refused: list[int] = []
+
+    async def pay(ctx: StepContext, booked: Booked) -> Paid:
+        if clock.now_ms() < healthy_at:
+            raise ConnectionError("rental API unavailable")
+        if not refused:
+            refused.append(booked.n)
+            raise NonRetryable("card declined")
+        return Paid(n=booked.n)
+
+    breaker = Breaker(failure_ratio=0.5, window=2, min_calls=2, open_for=10, half_open_probes=1)
+    async with SagaKit(*trip(pay, retry=Retry(max_attempts=10, initial=2, multiplier=1, jitter=0),
+                             breaker=breaker), clock=clock) as kit:
+        goals = [await kit.given_goal("trip", {"n": n}) for n in range(3)]
+        await kit.eventually(lambda: asyncio.sleep(0, transitions(kit) == [OPEN]))
+        clock.advance(10_000)  # half-open: the probe is refused for good
+        await kit.eventually(lambda: asyncio.sleep(0, bool(refused)))
+        clock.advance(2_000)  # the other retries are due
+        for n, goal in enumerate(goals):
+            want = OutcomeStatus.COMPENSATED if n in refused else OutcomeStatus.COMPLETED
+            await kit.expect_outcome(goal, want)
+    assert transitions(kit) == [OPEN, HALF_OPEN, CLOSED]
+
+
+def test_a_probe_never_run_is_given_back() -> None:
+    breaker = CircuitBreaker(Breaker(failure_ratio=1, window=1, min_calls=1, open_for=5, half_open_probes=1))
+    breaker.record(True, 0)
+    breaker.tick(5_000)
+    assert breaker.admit()
+    assert not breaker.admit()
+    breaker.give_back()  # the probe's attempt was dropped before it started (timed out, its workflow ended)
+    assert breaker.admit()

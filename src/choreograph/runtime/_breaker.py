@@ -78,6 +78,11 @@ class CircuitBreaker:
             return True
         return False
 
+    def give_back(self) -> None:
+        """A probe admitted but never run (its attempt was dropped first): another attempt may probe."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probes_left = min(self._probes_left + 1, self._declared.half_open_probes)
+
     def record(self, failed: bool, now_ms: int, *, probe: bool = False) -> str | None:
         """Count one attempt's outcome.
 

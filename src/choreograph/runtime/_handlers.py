@@ -182,6 +182,8 @@ class Runner:
             if attempt.state is State.QUEUED:  # else dropped before it started
                 attempt.state = State.RUNNING
                 await self._attempt(attempt)
+            elif attempt.probe and self.breaker is not None:
+                self.breaker.give_back()  # its outcome will never answer the half-open breaker
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the handler's errors are its attempt's record: this is a publish failure
@@ -243,8 +245,13 @@ class Runner:
         error_type = type(cause or exc).__name__
         due = None if final or policy is None else policy.next_attempt_at(
             attempt.workflow_id, agent.step, attempt.number, self._clock.now_ms())
-        if not final:  # a business refusal says nothing about the dependency's health
+        if not final:
             self.record(attempt, failed=True)
+        elif attempt.probe:
+            # A business refusal says nothing against the dependency's health, but a probe must be
+            # answered: it came back, so the dependency answers (unrecorded, the breaker stayed
+            # half-open with no probe left and the agent never started another attempt).
+            self.record(attempt, failed=False)
         what = "compensation" if attempt.compensation else "attempt"
         if due is not None:
             log.info("%s: %s %d of %s failed, next at %d: %r", agent.name, what, attempt.number,
