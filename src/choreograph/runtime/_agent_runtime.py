@@ -30,10 +30,12 @@ from ..transport._port import Consumer, Record, TopicPartition, Transport
 from ..transport._registry import Registry, announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ..transport._trust import Trust
 from ._acks import Acks
 from ._agent import Agent
 from ._attempts import Attempt, Attempts
 from ._breaker import CircuitBreaker
+from ._gate import Gate
 from ._handlers import Runner
 from ._health import Health
 from ._joins import Input, Joins
@@ -67,6 +69,7 @@ class AgentRuntime(ServiceBase):
         ready_file: Written once the agent is ready (`choreo up` waits for it).
         clock: Time for retry timers, heartbeats, the breaker and presence; the wall clock unless given.
         presence_interval_s: Period of the instance's AgentPresence records on the status topic.
+        trust: What it signs with and believes (see transport.Trust); the environment's when None.
 
     Attributes:
         instance: This instance's id on the status topic (`host-pid-xxxx`), once started.
@@ -75,7 +78,7 @@ class AgentRuntime(ServiceBase):
     def __init__(self, agent: Agent, settings: Settings, *, transport: Transport | None = None,
                  max_concurrency: int = 64, dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
                  commit_interval_s: float = 0.25, ready_file: Path | None = None, clock: Clock | None = None,
-                 presence_interval_s: float = 5.0) -> None:
+                 presence_interval_s: float = 5.0, trust: Trust | None = None) -> None:
         if agent.handler_fn is None:
             raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         self.agent = agent
@@ -112,6 +115,8 @@ class AgentRuntime(ServiceBase):
         self._tasks: set[asyncio.Task[None]] = set()  # the runner's: every task of this agent
         # Tracking keys with work under way (an attempt queued, running, publishing, or waiting to retry).
         self._running: dict[str, Attempt] = {}
+        self._trust = trust
+        self._gate = Gate(None, agent.name)
         # Clients belong to the running loop, so they are made in start().
         self._producer: Any
         self._dead: DeadLetters
@@ -126,8 +131,13 @@ class AgentRuntime(ServiceBase):
     async def start(self) -> None:
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name,
+        trust = self._trust or Trust.off()
+        self._gate = Gate(trust.verifier, self.agent.name)
+        raw = self._kafka.producer()
+        self._producer = trust.producer(raw)
+        # Dead letters keep the refused record's own signature headers (a redrive is believed
+        # again): they are sent unsigned.
+        self._dead = DeadLetters(raw, self.settings.deadletter_topic, self.agent.name,
                                  self.settings.max_event_bytes)
         self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
                                 self._acks)
@@ -217,15 +227,22 @@ class AgentRuntime(ServiceBase):
                 step = value
         if event_type is None:
             return None  # not an event; the coordinator dead-letters what nobody can read
+        gate = self._gate
         if source == self._source:
+            if (refused := gate.refusal(record)) is not None:
+                return self._refuse(record, refused)
             self._learn(record.key, kind)
             return None
         if event_type in MARKER_TYPES:
+            if (refused := gate.refusal(record)) is not None:
+                return self._refuse(record, refused)
             on_marker(progress, event_type, record.value, record.offset, source)
             return None  # a marker, or one from anyone but a restore: skipped (the coordinator dead-letters it)
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
         if kind == _OUTCOME:
+            if (refused := gate.refusal(record)) is not None:
+                return self._refuse(record, refused)
             if (workflow_id := text_of(record.key)) is not None:
                 self._ended.add(workflow_id)
                 if self._joins:
@@ -234,7 +251,7 @@ class AgentRuntime(ServiceBase):
                     self._attempts.on_outcome(workflow_id)
             return None
         if kind == _TIMED_OUT:
-            if step == self._step and source == _COORDINATOR and self._running:
+            if step == self._step and source == _COORDINATOR and self._running and gate.believed(record):
                 self._attempts.on_timed_out(record)
             return None
         if event_type == _REQUEST_TYPE:
@@ -262,6 +279,8 @@ class AgentRuntime(ServiceBase):
             envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError:
             return self._on_undecodable(progress, record, model, workflow_id, event_type)
+        if (refused := gate.refusal(record, envelope)) is not None:
+            return self._refuse(record, refused)
         return self._on_input(workflow_id, event_type, Input(progress, record.offset, event, envelope))
 
     def _learn(self, key: bytes | None, kind: bytes | None) -> None:
@@ -277,9 +296,14 @@ class AgentRuntime(ServiceBase):
         return self._attempts.start(
             Attempt(workflow_id, workflow_id, 1, inputs, item.envelope, item.partition, pinned=True))
 
+    async def _refuse(self, record: Record, reason: str) -> None:
+        self._pending.append(await self._dead.send(record, reason))
+
     async def _on_request(self, progress: PartitionProgress, record: Record, workflow_id: str, key: str) -> None:
         decoded = await self._decode(record, CompensationRequested)
-        if decoded is not None:
+        if decoded is not None and (refused := self._gate.refusal(record, decoded[1])) is not None:
+            await self._refuse(record, refused)
+        elif decoded is not None:
             item = Input(progress, record.offset, *decoded)
             progress.pin(record.offset)
             attempt = Attempt(key, workflow_id, 1, {_REQUEST_TYPE: item}, item.envelope, item.partition, pinned=True)
@@ -289,7 +313,9 @@ class AgentRuntime(ServiceBase):
     async def _on_undecodable(self, progress: PartitionProgress, record: Record, model: type[Event],
                               workflow_id: str, event_type: bytes) -> None:
         decoded = await self._decode(record, model)
-        if decoded is not None:
+        if decoded is not None and (refused := self._gate.refusal(record, decoded[1])) is not None:
+            await self._refuse(record, refused)
+        elif decoded is not None:
             item = Input(progress, record.offset, *decoded)
             if (waiting := self._on_input(workflow_id, event_type, item)) is not None:
                 await waiting
@@ -355,7 +381,8 @@ class AgentRuntime(ServiceBase):
         models: dict[bytes, type[Event]] = dict(self._consumed)
         if self.agent.compensation_fn is not None:
             models[_REQUEST_TYPE] = CompensationRequested
-        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended)
+        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended,
+                        believed=self._gate.believed)
         if start:
             # To the end, not the position: what the agent did after its last commit counts too.
             async for record in self._kafka.read(start, start=start, until=ends):

@@ -36,6 +36,7 @@ from ..transport._port import Consumer, Producer, Record, TopicPartition, Transp
 from ..transport._registry import Registry
 from ..transport._settings import Settings
 from ..transport._sizes import record_size
+from ..transport._trust import Trust
 
 
 @dataclass(frozen=True)
@@ -63,21 +64,23 @@ class Client:
         source: The CloudEvents source of the goals it publishes.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
         clock: The time a goal's deadline counts from; the wall clock unless given.
+        trust: What it signs goals with and believes (see transport.Trust).
     """
 
     def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, trust: Trust | None = None) -> None:
         self.settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
+        self._trust = trust
         self._producer: Producer  # made on entry, inside the running loop
         self._source = source
         self._goal_schemas: dict[str, AvroSchema] = {}
 
     async def __aenter__(self) -> Client:
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
+        self._producer = (self._trust or Trust.off()).producer(self._kafka.producer())
         await self._producer.start()
         await self._registry.start()
         return self

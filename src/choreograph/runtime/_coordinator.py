@@ -48,6 +48,7 @@ from ..transport._presence import LivenessWatch, waiting_steps
 from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ..transport._trust import Trust
 from ._coordinator_state import Partition, look_back
 from ._tracking import Done
 
@@ -84,12 +85,13 @@ class Coordinator(ServiceBase):
         clock: The time its deadline timers read; the wall clock unless given. Between records, a
             saga's deadline passes when this clock says so; a record's timestamp also says time has
             come that far.
+        trust: What it signs with and believes (see transport.Trust).
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
                  finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None,
-                 clock: Clock | None = None, ended_capacity: int = 10_000) -> None:
+                 clock: Clock | None = None, ended_capacity: int = 10_000, trust: Trust | None = None) -> None:
         self.settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
@@ -108,6 +110,7 @@ class Coordinator(ServiceBase):
         self._stopping = asyncio.Event()
         self._liveness = LivenessWatch(self._kafka, self._clock)
         self._liveness_due = 0
+        self._trust = trust
         self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
@@ -116,9 +119,10 @@ class Coordinator(ServiceBase):
     async def start(self) -> None:
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group,
-                                 self.settings.max_event_bytes)
+        raw = self._kafka.producer()
+        self._producer = (self._trust or Trust.off()).producer(raw)
+        self._dead = DeadLetters(raw, self.settings.deadletter_topic, self.settings.coordinator_group,
+                                 self.settings.max_event_bytes)  # unsigned: a dead letter keeps its record's signature
         await self._producer.start()
         await self._registry.start()
         await self._registry.catch_up()

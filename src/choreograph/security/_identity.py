@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from ..errors import ConfigurationError
 from ..events._envelope import (
-    CLIENT_SOURCE,
+    AGENT_SOURCE_PREFIX,
     COORDINATOR_SOURCE,
     RESTORE_SOURCE,
     Kind,
@@ -141,7 +141,8 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
         return (f"{identity} may publish only its own step's results, attempts, compensations, contract "
                 f"and status ({said})")
     if role is Role.PUBLISHER:
-        if kind is Kind.GOAL and source == CLIENT_SOURCE and ("*" in goals or workflow in goals):
+        reserved = source in (COORDINATOR_SOURCE, RESTORE_SOURCE) or source.startswith(AGENT_SOURCE_PREFIX)
+        if kind is Kind.GOAL and not reserved and ("*" in goals or workflow in goals):
             return None
         allowed = "any workflow" if "*" in goals else (", ".join(sorted(goals)) or "no workflow")
         return f"{identity} may publish only goals of {allowed} ({said})"

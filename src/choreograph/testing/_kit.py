@@ -18,22 +18,34 @@ import enum
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ChoreographError
-from ..events._envelope import Envelope, Kind, derived_id
+from ..events._envelope import (
+    AGENT_SOURCE_PREFIX,
+    COORDINATOR_SOURCE,
+    RESTORE_SOURCE,
+    Envelope,
+    Kind,
+    derived_id,
+)
 from ..events._models import Event, OutcomeStatus, WorkflowOutcome
 from ..runtime._agent import Agent, StepContext
 from ..runtime._agent_runtime import AgentRuntime
 from ..runtime._client import Client, PublishedGoal
 from ..runtime._coordinator import Coordinator
 from ..saga._entries import HistoryEntry
+from ..security._identity import COORDINATOR as COORDINATOR_IDENTITY
+from ..security._identity import Identity
+from ..security._keys import KeyPair
+from ..security._policy import Policy
 from ..timetravel._history import history
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._memory import MemoryLog
 from ..transport._memory_consumer import MemoryConsumer
 from ..transport._port import TopicPartition
 from ..transport._settings import Settings
+from ..transport._trust import Trust
 from ._plug import PluggedTransport, RecordRule
 
 COORDINATOR = "coordinator"
@@ -80,7 +92,7 @@ class SagaKit:
     """
 
     def __init__(self, *agents: Agent, partitions: int = 2, namespace: str | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, signed: bool = True) -> None:
         self.clock: Clock = clock or SYSTEM_CLOCK
         """The time every service and the log's timestamps read (a ManualClock moves only when advanced)."""
         self.log = MemoryLog(clock=self.clock.now_ms)
@@ -99,11 +111,13 @@ class SagaKit:
         """Handler runs of a (workflow id, step) that started when its result was already in the log."""
         self._logged: set[tuple[str, str]] = set()
         self._gates: dict[str, asyncio.Event] = {}
+        self.keys = Keys(agents) if signed else None
+        """Every party's key and the policy the services believe (None: nothing signed or verified)."""
 
     async def __aenter__(self) -> SagaKit:
         await asyncio.gather(*(self.start_service(name) for name in [COORDINATOR, *self._agents]))
         self._client = Client(self.settings, source="choreo://testing", transport=self._transport(None),
-                              clock=self.clock)
+                              clock=self.clock, trust=self._trust(PUBLISHER))
         await self._client.__aenter__()
         return self
 
@@ -158,6 +172,10 @@ class SagaKit:
         copy.handler_fn = run
         return copy
 
+    def _trust(self, identity: Identity | None) -> Trust:
+        keys = self.keys
+        return Trust.off() if keys is None or identity is None else keys.trust(identity)
+
     async def start_service(self, name: str) -> None:
         """Start the coordinator (`"coordinator"`) or the agent of step `name`; wait until it is ready.
 
@@ -167,13 +185,14 @@ class SagaKit:
         role = name.split("#")[0]
         if role == COORDINATOR:
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
-                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock)
+                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock,
+                                   trust=self._trust(COORDINATOR_IDENTITY))
         else:
             agent = self._instrumented(self._agents[role])
 
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
                 return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05,
-                                    clock=self.clock)
+                                    clock=self.clock, trust=self._trust(Identity.agent(agent.workflow, agent.step)))
         previous = self._services.get(name)
         transport = self._transport(name)
         entry = _Service(name, transport, make(transport), generation=previous.generation + 1 if previous else 0,
@@ -282,12 +301,18 @@ class SagaKit:
         return await self._client.publish(workflow, dict(data), workflow_id, deadline=deadline)
 
     async def given_event(self, goal: PublishedGoal, event: Event, *, step: str, kind: Kind = Kind.STEP_COMPLETED,
-                          source: str | None = None) -> None:
-        """Publish an event into a workflow as if `step`'s agent had (a duplicate, a late or forged one)."""
+                          source: str | None = None,
+                          signed_as: Identity | Literal["claimed"] | None = "claimed") -> None:
+        """Publish an event into a workflow as if `step`'s agent had (a duplicate, a late or forged one).
+
+        Signed with the key of the party its source claims (the step's agent, the coordinator, ...)
+        unless `signed_as` names another (a forger with a real key) or is None (unsigned).
+        """
         envelope = Envelope.new(type=event.type_name(), source=source or f"choreo://agent/{goal.workflow}/{step}",
                                 workflow=goal.workflow, workflow_id=goal.workflow_id, kind=kind, step=step,
                                 id=derived_id(goal.workflow_id, kind.value, step))
-        producer = self._transport(None).producer()
+        signer = _claimed(envelope.source) if signed_as == "claimed" else signed_as
+        producer = self._trust(signer).producer(self._transport(None).producer())
         await producer.start()
         try:
             await producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
@@ -372,3 +397,44 @@ class SagaKit:
         """How many times `service` was crashed by the kit."""
         entry = self._services.get(service)
         return len(entry.crashes) if entry else 0
+
+
+PUBLISHER = Identity.parse("publisher:testing")
+OPERATOR = Identity.parse("operator:testing")
+
+
+def _claimed(source: str) -> Identity:
+    """The party a source names: the coordinator, an agent, the operator (restores), else the kit's publisher."""
+    if source == COORDINATOR_SOURCE:
+        return COORDINATOR_IDENTITY
+    if source == RESTORE_SOURCE:
+        return OPERATOR
+    if source.startswith(AGENT_SOURCE_PREFIX):
+        workflow, _, step = source.removeprefix(AGENT_SOURCE_PREFIX).partition("/")
+        return Identity.agent(workflow, step)
+    return PUBLISHER
+
+
+class Keys:
+    """A key for every party of a kit's workflows, and the policy (in memory) that trusts them.
+
+    Args:
+        agents: The kit's agents; the coordinator, `publisher:testing` (any workflow) and
+            `operator:testing` get keys too.
+    """
+
+    def __init__(self, agents: tuple[Agent, ...]) -> None:
+        parties = [COORDINATOR_IDENTITY, PUBLISHER, OPERATOR,
+                   *(Identity.agent(a.workflow, a.step) for a in agents)]
+        self.pairs = {identity: KeyPair.generate(identity) for identity in parties}
+        policy = Policy()
+        for identity, pair in self.pairs.items():
+            policy = policy.trust(identity, pair.public, now_ms=0)
+        self.policy = policy
+
+    def trust(self, identity: Identity) -> Trust:
+        """What a service of `identity` signs with and believes (a key is made for a party not known yet)."""
+        if identity not in self.pairs:
+            self.pairs[identity] = KeyPair.generate(identity)
+            self.policy = self.policy.trust(identity, self.pairs[identity].public, now_ms=0)
+        return Trust.of(self.pairs[identity], self.policy)
