@@ -208,7 +208,8 @@ def test_a_key_the_policy_cannot_trust_is_not_left_behind(env: dict[str, str], t
     broken = tmp_path / "policy.json"
     broken.write_text('{"identities": {"nobody": {}}}')
     keys = Keys({**env, "CHOREO_POLICY": str(broken)})
-    assert keys.error("new", "coordinator", "--out", str(tmp_path / "k.json")).startswith("error: not an identity")
-    assert keys.error("new", "coordinator").startswith("error: not an identity")
+    assert keys.error("new", "coordinator", "--out", str(tmp_path / "k.json")).startswith(
+        f"error: {broken}: not an identity")
+    assert keys.error("new", "coordinator").startswith(f"error: {broken}: not an identity")
     assert not (tmp_path / "k.json").exists()
     assert list((Path(env["CHOREO_HOME"]) / "keys").iterdir()) == []

@@ -226,7 +226,10 @@ class PolicyFile:
             text = self.path.read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"cannot read policy {self.path}: {exc.strerror}") from None
-        self.policy = Policy.from_json(text)
+        try:
+            self.policy = Policy.from_json(text)
+        except ConfigurationError as exc:  # which file: CHOREO_POLICY may name any
+            raise ConfigurationError(f"{self.path}: {exc}") from None
         self._stamp = (stat.st_mtime_ns, stat.st_size)
 
     def update(self, policy: Policy) -> None:
