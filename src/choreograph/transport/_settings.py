@@ -143,6 +143,18 @@ def _check_broker(kind: str) -> None:
         raise ConfigurationError(f"CHOREO_BROKER={_shown(kind)}: expected one of: {', '.join(sorted(PROFILES))}")
 
 
+def verify_off() -> bool:
+    """Whether CHOREO_VERIFY turns signature checks off ("off"); unset, empty or "on": they are on.
+
+    Raises:
+        ConfigurationError: Any other value (a typo must not turn security off, nor be ignored).
+    """
+    value = _env("CHOREO_VERIFY")
+    if value not in (None, "on", "off"):
+        raise ConfigurationError(f"CHOREO_VERIFY={_shown(value)}: expected on or off")
+    return value == "off"
+
+
 def log_level() -> str:
     """CHOREO_LOG_LEVEL (default INFO), for logging.basicConfig.
 
@@ -183,6 +195,7 @@ class _Env:
         wait = _env_int("CHOREO_FETCH_MAX_WAIT_MS", 0, 30_000, "milliseconds")
         max_bytes = _env_int("CHOREO_MAX_EVENT_BYTES", 1024, _INT32_MAX, "bytes")
         log_level()
+        verify_off()
         run_dir()
         return cls(servers, broker, namespace, partitions, session, wait, max_bytes)
 
@@ -270,7 +283,7 @@ class Settings:
         .choreo/broker.json); its kind defaults to "tansu", any other's to "kafka". CHOREO_BROKER,
         CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS, CHOREO_FETCH_MAX_WAIT_MS and
         CHOREO_MAX_EVENT_BYTES override the defaults; an empty variable counts as unset. Every
-        variable (CHOREO_LOG_LEVEL and CHOREO_HOME too) is validated before the broker is looked for.
+        variable (CHOREO_LOG_LEVEL, CHOREO_VERIFY and CHOREO_HOME too) is validated before the broker is looked for.
 
         Args:
             bootstrap_servers: The broker's address, instead of KAFKA_BOOTSTRAP_SERVERS.
