@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,10 @@ class Policy:
         """The identity and key with this id, if trusted (retired and revoked keys included)."""
         return self._by_key.get(key_id)
 
-    @property
+    @cached_property
     def _by_key(self) -> dict[str, tuple[Identity, TrustedKey]]:
-        found: dict[str, tuple[Identity, TrustedKey]] | None = self.__dict__.get("_index")
-        if found is None:
-            found = {k.key_id: (identity, k) for identity, entry in self.identities.items() for k in entry.keys}
-            object.__setattr__(self, "_index", found)
-        return found
+        # Built once per policy (a policy never changes: trust and retire return new ones).
+        return {k.key_id: (identity, k) for identity, entry in self.identities.items() for k in entry.keys}
 
     def goals(self, identity: Identity) -> tuple[str, ...]:
         """The workflows a publisher may start."""
