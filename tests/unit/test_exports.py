@@ -256,9 +256,14 @@ EXPORTS: dict[str, list[str]] = {
         "Transport",
         "announce",
         "framework_store",
+        "keys_dir",
         "murmur2",
         "partition_for",
+        "policy_path",
+        "service_key",
+        "service_policy",
         "terminate",
+        "verification_off",
     ],
 }
 

@@ -27,6 +27,7 @@ from ._input import (
     seconds,
     workflow_id,
 )
+from ._keys import keys_app
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -45,6 +46,7 @@ archive_app = typer.Typer(help="Archive every event to Avro files on disk, and r
 app.add_typer(archive_app, name="archive")
 app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(keys_app, name="keys")
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]

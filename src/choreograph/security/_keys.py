@@ -134,7 +134,9 @@ class KeyPair:
             else:
                 identity, seed = text.split()
             return cls(Identity.parse(identity), base64.b64decode(seed, validate=True))
-        except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        # ConfigurationError too: Identity.parse quotes what it was given, which may be the seed
+        # (the two words swapped).
+        except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError, ConfigurationError):
             raise ConfigurationError("not a private key (a key file's JSON, or '<identity> <base64 seed>')") from None
 
     def __repr__(self) -> str:

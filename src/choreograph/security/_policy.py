@@ -12,7 +12,13 @@ without restarts.
                                    "retired_at": null, "revoked": false}]},
         "agent:report/draft": {"keys": […]},
         "publisher:web": {"keys": […], "goals": ["report"]},
-        "operator:alice": {"keys": […]}}}
+        "operator:alice": {"keys": […]}},
+     "local": true}
+
+`"local": true` marks a *local development* policy: the one `local_key` creates under CHOREO_HOME
+when a service finds no key and no policy. There a service without a key makes its own and trusts
+it; in any other policy (one `choreo keys` created, or an operator wrote) a missing key is an error.
+`choreo keys new/trust/retire` keep the flag as they find it.
 
 A key is *retired* at a time: records logged before then stay valid (what was signed during a
 change-over is never rejected), later ones are not. A *revoked* key (stolen) is valid for nothing.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +81,20 @@ class Policy:
 
     Attributes:
         identities: Identity -> its entry.
+        local: A local development policy: services that find no key make one and trust it here.
     """
 
     identities: dict[Identity, Entry] = field(default_factory=dict)
+    local: bool = False
 
     def key(self, key_id: str) -> tuple[Identity, TrustedKey] | None:
         """The identity and key with this id, if trusted (retired and revoked keys included)."""
         return self._by_key.get(key_id)
 
-    @property
+    @cached_property
     def _by_key(self) -> dict[str, tuple[Identity, TrustedKey]]:
-        found: dict[str, tuple[Identity, TrustedKey]] | None = self.__dict__.get("_index")
-        if found is None:
-            found = {k.key_id: (identity, k) for identity, entry in self.identities.items() for k in entry.keys}
-            object.__setattr__(self, "_index", found)
-        return found
+        # Built once per policy (a policy never changes: trust and retire return new ones).
+        return {k.key_id: (identity, k) for identity, entry in self.identities.items() for k in entry.keys}
 
     def goals(self, identity: Identity) -> tuple[str, ...]:
         """The workflows a publisher may start."""
@@ -134,8 +140,11 @@ class Policy:
 
     def to_json(self) -> bytes:
         """The policy file's text."""
-        return orjson.dumps({"identities": {str(i): _entry_json(e) for i, e in sorted(
-            self.identities.items(), key=lambda item: str(item[0]))}}, option=orjson.OPT_INDENT_2)
+        data: dict[str, Any] = {"identities": {str(i): _entry_json(e) for i, e in sorted(
+            self.identities.items(), key=lambda item: str(item[0]))}}
+        if self.local:
+            data["local"] = True
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
     @classmethod
     def from_json(cls, text: bytes | str) -> Policy:
@@ -155,11 +164,14 @@ class Policy:
                     if k.key_id != key_id(k.public):
                         raise ConfigurationError(f"{name}: key_id {k.key_id} is not its public key's id")
                 identities[Identity.parse(name)] = Entry(keys, tuple(entry.get("goals", ())))
+            local = data.get("local", False)
+            if not isinstance(local, bool):
+                raise ConfigurationError(f"not a policy file: \"local\" is true or false, not {type(local).__name__}")
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, ConfigurationError):
                 raise
             raise ConfigurationError(f"not a policy file: {exc.__class__.__name__}: {exc}") from None
-        return cls(identities)
+        return cls(identities, local)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -212,7 +224,10 @@ class PolicyFile:
             text = self.path.read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"cannot read policy {self.path}: {exc.strerror}") from None
-        self.policy = Policy.from_json(text)
+        try:
+            self.policy = Policy.from_json(text)
+        except ConfigurationError as exc:  # which file: CHOREO_POLICY may name any
+            raise ConfigurationError(f"{self.path}: {exc}") from None
         self._stamp = (stat.st_mtime_ns, stat.st_size)
 
     def update(self, policy: Policy) -> None:

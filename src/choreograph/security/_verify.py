@@ -41,7 +41,6 @@ class Verifier:
 
     def __init__(self, policy: Policy | PolicyFile) -> None:
         self._source = policy
-        self._file = policy if isinstance(policy, PolicyFile) else None
         self._verify_keys: dict[bytes, VerifyKey] = {}
         self._seen: OrderedDict[tuple[bytes, bytes], tuple[Identity, str]] = OrderedDict()
         self.verified = 0  # signatures checked (not remembered): the cost a benchmark reports
@@ -75,8 +74,8 @@ class Verifier:
             return Rejected(refusal) if refusal else identity
         policy = self.policy
         trusted = policy.key(found.key_id)
-        if trusted is None and self._file is not None:
-            trusted = self._file.current(force=True).key(found.key_id)  # trusted since the last read?
+        if trusted is None and isinstance(source := self._source, PolicyFile):
+            trusted = source.current(force=True).key(found.key_id)  # trusted since the last read?
         if trusted is None:
             return Rejected(f"signed with unknown key {found.key_id}")
         identity, key_entry = trusted

@@ -5,7 +5,8 @@
 `MemoryTransport` over a `MemoryLog`, an in-process log that keeps Kafka's rules, for tests. One
 contract suite (tests/integration/contract) runs on both. Also here: settings and broker profiles,
 offsets and commit pins, dead letters, the registry of step contracts, restore brackets, the
-group-member lifecycle and the embedded Tansu broker.
+group-member lifecycle, the embedded Tansu broker, and where a service finds its key and the policy
+(`service_key`, `service_policy`).
 
 Names are imported on first use: importing this package does not import aiokafka; only using a
 Kafka name does.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ._broker import EmbeddedBroker, LocalBroker, terminate
     from ._kafka import Kafka, KafkaTransport
     from ._kafka_consumer import KafkaConsumer
+    from ._keyring import keys_dir, policy_path, service_key, service_policy, verification_off
     from ._member import GroupMember
     from ._memory import MemoryLog
     from ._memory_consumer import MemoryConsumer
@@ -51,6 +53,7 @@ _LAZY = {
     "MemoryLog": "._memory", "MemoryRecord": "._memory_records", "MemoryConsumer": "._memory_consumer",
     "MemoryProducer": "._memory_transport", "MemoryTransport": "._memory_transport",
     "GroupMember": "._member",
+    **dict.fromkeys(["keys_dir", "policy_path", "service_key", "service_policy", "verification_off"], "._keyring"),
     "EmbeddedBroker": "._broker", "LocalBroker": "._broker", "terminate": "._broker",
     "announce": "._registry", "framework_store": "._registry", "Registry": "._registry", "Contracts": "._registry",
 }
@@ -85,9 +88,14 @@ __all__ = [
     "Transport",
     "announce",
     "framework_store",
+    "keys_dir",
     "murmur2",
     "partition_for",
+    "policy_path",
+    "service_key",
+    "service_policy",
     "terminate",
+    "verification_off",
 ]
 
 

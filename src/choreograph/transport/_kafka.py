@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from ..errors import BrokerUnavailable
+from ._contiguous import Contiguity
 from ._kafka_consumer import KafkaConsumer
 from ._partitioner import partition_for
 from ._port import Consumer, Producer, Record, TopicPartition, Transport
@@ -85,7 +86,11 @@ class KafkaTransport:
             "auto_offset_reset": "earliest", "max_poll_records": 500,
         }
         options.update(overrides)
-        return KafkaConsumer(AIOKafkaConsumer(*topics, **options), options["group_id"])
+        contiguity = None
+        if profile.fetch_skips_offsets:
+            registry = self.settings.registry_topic  # compacted: its holes are real
+            contiguity = Contiguity(lambda topic: topic != registry)
+        return KafkaConsumer(AIOKafkaConsumer(*topics, **options), options["group_id"], contiguity)
 
     @contextlib.asynccontextmanager
     async def reader(self, partitions: Iterable[TopicPartition]) -> AsyncIterator[Consumer]:

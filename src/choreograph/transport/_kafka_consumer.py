@@ -1,7 +1,8 @@
 """The Kafka consumer behind the port: aiokafka's, wrapped thinly.
 
 aiokafka's consumer methods insist on aiokafka's own `TopicPartition` class. The wrapper converts at the boundary (a few
-tuples per batch, not per record) and adapts port rebalance listeners to aiokafka's abstract class.
+tuples per batch, not per record) and adapts port rebalance listeners to aiokafka's abstract class. On a broker that can
+show a later offset before an earlier one (Tansu), it also holds back records past such a hole (see `_contiguous`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiokafka import TopicPartition as _AioTopicPartition
 from aiokafka.errors import CommitFailedError as _AioCommitFailedError
 from aiokafka.errors import IllegalStateError
 
+from ._contiguous import Contiguity
 from ._port import CommitFailedError, OffsetAndTimestamp, RebalanceListener, Record, TopicPartition
 
 
@@ -27,16 +29,24 @@ def _ours(tp: Any) -> TopicPartition:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A port `RebalanceListener` as aiokafka wants it: an instance of its abstract class."""
+    """A port `RebalanceListener` as aiokafka wants it: an instance of its abstract class.
 
-    def __init__(self, listener: RebalanceListener) -> None:
+    A rebalance also makes the next offsets `contiguity` expects unknown (another member may have read on).
+    """
+
+    def __init__(self, listener: RebalanceListener | None, consumer: KafkaConsumer) -> None:
         self._listener = listener
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        await self._listener.on_partitions_revoked({_ours(tp) for tp in revoked})
+        self._consumer.moved(revoked)
+        if self._listener is not None:
+            await self._listener.on_partitions_revoked({_ours(tp) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        await self._listener.on_partitions_assigned({_ours(tp) for tp in assigned})
+        self._consumer.moved(assigned)
+        if self._listener is not None:
+            await self._listener.on_partitions_assigned({_ours(tp) for tp in assigned})
 
 
 class KafkaConsumer:
@@ -45,13 +55,27 @@ class KafkaConsumer:
     Args:
         raw: The aiokafka consumer, not started.
         group_id: Its group (None: a group-less reader).
+        contiguity: Where the broker can skip offsets: what holds records back past a hole.
     """
 
-    __slots__ = ("_group_less", "raw")
+    __slots__ = ("_group_less", "_unknown", "contiguity", "raw")
 
-    def __init__(self, raw: AIOKafkaConsumer, group_id: str | None) -> None:
+    def __init__(self, raw: AIOKafkaConsumer, group_id: str | None, contiguity: Contiguity | None = None) -> None:
         self.raw = raw
         self._group_less = group_id is None
+        self.contiguity = contiguity
+        # Some assigned partition's next offset is unknown to `contiguity` (after an assignment).
+        self._unknown = contiguity is not None
+
+    def moved(self, tps: Any = None) -> None:
+        """These partitions (default: all) were (re)assigned or reset: their next offsets are unknown.
+
+        Args:
+            tps: aiokafka or port partitions.
+        """
+        if self.contiguity is not None:
+            self.contiguity.forget(tps)
+            self._unknown = True
 
     async def start(self) -> None:
         """Connect (and join the group if already subscribed)."""
@@ -72,7 +96,7 @@ class KafkaConsumer:
             topics: The topics.
             listener: Rebalance callbacks.
         """
-        self.raw.subscribe(list(topics), listener=None if listener is None else _Listener(listener))
+        self.raw.subscribe(list(topics), listener=_Listener(listener, self))
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly these partitions. See `Consumer.assign`.
@@ -81,6 +105,7 @@ class KafkaConsumer:
             partitions: The partitions.
         """
         self.raw.assign([_aio(tp) for tp in partitions])
+        self.moved()
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions owned now. See `Consumer.assignment`.
@@ -102,9 +127,36 @@ class KafkaConsumer:
         Returns:
             Records by partition.
         """
+        if self._unknown:
+            await self._positions(timeout_ms)
         batch = await self.raw.getmany(*[_aio(tp) for tp in partitions], timeout_ms=timeout_ms,
                                        max_records=max_records)
-        return {_ours(tp): records for tp, records in batch.items()}
+        if self.contiguity is None:
+            return {_ours(tp): records for tp, records in batch.items()}
+        admitted: dict[TopicPartition, list[Record]] = {}
+        for tp, records in batch.items():
+            kept, hole = self.contiguity.admit(tp, records)
+            if hole is not None:
+                self.raw.seek(tp, hole)  # drops what aiokafka prefetched past the hole
+            if kept:
+                admitted[_ours(tp)] = list(kept)
+        return admitted
+
+    async def _positions(self, timeout_ms: int) -> None:
+        """Tell `contiguity` where each newly assigned partition will be read from.
+
+        So a hole at the very first offset is seen too. Once per assignment: later offsets follow from the records.
+        """
+        assert self.contiguity is not None
+        unknown = [tp for tp in self.raw.assignment() - self.raw.paused() if not self.contiguity.expects(tp)]
+        for tp in unknown:
+            try:
+                # The committed offset may still be on its way; then so are this partition's records.
+                position = await asyncio.wait_for(self.raw.position(tp), max(timeout_ms, 100) / 1000)
+            except (TimeoutError, IllegalStateError):
+                return
+            self.contiguity.expect(tp, position)
+        self._unknown = False
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Set the next offset to read. See `Consumer.seek`.
@@ -114,6 +166,8 @@ class KafkaConsumer:
             offset: The offset.
         """
         self.raw.seek(_aio(partition), offset)
+        if self.contiguity is not None:
+            self.contiguity.expect(partition, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Move to the log start. See `Consumer.seek_to_beginning`.
@@ -122,6 +176,7 @@ class KafkaConsumer:
             *partitions: Assigned partitions (default: all).
         """
         await self.raw.seek_to_beginning(*[_aio(tp) for tp in partitions])
+        self.moved(partitions or None)
 
     async def position(self, partition: TopicPartition) -> int:
         """The next offset to read. See `Consumer.position`.

@@ -10,7 +10,14 @@ from collections import defaultdict
 import pytest
 from helpers.transport import Clients, Member, clock_past, now_ms, poll_until
 
-from choreograph.transport import MemoryConsumer, MemoryTransport, RecordMetadata, TopicPartition, Transport
+from choreograph.transport import (
+    Consumer,
+    MemoryConsumer,
+    MemoryTransport,
+    RecordMetadata,
+    TopicPartition,
+    Transport,
+)
 
 pytestmark = pytest.mark.contract
 
@@ -207,3 +214,67 @@ async def test_offsets_for_times_finds_the_first_record_at_or_after(transport: T
         assert found.offset == 3
         assert found.timestamp >= before_second
         assert (await reader.offsets_for_times({tp: now_ms() + 3_600_000}))[tp] is None
+
+
+async def _race(clients: Clients, producers: int, per_producer: int) -> set[tuple[int, int]]:
+    """`producers` producers, each appending `per_producer` records to every events partition at
+    once; the (partition, offset) of every acknowledged record."""
+    transport = clients.transport
+    topic, partitions = transport.settings.events_topic, transport.settings.partitions
+
+    async def one() -> list[tuple[int, int]]:
+        producer = await clients.producer()
+        acked = []
+        for n in range(per_producer):
+            futures = [await producer.send(topic, b"%d" % n, partition=p) for p in range(partitions)]
+            acked += [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+        return acked
+
+    return {at for acked in await asyncio.gather(*(one() for _ in range(producers))) for at in acked}
+
+
+# Tansu's fetches slow down as a partition's batch count grows (README, compatibility): 8 rounds keep
+# each partition under 4,000 records.
+ROUNDS = 8
+
+
+async def _take(reader: Consumer) -> list[tuple[int, int]]:
+    batch = await reader.getmany(timeout_ms=50)
+    return [(tp.partition, record.offset) for tp, records in batch.items() for record in records]
+
+
+async def test_a_live_reader_reads_every_offset_while_producers_race(transport: Transport, clients: Clients) -> None:
+    """Kafka's high watermark covers only readable offsets, so a reader never skips one. Tansu can
+    show offset N+1 before N under concurrent producers (bench/probes/fetch_gaps.py); the consumer
+    must hold at such a hole until N is readable. On Kafka, five rounds at least (about 1,900
+    records each), and more, up to ROUNDS, until a hole was actually met where the broker is known
+    to make them, so a pass proves the scenario happened."""
+    await transport.ensure_topics()
+    tps = sorted(_all_partitions(transport))
+    loop = asyncio.get_running_loop()
+    read: list[tuple[int, int]] = []
+    acked: set[tuple[int, int]] = set()
+    async with transport.reader(tps) as reader:
+        for tp in tps:
+            reader.seek(tp, 0)
+        contiguity = getattr(reader, "contiguity", None)
+        rounds = 1 if isinstance(transport, MemoryTransport) else 5
+        for round_ in range(ROUNDS):
+            racing = asyncio.ensure_future(_race(clients, producers=8, per_producer=60))
+            while not racing.done():
+                read += await _take(reader)
+            acked |= racing.result()
+            deadline = loop.time() + 10
+            while not acked <= set(read) and loop.time() < deadline:
+                read += await _take(reader)
+            if round_ + 1 >= rounds and (contiguity is None or contiguity.refetched):
+                break
+    missing = sorted(acked - set(read))
+    assert not missing, f"{len(missing)} offsets acknowledged but never read, first {missing[:10]}"
+    for partition in {p for p, _ in read}:
+        offsets = [o for p, o in read if p == partition]
+        assert offsets == sorted(set(offsets)), f"partition {partition} read out of order or twice"
+    if contiguity is not None and not contiguity.refetched:
+        # Holes come in bursts (0 to 3 per 2,000 records per probe run, and some runs of 10,000 with
+        # none): nothing lost, but nothing proven about holes either, and the run says so.
+        pytest.skip(f"the broker made no hole in {ROUNDS} rounds: every record was read, no hole was met")
