@@ -214,6 +214,7 @@ EXPORTS: dict[str, list[str]] = {
         "key_id",
         "key_path",
         "local_key",
+        "may_announce",
         "may_publish",
         "parse_public",
         "public_text",

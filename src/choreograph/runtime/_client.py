@@ -7,6 +7,7 @@ and ends the workflow `timed_out`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..events._envelope import (
 from ..events._models import WorkflowOutcome
 from ..events._policy import millis
 from ..saga._graph import goal_types
+from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
@@ -38,6 +40,7 @@ from ..transport._settings import Settings
 from ..transport._sizes import record_size
 from ..transport._trust import Trust
 
+log = logging.getLogger("choreograph.client")
 
 @dataclass(frozen=True)
 class PublishedGoal:
@@ -212,6 +215,11 @@ class Client:
                        if envelope.kind is Kind.OUTCOME else None)
         except DecodeError:
             return None
+        if (verifier := (self._trust or Trust.off()).verifier) is not None and isinstance(
+                why := verifier.admit(envelope, record.key, record.value, record.headers, record.timestamp), Rejected):
+            log.warning("not believing %s of %s at %s[%d]@%d: %s", envelope.kind.value, key, record.topic,
+                        record.partition, record.offset, why)
+            return None  # forged progress or a forged outcome: waiting goes on for the real one
         if outcome is not None and goal.event_id:
             runs_for = next((v for name, v in record.headers if name == GOAL_ID_HEADER), None)
             if runs_for is not None and runs_for != goal.event_id.encode():

@@ -3,8 +3,10 @@
 Only records the agent would act on are checked (its inputs, compensation requests for its step,
 outcomes, the coordinator's timeouts of its step, restore markers, and its own tracking records);
 the rest of the topic is skipped by its headers before any signature is looked at. A refused
-record is dead-lettered with the reason (naming the signer and what it may not say) and never
-acted on. Without a verifier (CHOREO_VERIFY=off) every record passes.
+record is logged with the reason (naming the signer and what it may not say) and never acted on.
+It is not dead-lettered here: every agent of the workflow would write its own copy. The
+coordinator reads every record and dead-letters it once. Without a verifier (CHOREO_VERIFY=off)
+every record passes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 
 from ..errors import DecodeError
 from ..events._envelope import Envelope
+from ..security._identity import Identity
 from ..security._verify import Rejected, Verifier
 from ..transport._port import Record
 
@@ -38,7 +41,12 @@ class Gate:
         self.refused = 0
 
     def refusal(self, record: Record, envelope: Envelope | None = None) -> Rejected | None:
-        """Why the agent must not act on `record`; None if it may (or nothing is verified)."""
+        """Why the service must not act on `record`; None if it may (or nothing is verified)."""
+        verdict = self.check(record, envelope)
+        return verdict if isinstance(verdict, Rejected) else None
+
+    def check(self, record: Record, envelope: Envelope | None = None) -> Identity | Rejected | None:
+        """Who signed `record` if they may say what it says, or why not; None if nothing is verified."""
         verifier = self._verifier
         if verifier is None:
             return None
@@ -54,7 +62,8 @@ class Gate:
             log.warning("%s: refusing %s[%d]@%d: %s", self._name, record.topic, record.partition, record.offset,
                         verdict)
             return verdict
-        return None
+        assert isinstance(verdict, Identity)
+        return verdict
 
     def believed(self, record: Record) -> bool:
         """Whether `record` may be acted on (see refusal)."""

@@ -149,5 +149,27 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
     return f"{identity} may publish only restore markers and redrives ({said})"
 
 
+def may_announce(identity: Identity, workflow: str, step: str, *, retire: bool = False) -> str | None:
+    """Why `identity` may not announce (or, with `retire`, remove) the contract of `workflow`/`step`; None if it may.
+
+    An agent announces only its own step (the contract's payload names it, whatever the headers
+    say); a contract is removed by an operator (`choreo agents retire`) or by its own agent.
+
+    Args:
+        identity: Who signed the registry record or contract marker.
+        workflow: The contract's workflow.
+        step: The contract's step.
+        retire: A tombstone rather than an announcement.
+
+    Returns:
+        A reason naming the identity and the step, or None.
+    """
+    own = identity.role is Role.AGENT and (identity.workflow, identity.name) == (workflow, step)
+    if own or (retire and identity.role is Role.OPERATOR):
+        return None
+    what = "remove" if retire else "announce"
+    return f"{identity} may not {what} the contract of {workflow}/{step}"
+
+
 def _word(text: str) -> bool:
     return bool(text) and text.replace("_", "").replace("-", "").replace(".", "").isalnum()

@@ -7,6 +7,7 @@ explicit `CHOREO_VERIFY=off`: nothing signed, everything believed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..security._identity import Identity
@@ -14,9 +15,11 @@ from ..security._keys import KeyPair
 from ..security._policy import Policy, PolicyFile
 from ..security._signing import Signer
 from ..security._verify import Verifier
+from ._keyring import service_key, service_policy, verification_off
 from ._port import Producer
 from ._signed import SigningProducer
 
+log = logging.getLogger("choreograph.security")
 
 @dataclass(frozen=True)
 class Trust:
@@ -35,6 +38,20 @@ class Trust:
         """Sign with `key`, believe what `policy` allows; own records read back cost no verification."""
         verifier = Verifier(policy)
         return cls(Signer(key, remember=verifier.remember), verifier)
+
+    @classmethod
+    def from_env(cls, identity: Identity) -> Trust:
+        """The environment's trust for a service signing as `identity` (see transport._keyring).
+
+        CHOREO_VERIFY=off gives `off()`, and says so at WARNING: the service then acts on any record.
+
+        Raises:
+            ConfigurationError: No key for `identity`, or an unreadable policy or key.
+        """
+        if verification_off():
+            log.warning("CHOREO_VERIFY=off: %s signs nothing and acts on unsigned and forged records", identity)
+            return cls.off()
+        return cls.of(service_key(identity), service_policy())
 
     @classmethod
     def off(cls) -> Trust:
