@@ -99,7 +99,8 @@ def test_a_killed_agent_is_restarted_a_broken_one_is_a_crash_loop_and_down_stops
         assert first["supervisor"]["running"]
         seen.add(first["supervisor"]["pid"])
         assert {s["state"] for s in first["services"]} == {"running"}
-        assert all(s["ready"] and s["restarts"] == 0 and s["lag"] is not None for s in first["services"])
+        assert all(s["ready"] and s["restarts"] == 0 and s["lag"] is not None for s in first["services"]), \
+            first["services"]
         seen.update(s["pid"] for s in first["services"])
 
         killed = service(first, "report.draft")["pid"]

@@ -80,7 +80,7 @@ def test_a_hole_open_for_hold_s_is_read_past_with_a_warning(contiguity: Contigui
     assert contiguity.admit(TP, _records(15)) == ([], 14)
 
 
-def test_compacted_topics_and_unknown_starts_are_not_held(contiguity: Contiguity) -> None:
+def test_unchecked_topics_and_unknown_starts_are_not_held(contiguity: Contiguity) -> None:
     assert contiguity.admit(REGISTRY, _records(0, 4, 9)) == (_records(0, 4, 9), None)
     # No expectation yet (a fresh assignment whose position was not read): the first record starts it.
     assert contiguity.admit(TP, _records(40, 41)) == (_records(40, 41), None)

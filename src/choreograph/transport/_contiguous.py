@@ -32,7 +32,7 @@ class Contiguity:
     """Which offset each partition's next record should have, and what to do when it does not.
 
     Args:
-        checked: Whether a topic's offsets must be contiguous (False for compacted topics).
+        checked: Whether a topic's offsets must be contiguous (default: every topic's).
         clock: Monotonic seconds (tests pass their own).
 
     Attributes:
@@ -41,7 +41,8 @@ class Contiguity:
 
     __slots__ = ("_checked", "_clock", "_expected", "_holes", "refetched")
 
-    def __init__(self, checked: Callable[[str], bool], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, checked: Callable[[str], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._checked = checked
         self._clock = clock
         self._expected: dict[Any, int] = {}
@@ -94,7 +95,7 @@ class Contiguity:
         Returns:
             The records before the first hole still held, and the hole's offset (None: no hole).
         """
-        if not records or not self._checked(tp.topic):
+        if not records or (self._checked is not None and not self._checked(tp.topic)):
             return records, None
         expected = self._expected.get(tp, records[0].offset)
         for index, record in enumerate(records):
