@@ -255,6 +255,7 @@ EXPORTS: dict[str, list[str]] = {
         "SigningProducer",
         "TopicPartition",
         "Transport",
+        "Trust",
         "announce",
         "framework_store",
         "keys_dir",

@@ -146,7 +146,9 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
             return None
         allowed = "any workflow" if "*" in goals else (", ".join(sorted(goals)) or "no workflow")
         return f"{identity} may publish only goals of {allowed} ({said})"
-    return f"{identity} may publish only restore markers and redrives ({said})"
+    if type == STEP_CONTRACT and kind is Kind.OTHER:
+        return None  # a retirement's marker (`choreo agents retire`); its value is checked by may_announce
+    return f"{identity} may publish only restore markers, contract retirements and redrives ({said})"
 
 
 def may_announce(identity: Identity, workflow: str, step: str, *, retire: bool = False) -> str | None:

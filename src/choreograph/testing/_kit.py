@@ -22,9 +22,6 @@ from typing import Any, Literal
 
 from ..errors import ChoreographError
 from ..events._envelope import (
-    AGENT_SOURCE_PREFIX,
-    COORDINATOR_SOURCE,
-    RESTORE_SOURCE,
     Envelope,
     Kind,
     derived_id,
@@ -37,8 +34,6 @@ from ..runtime._coordinator import Coordinator
 from ..saga._entries import HistoryEntry
 from ..security._identity import COORDINATOR as COORDINATOR_IDENTITY
 from ..security._identity import Identity
-from ..security._keys import KeyPair
-from ..security._policy import Policy
 from ..timetravel._history import history
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._memory import MemoryLog
@@ -46,6 +41,7 @@ from ..transport._memory_consumer import MemoryConsumer
 from ..transport._port import TopicPartition
 from ..transport._settings import Settings
 from ..transport._trust import Trust
+from ._keys import PUBLISHER, Keys, claimed
 from ._plug import PluggedTransport, RecordRule
 
 COORDINATOR = "coordinator"
@@ -117,7 +113,7 @@ class SagaKit:
     async def __aenter__(self) -> SagaKit:
         await asyncio.gather(*(self.start_service(name) for name in [COORDINATOR, *self._agents]))
         self._client = Client(self.settings, source="choreo://testing", transport=self._transport(None),
-                              clock=self.clock, trust=self._trust(PUBLISHER))
+                              clock=self.clock, trust=self.trust(PUBLISHER))
         await self._client.__aenter__()
         return self
 
@@ -131,6 +127,8 @@ class SagaKit:
             await asyncio.gather(*(self.stop_service(name) for name in list(self._services)),
                                  return_exceptions=True)
             await self._bury()
+            if self.keys is not None:
+                self.keys.close()
 
     async def _bury(self) -> None:
         """Cancel and await what crashed instances left running (a killed handler waits forever)."""
@@ -172,7 +170,8 @@ class SagaKit:
         copy.handler_fn = run
         return copy
 
-    def _trust(self, identity: Identity | None) -> Trust:
+    def trust(self, identity: Identity | None) -> Trust:
+        """What a party of `identity` signs with and believes here (off: an unsigned kit, or None)."""
         keys = self.keys
         return Trust.off() if keys is None or identity is None else keys.trust(identity)
 
@@ -186,13 +185,13 @@ class SagaKit:
         if role == COORDINATOR:
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
                 return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock,
-                                   trust=self._trust(COORDINATOR_IDENTITY))
+                                   trust=self.trust(COORDINATOR_IDENTITY))
         else:
             agent = self._instrumented(self._agents[role])
 
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
                 return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05,
-                                    clock=self.clock, trust=self._trust(Identity.agent(agent.workflow, agent.step)))
+                                    clock=self.clock, trust=self.trust(Identity.agent(agent.workflow, agent.step)))
         previous = self._services.get(name)
         transport = self._transport(name)
         entry = _Service(name, transport, make(transport), generation=previous.generation + 1 if previous else 0,
@@ -311,14 +310,30 @@ class SagaKit:
         envelope = Envelope.new(type=event.type_name(), source=source or f"choreo://agent/{goal.workflow}/{step}",
                                 workflow=goal.workflow, workflow_id=goal.workflow_id, kind=kind, step=step,
                                 id=derived_id(goal.workflow_id, kind.value, step))
-        signer = _claimed(envelope.source) if signed_as == "claimed" else signed_as
-        producer = self._trust(signer).producer(self._transport(None).producer())
+        signer = claimed(envelope.source) if signed_as == "claimed" else signed_as
+        producer = self.trust(signer).producer(self._transport(None).producer())
         await producer.start()
         try:
             await producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
                                          headers=envelope.headers(), partition=goal.partition)
         finally:
             await producer.stop()
+
+    def signed(self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], *,
+               signed_as: Identity | Literal["claimed"] | None = "claimed") -> list[tuple[str, bytes]]:
+        """`headers` as a producer with a real key would send them, for records a test writes itself.
+
+        Signed by the party the `ce_source` header claims (the kit's publisher when there is none or
+        it names nobody), or by `signed_as`; unchanged when `signed_as` is None or the kit is unsigned.
+        """
+        out = list(headers)
+        if self.keys is None or signed_as is None:
+            return out
+        if signed_as == "claimed":
+            source = next((v for n, v in out if n == "ce_source"), b"").decode(errors="replace")
+            signed_as = claimed(source)
+        signer = self.trust(signed_as).signer
+        return out if signer is None else signer.sign(key, value, out)
 
     # expect --------------------------------------------------------------------------------------------
 
@@ -397,44 +412,3 @@ class SagaKit:
         """How many times `service` was crashed by the kit."""
         entry = self._services.get(service)
         return len(entry.crashes) if entry else 0
-
-
-PUBLISHER = Identity.parse("publisher:testing")
-OPERATOR = Identity.parse("operator:testing")
-
-
-def _claimed(source: str) -> Identity:
-    """The party a source names: the coordinator, an agent, the operator (restores), else the kit's publisher."""
-    if source == COORDINATOR_SOURCE:
-        return COORDINATOR_IDENTITY
-    if source == RESTORE_SOURCE:
-        return OPERATOR
-    if source.startswith(AGENT_SOURCE_PREFIX):
-        workflow, _, step = source.removeprefix(AGENT_SOURCE_PREFIX).partition("/")
-        return Identity.agent(workflow, step)
-    return PUBLISHER
-
-
-class Keys:
-    """A key for every party of a kit's workflows, and the policy (in memory) that trusts them.
-
-    Args:
-        agents: The kit's agents; the coordinator, `publisher:testing` (any workflow) and
-            `operator:testing` get keys too.
-    """
-
-    def __init__(self, agents: tuple[Agent, ...]) -> None:
-        parties = [COORDINATOR_IDENTITY, PUBLISHER, OPERATOR,
-                   *(Identity.agent(a.workflow, a.step) for a in agents)]
-        self.pairs = {identity: KeyPair.generate(identity) for identity in parties}
-        policy = Policy()
-        for identity, pair in self.pairs.items():
-            policy = policy.trust(identity, pair.public, now_ms=0)
-        self.policy = policy
-
-    def trust(self, identity: Identity) -> Trust:
-        """What a service of `identity` signs with and believes (a key is made for a party not known yet)."""
-        if identity not in self.pairs:
-            self.pairs[identity] = KeyPair.generate(identity)
-            self.policy = self.policy.trust(identity, self.pairs[identity].public, now_ms=0)
-        return Trust.of(self.pairs[identity], self.policy)
