@@ -148,15 +148,18 @@ class KafkaConsumer:
         So a hole at the very first offset is seen too. Once per assignment: later offsets follow from the records.
         """
         assert self.contiguity is not None
-        unknown = [tp for tp in self.raw.assignment() - self.raw.paused() if not self.contiguity.expects(tp)]
+        unknown = [tp for tp in self.raw.assignment() if not self.contiguity.expects(tp)]
+        paused = self.raw.paused()  # read when resumed (a breaker's pause, a registry reader between catch-ups)
         for tp in unknown:
+            if tp in paused:
+                continue
             try:
                 # The committed offset may still be on its way; then so are this partition's records.
                 position = await asyncio.wait_for(self.raw.position(tp), max(timeout_ms, 100) / 1000)
             except (TimeoutError, IllegalStateError):
                 return
             self.contiguity.expect(tp, position)
-        self._unknown = False
+        self._unknown = any(tp in paused for tp in unknown)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Set the next offset to read. See `Consumer.seek`.
