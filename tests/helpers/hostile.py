@@ -52,6 +52,7 @@ from choreograph.events import (
     agent_source,
     new_workflow_id,
 )
+from choreograph.testing import SagaKit
 from choreograph.transport import MemoryLog, MemoryRecord, RecordTooLargeError, TopicPartition, partition_for
 from services.report._events import (
     AnalysisCompleted,
@@ -549,6 +550,13 @@ def corpus(settings: Settings) -> list[Case]:
 
 
 # writing to the memory log ------------------------------------------------------------------------
+
+
+def signed(kit: SagaKit, record: Raw) -> Raw:
+    """`record` as the party its `ce_source` claims would write it with its real key: the hostile
+    record comes from a trusted but misbehaving producer, the hardest case (unsigned records are
+    refused before any rule here is reached)."""
+    return replace(record, headers=tuple(kit.signed(record.key, record.value, record.headers)))
 
 
 def write_memory(log: MemoryLog, record: Raw) -> MemoryRecord:

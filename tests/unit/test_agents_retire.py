@@ -11,16 +11,22 @@ from choreograph import OutcomeStatus, Settings
 from choreograph.errors import WorkflowError
 from choreograph.events import AgentPresence, BreakerChanged, BreakerState, StepNode
 from choreograph.saga import Graph, SagaState, catalog_for, fold
+from choreograph.security import Identity
 from choreograph.testing import SagaKit
 from choreograph.timetravel._agents import agents_report, retire_step
 from choreograph.timetravel._state import pending_steps
-from choreograph.transport import MemoryLog, MemoryTransport
+from choreograph.transport import MemoryLog, MemoryTransport, Trust
 from choreograph.transport._clock import ManualClock
 from choreograph.transport._presence import LivenessWatch, Status, read_status, serving, waiting_steps
 from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 T0 = 1_700_000_000_000
+
+
+def OPERATOR(kit: SagaKit) -> Trust:
+    """The operator's signer in `kit` (`choreo agents retire` signs as an operator)."""
+    return kit.trust(Identity.parse("operator:testing"))
 
 
 def presence(instance: str, step: str = "chart", *, seen_at: int = T0, stopping: bool = False,
@@ -154,7 +160,7 @@ async def test_a_retired_step_is_not_waited_for_by_new_goals_and_started_ones_ke
         assert (pending["step"], pending["since"]) == ("review", max(completions))
         assert pending["waited_s"] >= 5
 
-        done = await retire_step(kit.settings, "report", "review", transport=transport)
+        done = await retire_step(kit.settings, "report", "review", transport=transport, trust=OPERATOR(kit))
         assert done["steps_left"] == ["research", "analyze", "chart", "draft"]
         after = await kit.given_goal("report", {"topic": "after"})
         outcome = await kit.expect_outcome(after, OutcomeStatus.COMPLETED)
@@ -178,8 +184,9 @@ async def test_retire_refuses_an_unknown_step_a_served_one_and_one_others_need()
             await retire_step(kit.settings, "report", "draft", transport=transport)
         with pytest.raises(WorkflowError, match=r"served now by .* \(pid \d+ on .*--force"):
             await retire_step(kit.settings, "report", "review", transport=transport)
-        await retire_step(kit.settings, "report", "review", transport=transport, force=True)
-        await retire_step(kit.settings, "report", "draft", transport=transport)  # nothing needs it any more
+        await retire_step(kit.settings, "report", "review", transport=transport, force=True, trust=OPERATOR(kit))
+        # nothing needs it any more:
+        await retire_step(kit.settings, "report", "draft", transport=transport, trust=OPERATOR(kit))
         goal = await kit.given_goal("report", {"topic": "short"})
         outcome = await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
         assert outcome.completed_steps == ["analyze", "chart", "research"]

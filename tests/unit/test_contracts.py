@@ -23,6 +23,7 @@ from choreograph.events import (
     WorkflowStarted,
 )
 from choreograph.saga import Fact, Graph, SagaState, catalog_for, check, fact_of, fold, handle
+from choreograph.security import Identity
 from choreograph.testing import COORDINATOR, SagaKit
 from choreograph.timetravel import Recording
 from choreograph.timetravel._recording import recording_of
@@ -230,14 +231,16 @@ def test_a_goal_of_a_refused_workflow_fails_with_the_reason() -> None:
 
 
 async def _send(kit: SagaKit, *contracts: StepContract) -> None:
-    producer = MemoryTransport(kit.log, kit.settings).producer()
-    await producer.start()
-    try:
-        for one in contracts:
+    """Announce each contract as its own agent does, signed with that agent's key."""
+    for one in contracts:
+        raw = MemoryTransport(kit.log, kit.settings).producer()
+        producer = kit.trust(Identity.agent(one.workflow, one.step)).producer(raw)
+        await producer.start()
+        try:
             await announce(producer, kit.settings.registry_topic, kit.settings.events_topic, kit.settings.partitions,
                            one, f"choreo://agent/{one.workflow}/{one.step}")
-    finally:
-        await producer.stop()
+        finally:
+            await producer.stop()
 
 
 async def test_a_cyclic_contract_fails_its_workflows_goals_until_a_valid_one_replaces_it() -> None:
@@ -267,7 +270,8 @@ async def test_an_unreadable_schema_fails_its_workflows_goals_until_a_tombstone_
         assert outcome.reason.startswith(SCHEMA_REASON), outcome.reason
         kit.check_alive()
 
-        producer = MemoryTransport(kit.log, kit.settings).producer()
+        operator = kit.trust(Identity.parse("operator:testing"))
+        producer = operator.producer(MemoryTransport(kit.log, kit.settings).producer())
         await producer.start()
         await producer.send_and_wait(kit.settings.registry_topic, value=None, key=b"loop/ghost")
         await producer.stop()

@@ -11,6 +11,7 @@ from choreograph.events import Envelope, Kind, StepContract
 from choreograph.events._envelope import REDRIVE_HEADER
 from choreograph.events._models import EventSchema
 from choreograph.runtime import PublishedGoal
+from choreograph.security import Identity
 from choreograph.testing import SagaKit
 from choreograph.timetravel import History
 from choreograph.transport import MemoryLog, MemoryTransport, TopicPartition, announce
@@ -134,7 +135,7 @@ async def test_a_goal_refused_for_an_unknown_schema_runs_when_redriven_after_the
         producer = transport.producer()
         await producer.start()
         meta = await producer.send_and_wait(s.events_topic, value=value, key=envelope.key,
-                                            headers=envelope.headers())
+                                            headers=kit.signed(envelope.key, value, envelope.headers()))
         box = DeadLetterBox(transport)
 
         async def letters() -> object:
@@ -149,8 +150,11 @@ async def test_a_goal_refused_for_an_unknown_schema_runs_when_redriven_after_the
                                 consumes=[EventSchema(name="report.ReportGoal", avro_schema=GOAL_V2)],
                                 completes_with=EventSchema(name="report.ReportGoal", avro_schema=GOAL_V2),
                                 compensable=False)
-        await announce(producer, s.registry_topic, s.events_topic, s.partitions, contract, "test")
         await producer.stop()
+        agent = kit.trust(Identity.agent("schemas", "v2")).producer(transport.producer())  # its own key
+        await agent.start()
+        await announce(agent, s.registry_topic, s.events_topic, s.partitions, contract, "choreo://agent/schemas/v2")
+        await agent.stop()
         [done] = await box.redrive(refused)
         assert done.action == "redriven"
         assert done.origin == f"{s.events_topic}:{meta.partition}@{meta.offset}"

@@ -31,6 +31,7 @@ from choreograph.events import (
     derived_id,
 )
 from choreograph.saga import catalog_for, check, fold
+from choreograph.security import Identity
 from choreograph.testing import COORDINATOR, SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition
 from choreograph.transport._clock import ManualClock
@@ -114,14 +115,17 @@ async def committed_to_end(kit: SagaKit, goal: PublishedGoal) -> None:
 
 async def forged(kit: SagaKit, goal: PublishedGoal, event: StepTimedOut | StepAttemptFailed | StepHeartbeat,
                  kind: Kind, source: str) -> None:
-    """An event about pay's attempts from `source`, written as a misbehaving producer would."""
+    """An event about pay's attempts from `source`, written by a trusted party that may not say it: the
+    booking agent, with its real key (an unsigned one is refused before any rule is reached)."""
     envelope = Envelope.new(type=event.type_name(), source=source, workflow="trip", workflow_id=goal.workflow_id,
                             kind=kind, step="pay")
     producer = MemoryTransport(kit.log, kit.settings).producer()
     await producer.start()
     try:
-        await producer.send_and_wait(kit.settings.events_topic, value=event.encode(), key=envelope.key,
-                                     headers=envelope.headers(), partition=goal.partition)
+        value = event.encode()
+        headers = kit.signed(envelope.key, value, envelope.headers(), signed_as=Identity.agent("trip", "book"))
+        await producer.send_and_wait(kit.settings.events_topic, value=value, key=envelope.key, headers=headers,
+                                     partition=goal.partition)
     finally:
         await producer.stop()
 
@@ -144,7 +148,7 @@ async def test_a_step_whose_agent_never_answers_times_out_after_its_timeout_and_
         await kit.given_event(goal, StepHeartbeat(step="pay", attempt=1), step="pay", kind=Kind.HEARTBEAT)
         await forged(kit, goal, StepTimedOut(step="pay", attempt=1, reason="forged", deadline=0), Kind.STEP_TIMED_OUT,
                      PAY)
-        assert "believed only from choreo://coordinator" in await dead_lettered(kit)
+        assert "agent:trip/book may publish only its own step's" in await dead_lettered(kit)
         assert await timeouts(kit, goal) == []
         clock.advance(1)
         outcome = await kit.expect_outcome(goal, OutcomeStatus.COMPENSATED, failed_step="pay", compensated=["book"])
@@ -193,7 +197,7 @@ async def test_a_workflow_deadline_times_out_what_still_runs_compensates_and_end
         await kit.given_event(goal, StepHeartbeat(step="pay", attempt=1), step="pay", kind=Kind.HEARTBEAT)
         await forged(kit, goal, StepAttemptFailed(step="pay", attempt=1, reason="x", error_type="X",
                                                   next_attempt_at=0), Kind.STEP_ATTEMPT_FAILED, "choreo://agent/trip/book")
-        assert "believed only from choreo://agent/trip/pay" in await dead_lettered(kit)
+        assert "agent:trip/book may publish only its own step's" in await dead_lettered(kit)
         assert await timeouts(kit, goal) == []
         clock.advance(1)
         outcome = await kit.expect_outcome(goal, OutcomeStatus.TIMED_OUT, failed_step="pay", compensated=["book"])

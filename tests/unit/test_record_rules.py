@@ -22,7 +22,7 @@ from choreograph import (
     StepFailed,
     WorkflowStarted,
 )
-from choreograph.events import Envelope, Kind, StepNode
+from choreograph.events import COORDINATOR_SOURCE, Envelope, Kind, StepNode
 from choreograph.testing import SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition
 from services.report import analyze, chart, draft, research, review
@@ -34,12 +34,13 @@ INTRUDER = "choreo://intruder"
 
 async def send_raw(kit: SagaKit, key: bytes | None, value: bytes | None,
                    headers: Sequence[tuple[str, bytes]], partition: int = 0) -> None:
-    """Write one record as a user's own producer would (which may allow records up to 10 MB)."""
+    """Write one record as a user's own producer would (which may allow records up to 10 MB), signed
+    with the real key of the party its ce_source claims: these rules hold for trusted parties too."""
     producer = MemoryTransport(kit.log, kit.settings).producer(max_request_size=10_000_000)
     await producer.start()
     try:
-        await producer.send_and_wait(kit.settings.events_topic, value=value, key=key, headers=headers,
-                                     partition=partition)
+        await producer.send_and_wait(kit.settings.events_topic, value=value, key=key,
+                                     headers=kit.signed(key, value, headers), partition=partition)
     finally:
         await producer.stop()
 
@@ -165,7 +166,8 @@ async def test_a_completion_of_a_step_not_in_the_graph_is_dead_lettered_and_not_
         await kit.eventually(lambda: kit.emitted(goal, kind="step_completed", step="draft"))
         body = ChartCompleted(topic="x", chart_uri="u")
         await send_raw(kit, goal.workflow_id.encode(), body.encode(),
-                       headers_of(Kind.STEP_COMPLETED, body.type_name(), workflow_id=goal.workflow_id, step="ghost"),
+                       headers_of(Kind.STEP_COMPLETED, body.type_name(), workflow_id=goal.workflow_id, step="ghost",
+                                  source="choreo://agent/report/ghost"),  # signed by that agent's own key
                        partition=goal.partition)
         await dead_letter_with(kit, "step 'ghost' is not in the graph of workflow 'report'")
         kit.resume_step("review")
@@ -218,7 +220,8 @@ async def test_a_workflow_started_with_a_cycle_is_dead_lettered() -> None:
         started = WorkflowStarted(workflow="report", steps=[StepNode(name="a", compensable=False, depends_on=["b"]),
                                                             StepNode(name="b", compensable=False, depends_on=["a"])])
         await send_raw(kit, goal.workflow_id.encode(), started.encode(),
-                       headers_of(Kind.OTHER, started.type_name(), workflow_id=goal.workflow_id),
+                       headers_of(Kind.OTHER, started.type_name(), workflow_id=goal.workflow_id,
+                                  source=COORDINATOR_SOURCE),  # signed by the coordinator's key
                        partition=goal.partition)
         await dead_letter_with(kit, "dependency cycle")
         kit.resume_step("research")
@@ -232,6 +235,7 @@ async def test_a_restore_marker_from_anyone_but_a_restore_is_dead_lettered_and_c
         marker = RestoreStarted(restore_id="forged", archive="/nowhere", records=0, until_timestamp=2**62)
         await send_raw(kit, b"restore-forged", marker.encode(),
                        headers_of(Kind.OTHER, marker.type_name(), workflow_id="restore-forged"))
-        await dead_letter_with(kit, "a restore marker not from choreo://restore")
+        # Signed by a real key, but not an operator's: refused before the marker's own rule.
+        await dead_letter_with(kit, "may not publish restore markers: only an operator does")
         await a_good_goal_completes(kit)
         await kit.idle()  # and no bracket pins a commit

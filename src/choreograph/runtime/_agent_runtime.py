@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentDefinitionError, DecodeError, UnknownSchemaError
+from ..errors import AgentDefinitionError, DecodeError
 from ..events._avro import SchemaStore
 from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
 from ..events._models import CompensationRequested, Event
@@ -27,13 +27,16 @@ from ..transport._lifecycle import ServiceBase
 from ..transport._member import GroupMember
 from ..transport._offsets import PartitionProgress
 from ..transport._port import Consumer, Record, TopicPartition, Transport
-from ..transport._registry import Registry, announce, framework_store
+from ..transport._registry import announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ..transport._trust import Trust
 from ._acks import Acks
 from ._agent import Agent
 from ._attempts import Attempt, Attempts
 from ._breaker import CircuitBreaker
+from ._decoding import Decoding
+from ._gate import Gate
 from ._handlers import Runner
 from ._health import Health
 from ._joins import Input, Joins
@@ -67,6 +70,7 @@ class AgentRuntime(ServiceBase):
         ready_file: Written once the agent is ready (`choreo up` waits for it).
         clock: Time for retry timers, heartbeats, the breaker and presence; the wall clock unless given.
         presence_interval_s: Period of the instance's AgentPresence records on the status topic.
+        trust: What it signs with and believes (see transport.Trust); the environment's when None.
 
     Attributes:
         instance: This instance's id on the status topic (`host-pid-xxxx`), once started.
@@ -75,7 +79,7 @@ class AgentRuntime(ServiceBase):
     def __init__(self, agent: Agent, settings: Settings, *, transport: Transport | None = None,
                  max_concurrency: int = 64, dedupe_lookback: int = 10_000, dedupe_capacity: int = 200_000,
                  commit_interval_s: float = 0.25, ready_file: Path | None = None, clock: Clock | None = None,
-                 presence_interval_s: float = 5.0) -> None:
+                 presence_interval_s: float = 5.0, trust: Trust | None = None) -> None:
         if agent.handler_fn is None:
             raise AgentDefinitionError(f"{agent.name}: no @agent.handler")
         self.agent = agent
@@ -86,7 +90,7 @@ class AgentRuntime(ServiceBase):
         self._store: SchemaStore = framework_store()
         for event in (*agent.consumes, *(t for t in [agent.completes_with] if t)):
             self._store.add(event.avro)
-        self._registry: Registry | None = None
+        self._decoding = Decoding(agent.name, self._kafka, self._store)  # given a verifier in start()
         self._source = agent.source.encode()
         self._step = agent.step.encode()
         self._consumed = {t.type_name().encode(): t for t in agent.consumes}
@@ -100,7 +104,6 @@ class AgentRuntime(ServiceBase):
         self._recovered: dict[TopicPartition, list[Attempt]] = {}  # found by set-up, armed once installed
         self._max_concurrency = max_concurrency
         self._presence_ms = round(presence_interval_s * 1000)
-        self._pending: list[asyncio.Future[Any]] = []
         self._fatal: BaseException | None = None
         self._stopping = asyncio.Event()
         self._member = GroupMember[PartitionProgress](
@@ -112,9 +115,10 @@ class AgentRuntime(ServiceBase):
         self._tasks: set[asyncio.Task[None]] = set()  # the runner's: every task of this agent
         # Tracking keys with work under way (an attempt queued, running, publishing, or waiting to retry).
         self._running: dict[str, Attempt] = {}
+        self._trust = trust
+        self._gate = Gate(None, agent.name)
         # Clients belong to the running loop, so they are made in start().
         self._producer: Any
-        self._dead: DeadLetters
         self._results: Results
         self._runner: Runner
         self._attempts: Attempts
@@ -126,9 +130,15 @@ class AgentRuntime(ServiceBase):
     async def start(self) -> None:
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.agent.name,
-                                 self.settings.max_event_bytes)
+        trust = self._trust or Trust.off()
+        self._gate = Gate(trust.verifier, self.agent.name)
+        raw = self._kafka.producer()
+        self._producer = trust.producer(raw)
+        # Dead letters keep the failed record's own signature headers (a redrive is believed
+        # again): they are sent unsigned.
+        self._decoding = Decoding(self.agent.name, self._kafka, self._store, trust.verifier)
+        self._decoding.dead = DeadLetters(raw, self.settings.deadletter_topic, self.agent.name,
+                                          self.settings.max_event_bytes)
         self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
                                 self._acks)
         health = self._health
@@ -170,8 +180,7 @@ class AgentRuntime(ServiceBase):
                 log.warning("%s: last presence record not sent: %r", self.agent.name, exc)
             await self._member.leave()
             await self._producer.stop()
-            if self._registry is not None:
-                await self._registry.stop()
+            await self._decoding.stop()
 
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""
@@ -217,15 +226,22 @@ class AgentRuntime(ServiceBase):
                 step = value
         if event_type is None:
             return None  # not an event; the coordinator dead-letters what nobody can read
+        gate = self._gate
         if source == self._source:
+            if not gate.believed(record):
+                return None
             self._learn(record.key, kind)
             return None
         if event_type in MARKER_TYPES:
+            if not gate.believed(record):
+                return None
             on_marker(progress, event_type, record.value, record.offset, source)
             return None  # a marker, or one from anyone but a restore: skipped (the coordinator dead-letters it)
         if progress.history_until is not None and progress.is_history(record.timestamp):
             return None  # restored from an archive: history, not work (its results follow it)
         if kind == _OUTCOME:
+            if not gate.believed(record):
+                return None
             if (workflow_id := text_of(record.key)) is not None:
                 self._ended.add(workflow_id)
                 if self._joins:
@@ -234,7 +250,7 @@ class AgentRuntime(ServiceBase):
                     self._attempts.on_outcome(workflow_id)
             return None
         if kind == _TIMED_OUT:
-            if step == self._step and source == _COORDINATOR and self._running:
+            if step == self._step and source == _COORDINATOR and self._running and gate.believed(record):
                 self._attempts.on_timed_out(record)
             return None
         if event_type == _REQUEST_TYPE:
@@ -262,6 +278,8 @@ class AgentRuntime(ServiceBase):
             envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError:
             return self._on_undecodable(progress, record, model, workflow_id, event_type)
+        if gate.refusal(record, envelope) is not None:
+            return None
         return self._on_input(workflow_id, event_type, Input(progress, record.offset, event, envelope))
 
     def _learn(self, key: bytes | None, kind: bytes | None) -> None:
@@ -278,8 +296,8 @@ class AgentRuntime(ServiceBase):
             Attempt(workflow_id, workflow_id, 1, inputs, item.envelope, item.partition, pinned=True))
 
     async def _on_request(self, progress: PartitionProgress, record: Record, workflow_id: str, key: str) -> None:
-        decoded = await self._decode(record, CompensationRequested)
-        if decoded is not None:
+        decoded = await self._decoding.decode(record, CompensationRequested)
+        if decoded is not None and self._gate.refusal(record, decoded[1]) is None:
             item = Input(progress, record.offset, *decoded)
             progress.pin(record.offset)
             attempt = Attempt(key, workflow_id, 1, {_REQUEST_TYPE: item}, item.envelope, item.partition, pinned=True)
@@ -288,34 +306,11 @@ class AgentRuntime(ServiceBase):
 
     async def _on_undecodable(self, progress: PartitionProgress, record: Record, model: type[Event],
                               workflow_id: str, event_type: bytes) -> None:
-        decoded = await self._decode(record, model)
-        if decoded is not None:
+        decoded = await self._decoding.decode(record, model)
+        if decoded is not None and self._gate.refusal(record, decoded[1]) is None:
             item = Input(progress, record.offset, *decoded)
             if (waiting := self._on_input(workflow_id, event_type, item)) is not None:
                 await waiting
-
-    async def _decode(self, record: Record, model: type[Event]) -> tuple[Event, Envelope] | None:
-        """The typed event and its envelope, or None after dead-lettering a record we cannot read."""
-        try:
-            if record.value is None:
-                raise DecodeError("tombstone (null value): not an event")
-            envelope = Envelope.from_record(record.key, record.headers)
-            try:
-                return model.decode(record.value, self._store), envelope
-            except UnknownSchemaError:
-                await self._learn_schemas()  # maybe a newer writer schema was announced since
-                return model.decode(record.value, self._store), envelope
-        except DecodeError as exc:
-            log.warning("%s: dead-lettering %s[%d]@%d: %s", self.agent.name, record.topic,
-                        record.partition, record.offset, exc)
-            self._pending.append(await self._dead.send(record, str(exc)))
-            return None
-
-    async def _learn_schemas(self) -> None:
-        if self._registry is None:
-            self._registry = Registry(self._kafka, self._store)
-            await self._registry.start()
-        await self._registry.catch_up()
 
     def _settle_acks(self) -> None:
         """Finish the steps whose records the broker has acknowledged, oldest first."""
@@ -355,7 +350,8 @@ class AgentRuntime(ServiceBase):
         models: dict[bytes, type[Event]] = dict(self._consumed)
         if self.agent.compensation_fn is not None:
             models[_REQUEST_TYPE] = CompensationRequested
-        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended)
+        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended,
+                        believed=self._gate.believed)
         if start:
             # To the end, not the position: what the agent did after its last commit counts too.
             async for record in self._kafka.read(start, start=start, until=ends):
@@ -363,7 +359,7 @@ class AgentRuntime(ServiceBase):
         for plan in look.pending():
             tp = TopicPartition(self._topic, plan.partition)
             if tp in states and (attempt := await look.read_back(
-                    self._kafka, self._topic, plan, states[tp][1], self._learn_schemas)) is not None:
+                    self._kafka, self._topic, plan, states[tp][1], self._decoding.learn_schemas)) is not None:
                 self._recovered.setdefault(tp, []).append(attempt)
         return states
 
@@ -391,7 +387,7 @@ class AgentRuntime(ServiceBase):
         self._settle_acks()
 
     async def _commit(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending)
-            self._pending.clear()
+        if pending := self._decoding.pending:
+            await asyncio.gather(*pending)
+            pending.clear()
         await self._member.commit()

@@ -7,6 +7,7 @@ and ends the workflow `timed_out`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..events._envelope import (
 from ..events._models import WorkflowOutcome
 from ..events._policy import millis
 from ..saga._graph import goal_types
+from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
@@ -36,7 +38,9 @@ from ..transport._port import Consumer, Producer, Record, TopicPartition, Transp
 from ..transport._registry import Registry
 from ..transport._settings import Settings
 from ..transport._sizes import record_size
+from ..transport._trust import Trust
 
+log = logging.getLogger("choreograph.client")
 
 @dataclass(frozen=True)
 class PublishedGoal:
@@ -63,21 +67,23 @@ class Client:
         source: The CloudEvents source of the goals it publishes.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
         clock: The time a goal's deadline counts from; the wall clock unless given.
+        trust: What it signs goals with and believes (see transport.Trust).
     """
 
     def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, trust: Trust | None = None) -> None:
         self.settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
+        self._trust = trust
         self._producer: Producer  # made on entry, inside the running loop
         self._source = source
         self._goal_schemas: dict[str, AvroSchema] = {}
 
     async def __aenter__(self) -> Client:
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
+        self._producer = (self._trust or Trust.off()).producer(self._kafka.producer())
         await self._producer.start()
         await self._registry.start()
         return self
@@ -209,6 +215,11 @@ class Client:
                        if envelope.kind is Kind.OUTCOME else None)
         except DecodeError:
             return None
+        if (verifier := (self._trust or Trust.off()).verifier) is not None and isinstance(
+                why := verifier.admit(envelope, record.key, record.value, record.headers, record.timestamp), Rejected):
+            log.warning("not believing %s of %s at %s[%d]@%d: %s", envelope.kind.value, key, record.topic,
+                        record.partition, record.offset, why)
+            return None  # forged progress or a forged outcome: waiting goes on for the real one
         if outcome is not None and goal.event_id:
             runs_for = next((v for name, v in record.headers if name == GOAL_ID_HEADER), None)
             if runs_for is not None and runs_for != goal.event_id.encode():

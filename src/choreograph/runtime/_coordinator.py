@@ -34,10 +34,11 @@ from ..events._envelope import (
     Kind,
 )
 from ..events._models import OutcomeStatus, StepContract
-from ..saga._check import contradiction, impostor
+from ..saga._check import impostor
 from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
-from ..saga._facts import LATE_KINDS, deadline_of
+from ..saga._facts import deadline_of
 from ..saga._timers import expire, timed
+from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -48,7 +49,10 @@ from ..transport._presence import LivenessWatch, waiting_steps
 from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
+from ..transport._trust import Trust
+from ._admission import refusal_of
 from ._coordinator_state import Partition, look_back
+from ._gate import Gate
 from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
@@ -84,12 +88,13 @@ class Coordinator(ServiceBase):
         clock: The time its deadline timers read; the wall clock unless given. Between records, a
             saga's deadline passes when this clock says so; a record's timestamp also says time has
             come that far.
+        trust: What it signs with and believes (see transport.Trust).
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
                  finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None,
-                 clock: Clock | None = None, ended_capacity: int = 10_000) -> None:
+                 clock: Clock | None = None, ended_capacity: int = 10_000, trust: Trust | None = None) -> None:
         self.settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
@@ -108,6 +113,8 @@ class Coordinator(ServiceBase):
         self._stopping = asyncio.Event()
         self._liveness = LivenessWatch(self._kafka, self._clock)
         self._liveness_due = 0
+        self._trust = trust
+        self._gate = Gate(None, "coordinator")
         self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
@@ -116,9 +123,13 @@ class Coordinator(ServiceBase):
     async def start(self) -> None:
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
-        self._producer = self._kafka.producer()
-        self._dead = DeadLetters(self._producer, self.settings.deadletter_topic, self.settings.coordinator_group,
-                                 self.settings.max_event_bytes)
+        raw = self._kafka.producer()
+        trust = self._trust or Trust.off()
+        self._producer = trust.producer(raw)
+        self._gate = Gate(trust.verifier, "coordinator")
+        self._registry.verifier = trust.verifier
+        self._dead = DeadLetters(raw, self.settings.deadletter_topic, self.settings.coordinator_group,
+                                 self.settings.max_event_bytes)  # unsigned: a dead letter keeps its record's signature
         await self._producer.start()
         await self._registry.start()
         await self._registry.catch_up()
@@ -163,10 +174,14 @@ class Coordinator(ServiceBase):
         history = progress.is_history(record.timestamp)
         try:
             envelope = Envelope.from_record(record.key, record.headers)
+            if isinstance(signer := self._gate.check(record, envelope), Rejected):
+                if not history:  # forged, unsigned or by a party not allowed to say it: never folded
+                    await self._dead_letter(record, signer)
+                return
             if envelope.type == _CONTRACT_TYPE:
                 # An agent's announcement, in order with goals. A restored one never replaces a
                 # contract announced by an agent running now.
-                self._registry.apply(record.value, keep_existing=history, key=record.key)
+                self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
                 return
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
@@ -180,37 +195,13 @@ class Coordinator(ServiceBase):
         if history and envelope.workflow_id in self._finished:
             return  # restored history of a workflow that finished here since
         state = part.sagas.get(envelope.workflow_id) or part.ended.get(envelope.workflow_id)
-        if not history and (refusal := self._refusal(part, state, envelope, fact)) is not None:
+        if not history:
+            refusal = refusal_of(part, self._finished, self.ignored, state, envelope, fact)
             if refusal:
                 await self._dead_letter(record, refusal)
-            return
+            if refusal is not None:
+                return
         await self._fold(part, state or SagaState(envelope.workflow_id), envelope, fact, record, history)
-
-    def _refusal(self, part: Partition, state: SagaState | None, envelope: Envelope, fact: Fact) -> str | None:
-        """Why the event must not be folded: "" to ignore it, a reason to dead-letter it; None to fold it."""
-        workflow_id = envelope.workflow_id
-        if fact.kind is Kind.GOAL:
-            original = part.goal_ids.get(workflow_id) or self._finished.get(workflow_id)
-            if original is None and workflow_id not in self._finished:
-                return None
-            if original == envelope.id:
-                return ""  # the same goal delivered twice (a producer's retry): nothing new
-            return f"duplicate workflow id: workflow {workflow_id} already has a goal (event {original or '?'})"
-        if workflow_id in self._finished:
-            if state is not None and state.finished and fact.kind in LATE_KINDS:
-                return contradiction(state, fact)  # a late result: compensated (see saga._late_requests)
-            self.ignored["finished"] += 1
-            return ""
-        if state is None or not state.goal_seen:
-            # Every event of a workflow follows its goal on the workflow's partition: one with no
-            # goal read before it is forged, misrouted, or of a workflow that finished before this
-            # partition's position. Not folded; an outcome is remembered (its workflow is over).
-            self.ignored["no goal"] += 1
-            if fact.kind is Kind.OUTCOME:
-                self._finished.add(workflow_id)
-            log.debug("ignoring %s of %s: no goal read", envelope.kind.value, workflow_id)
-            return ""
-        return contradiction(state, fact)
 
     async def _fold(self, part: Partition, state: SagaState, envelope: Envelope, fact: Fact, record: Record,
                     history: bool) -> None:

@@ -58,10 +58,13 @@ class LookBack:
         store: Schemas to decode the fault records and the inputs with.
         done: Tracking keys of results in the log (filled).
         ended: Workflows with an outcome (filled).
+        believed: Whether a record is signed by a party allowed to say it: the agent's own records,
+            outcomes and timeouts learned from are checked (runtime._gate).
     """
 
     def __init__(self, source: bytes, step: bytes, models: Mapping[bytes, type[Event]], store: SchemaStore,
-                 done: Done, ended: Done) -> None:
+                 done: Done, ended: Done, believed: Callable[[Record], bool] = lambda record: True) -> None:
+        self._believed = believed
         self._source, self._step = source, step
         self._models = models
         self._request = _REQUEST if _REQUEST in models else None
@@ -77,13 +80,16 @@ class LookBack:
         if (workflow_id := text_of(record.key)) is None:
             return
         if source == self._source:
-            self._own(record, workflow_id, kind)
+            if self._believed(record):
+                self._own(record, workflow_id, kind)
         elif kind == _OUTCOME:
+            if not self._believed(record):
+                return
             self._ended.add(workflow_id)
             self._plans.pop(workflow_id, None)
             self._plans.pop(workflow_id + COMPENSATION, None)
         elif kind == _TIMED_OUT:
-            if step == self._step and source == _COORDINATOR:
+            if step == self._step and source == _COORDINATOR and self._believed(record):
                 self._timed_out(record, workflow_id)
         elif event_type is None:
             return

@@ -4,7 +4,7 @@ Pure: no broker client. The services sign what they publish (Signer) and check w
 (Verifier.admit); `choreo keys` manages keys and the policy.
 """
 
-from ._identity import COORDINATOR, Identity, Role, may_publish
+from ._identity import COORDINATOR, Identity, Role, may_announce, may_publish
 from ._keys import KeyPair, key_id, parse_public, public_text
 from ._local import key_path, local_key
 from ._policy import Entry, Policy, PolicyFile, TrustedKey, write_policy
@@ -28,6 +28,7 @@ __all__ = [
     "key_id",
     "key_path",
     "local_key",
+    "may_announce",
     "may_publish",
     "parse_public",
     "public_text",

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from ..errors import ConfigurationError
 from ..events._envelope import (
-    CLIENT_SOURCE,
+    AGENT_SOURCE_PREFIX,
     COORDINATOR_SOURCE,
     RESTORE_SOURCE,
     Kind,
@@ -141,11 +141,36 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
         return (f"{identity} may publish only its own step's results, attempts, compensations, contract "
                 f"and status ({said})")
     if role is Role.PUBLISHER:
-        if kind is Kind.GOAL and source == CLIENT_SOURCE and ("*" in goals or workflow in goals):
+        reserved = source in (COORDINATOR_SOURCE, RESTORE_SOURCE) or source.startswith(AGENT_SOURCE_PREFIX)
+        if kind is Kind.GOAL and not reserved and ("*" in goals or workflow in goals):
             return None
         allowed = "any workflow" if "*" in goals else (", ".join(sorted(goals)) or "no workflow")
         return f"{identity} may publish only goals of {allowed} ({said})"
-    return f"{identity} may publish only restore markers and redrives ({said})"
+    if type == STEP_CONTRACT and kind is Kind.OTHER:
+        return None  # a retirement's marker (`choreo agents retire`); its value is checked by may_announce
+    return f"{identity} may publish only restore markers, contract retirements and redrives ({said})"
+
+
+def may_announce(identity: Identity, workflow: str, step: str, *, retire: bool = False) -> str | None:
+    """Why `identity` may not announce (or, with `retire`, remove) the contract of `workflow`/`step`; None if it may.
+
+    An agent announces only its own step (the contract's payload names it, whatever the headers
+    say); a contract is removed by an operator (`choreo agents retire`) or by its own agent.
+
+    Args:
+        identity: Who signed the registry record or contract marker.
+        workflow: The contract's workflow.
+        step: The contract's step.
+        retire: A tombstone rather than an announcement.
+
+    Returns:
+        A reason naming the identity and the step, or None.
+    """
+    own = identity.role is Role.AGENT and (identity.workflow, identity.name) == (workflow, step)
+    if own or (retire and identity.role is Role.OPERATOR):
+        return None
+    what = "remove" if retire else "announce"
+    return f"{identity} may not {what} the contract of {workflow}/{step}"
 
 
 def _word(text: str) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..events._envelope import REDRIVE_HEADER
@@ -48,13 +48,16 @@ class Signer:
 
     Args:
         key: The identity's current key.
+        remember: Called with each signature and the message it signs: a verifier in the same
+            process then knows its own records when it reads them back (no verification needed).
     """
 
-    __slots__ = ("_key_id", "key")
+    __slots__ = ("_key_id", "_remember", "key")
 
-    def __init__(self, key: KeyPair) -> None:
+    def __init__(self, key: KeyPair, remember: Callable[[bytes, bytes, str], None] | None = None) -> None:
         self.key = key
         self._key_id = key.key_id.encode()
+        self._remember = remember
 
     def sign(self, key: bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -65,8 +68,11 @@ class Signer:
         if any(n in (KEY_ID_HEADER, SIGNATURE_HEADER) for n, _ in headers):
             headers[:] = [(n, v) for n, v in headers if n not in (KEY_ID_HEADER, SIGNATURE_HEADER)]
         headers.append((KEY_ID_HEADER, self._key_id))
-        signature = self.key.sign(signed_message(key, value, headers))
+        message = signed_message(key, value, headers)
+        signature = self.key.sign(message)
         headers.append((SIGNATURE_HEADER, base64.b64encode(signature)))
+        if self._remember is not None:
+            self._remember(signature, message, self.key.key_id)
         return headers
 
 

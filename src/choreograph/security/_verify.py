@@ -95,6 +95,14 @@ class Verifier:
             self._seen.popitem(last=False)
         return identity
 
+    def remember(self, signature: bytes, message: bytes, kid: str) -> None:
+        """Know a record this process signed (Signer's `remember`): read back, it costs no verification."""
+        trusted = self.policy.key(kid)
+        if trusted is not None:
+            self._seen[(signature, message)] = (trusted[0], kid)
+            if len(self._seen) > _REMEMBERED:
+                self._seen.popitem(last=False)
+
     def _key_refusal(self, kid: str, timestamp_ms: int) -> str | None:
         trusted = self.policy.key(kid)
         if trusted is None:

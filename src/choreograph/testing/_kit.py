@@ -18,22 +18,30 @@ import enum
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ChoreographError
-from ..events._envelope import Envelope, Kind, derived_id
+from ..events._envelope import (
+    Envelope,
+    Kind,
+    derived_id,
+)
 from ..events._models import Event, OutcomeStatus, WorkflowOutcome
 from ..runtime._agent import Agent, StepContext
 from ..runtime._agent_runtime import AgentRuntime
 from ..runtime._client import Client, PublishedGoal
 from ..runtime._coordinator import Coordinator
 from ..saga._entries import HistoryEntry
+from ..security._identity import COORDINATOR as COORDINATOR_IDENTITY
+from ..security._identity import Identity
 from ..timetravel._history import history
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._memory import MemoryLog
 from ..transport._memory_consumer import MemoryConsumer
 from ..transport._port import TopicPartition
 from ..transport._settings import Settings
+from ..transport._trust import Trust
+from ._keys import PUBLISHER, Keys, claimed
 from ._plug import PluggedTransport, RecordRule
 
 COORDINATOR = "coordinator"
@@ -80,7 +88,7 @@ class SagaKit:
     """
 
     def __init__(self, *agents: Agent, partitions: int = 2, namespace: str | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, signed: bool = True) -> None:
         self.clock: Clock = clock or SYSTEM_CLOCK
         """The time every service and the log's timestamps read (a ManualClock moves only when advanced)."""
         self.log = MemoryLog(clock=self.clock.now_ms)
@@ -99,11 +107,13 @@ class SagaKit:
         """Handler runs of a (workflow id, step) that started when its result was already in the log."""
         self._logged: set[tuple[str, str]] = set()
         self._gates: dict[str, asyncio.Event] = {}
+        self.keys = Keys(agents) if signed else None
+        """Every party's key and the policy the services believe (None: nothing signed or verified)."""
 
     async def __aenter__(self) -> SagaKit:
         await asyncio.gather(*(self.start_service(name) for name in [COORDINATOR, *self._agents]))
         self._client = Client(self.settings, source="choreo://testing", transport=self._transport(None),
-                              clock=self.clock)
+                              clock=self.clock, trust=self.trust(PUBLISHER))
         await self._client.__aenter__()
         return self
 
@@ -117,6 +127,8 @@ class SagaKit:
             await asyncio.gather(*(self.stop_service(name) for name in list(self._services)),
                                  return_exceptions=True)
             await self._bury()
+            if self.keys is not None:
+                self.keys.close()
 
     async def _bury(self) -> None:
         """Cancel and await what crashed instances left running (a killed handler waits forever)."""
@@ -158,6 +170,11 @@ class SagaKit:
         copy.handler_fn = run
         return copy
 
+    def trust(self, identity: Identity | None) -> Trust:
+        """What a party of `identity` signs with and believes here (off: an unsigned kit, or None)."""
+        keys = self.keys
+        return Trust.off() if keys is None or identity is None else keys.trust(identity)
+
     async def start_service(self, name: str) -> None:
         """Start the coordinator (`"coordinator"`) or the agent of step `name`; wait until it is ready.
 
@@ -167,13 +184,14 @@ class SagaKit:
         role = name.split("#")[0]
         if role == COORDINATOR:
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
-                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock)
+                return Coordinator(self.settings, transport=transport, commit_interval_s=0.05, clock=self.clock,
+                                   trust=self.trust(COORDINATOR_IDENTITY))
         else:
             agent = self._instrumented(self._agents[role])
 
             def make(transport: PluggedTransport) -> AgentRuntime | Coordinator:
                 return AgentRuntime(agent, self.settings, transport=transport, commit_interval_s=0.05,
-                                    clock=self.clock)
+                                    clock=self.clock, trust=self.trust(Identity.agent(agent.workflow, agent.step)))
         previous = self._services.get(name)
         transport = self._transport(name)
         entry = _Service(name, transport, make(transport), generation=previous.generation + 1 if previous else 0,
@@ -282,18 +300,40 @@ class SagaKit:
         return await self._client.publish(workflow, dict(data), workflow_id, deadline=deadline)
 
     async def given_event(self, goal: PublishedGoal, event: Event, *, step: str, kind: Kind = Kind.STEP_COMPLETED,
-                          source: str | None = None) -> None:
-        """Publish an event into a workflow as if `step`'s agent had (a duplicate, a late or forged one)."""
+                          source: str | None = None,
+                          signed_as: Identity | Literal["claimed"] | None = "claimed") -> None:
+        """Publish an event into a workflow as if `step`'s agent had (a duplicate, a late or forged one).
+
+        Signed with the key of the party its source claims (the step's agent, the coordinator, ...)
+        unless `signed_as` names another (a forger with a real key) or is None (unsigned).
+        """
         envelope = Envelope.new(type=event.type_name(), source=source or f"choreo://agent/{goal.workflow}/{step}",
                                 workflow=goal.workflow, workflow_id=goal.workflow_id, kind=kind, step=step,
                                 id=derived_id(goal.workflow_id, kind.value, step))
-        producer = self._transport(None).producer()
+        signer = claimed(envelope.source) if signed_as == "claimed" else signed_as
+        producer = self.trust(signer).producer(self._transport(None).producer())
         await producer.start()
         try:
             await producer.send_and_wait(self.settings.events_topic, value=event.encode(), key=envelope.key,
                                          headers=envelope.headers(), partition=goal.partition)
         finally:
             await producer.stop()
+
+    def signed(self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], *,
+               signed_as: Identity | Literal["claimed"] | None = "claimed") -> list[tuple[str, bytes]]:
+        """`headers` as a producer with a real key would send them, for records a test writes itself.
+
+        Signed by the party the `ce_source` header claims (the kit's publisher when there is none or
+        it names nobody), or by `signed_as`; unchanged when `signed_as` is None or the kit is unsigned.
+        """
+        out = list(headers)
+        if self.keys is None or signed_as is None:
+            return out
+        if signed_as == "claimed":
+            source = next((v for n, v in out if n == "ce_source"), b"").decode(errors="replace")
+            signed_as = claimed(source)
+        signer = self.trust(signed_as).signer
+        return out if signer is None else signer.sign(key, value, out)
 
     # expect --------------------------------------------------------------------------------------------
 

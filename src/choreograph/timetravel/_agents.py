@@ -19,6 +19,7 @@ from ..transport._port import Transport
 from ..transport._presence import Status, read_status, serving
 from ..transport._registry import Registry, retire
 from ..transport._settings import Settings
+from ..transport._trust import Trust
 
 RETIRE_SOURCE = "choreo://cli/retire"
 
@@ -115,7 +116,8 @@ def _dependents(contracts: Sequence[StepContract], gone: StepContract) -> list[s
 
 
 async def retire_step(settings: Settings, workflow: str, step: str, *, force: bool = False,
-                      transport: Transport | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+                      transport: Transport | None = None, clock: Clock = SYSTEM_CLOCK,
+                      trust: Trust | None = None) -> dict[str, Any]:
     """Remove a step's contract so new goals of its workflow run without it (see transport.retire).
 
     Refused (unless `force`) while the step has live instances (they would keep serving it, and
@@ -129,6 +131,8 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
         force: Retire it anyway.
         transport: The broker port; Kafka unless given.
         clock: Now, for liveness.
+        trust: The operator's signer (see transport.Trust): the tombstones are believed only when
+            an operator signed them. None: unsigned.
 
     Returns:
         What was retired: "workflow", "step", "steps_left" (the workflow's steps now).
@@ -160,7 +164,7 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
                 f"{members} member(s) of group {settings.agent_group(workflow, step)}"
             raise WorkflowError(f"step {step!r} of {workflow!r} is served now by {who}: stop its agents first "
                                 "(a running agent announces its step again when it restarts), or pass --force")
-    producer = kafka.producer()
+    producer = (trust or Trust.off()).producer(kafka.producer())
     await producer.start()
     try:
         partitions = await kafka.partition_count(settings.events_topic)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._settings import PROFILES, BrokerProfile, Settings
 from ._signed import SigningProducer
+from ._trust import Trust
 
 if TYPE_CHECKING:
     from ._broker import EmbeddedBroker, LocalBroker, terminate
@@ -86,6 +87,7 @@ __all__ = [
     "SigningProducer",
     "TopicPartition",
     "Transport",
+    "Trust",
     "announce",
     "framework_store",
     "keys_dir",

@@ -18,6 +18,8 @@ from ..events._envelope import Envelope, Kind
 from ..events._faults import FAULT_EVENTS
 from ..events._models import FRAMEWORK_EVENTS, Event, StepContract, load_schema, schema_root
 from ..saga._graph import Graph
+from ..security._identity import Identity, Role, may_announce
+from ..security._verify import Rejected, Verifier
 from ._offsets import PartitionProgress
 from ._port import Consumer, Producer, TopicPartition, Transport
 from ._restore import MARKER_TYPES, on_marker
@@ -60,7 +62,8 @@ class Contracts:
         """"workflow/step" -> why its last announcement was refused."""
         return {name: reason for name, (_, reason) in self._refused.items()}
 
-    def apply(self, value: bytes | None, *, keep_existing: bool = False, key: bytes | None = None) -> None:
+    def apply(self, value: bytes | None, *, keep_existing: bool = False, key: bytes | None = None,
+              announcer: Identity | None = None) -> None:
         """Learn one announced contract (a registry record or a marker on the events topic), or forget one.
 
         A value that is not a contract this code can read is skipped; a contract that cannot join its
@@ -73,16 +76,25 @@ class Contracts:
                 step if nobody has announced it since. A restored tombstone removes only a contract
                 that was restored too.
             key: The record's key ("workflow/step"); only a tombstone needs it.
+            announcer: Who signed the record, where signatures are verified: an agent may announce
+                only its own step, and only it or an operator may remove it (else the record is skipped).
         """
         if value is None:
             if key is not None:
-                self._remove(key.decode(errors="replace"), restored=keep_existing)
+                name = key.decode(errors="replace")
+                if announcer is not None and (reason := may_announce(announcer, *_split(name), retire=True)):
+                    log.warning("registry: skipping a tombstone of %s: %s", name, reason)
+                    return
+                self._remove(name, restored=keep_existing)
             return
         try:
             contract = StepContract.decode(value, self.store)
         except DecodeError:
             return  # a registry entry we cannot read is someone else's newer format; skip it
         name = f"{contract.workflow}/{contract.step}"
+        if announcer is not None and (reason := may_announce(announcer, contract.workflow, contract.step)):
+            log.warning("registry: skipping a contract of %s: %s", name, reason)
+            return
         if self.contracts.get(name) == contract:
             # A copy (each announcement is on the registry and on every events partition): its
             # schemas are known already.
@@ -193,11 +205,14 @@ class Registry(Contracts):
     Args:
         kafka: The client of the broker to read.
         store: See Contracts.
+        verifier: Where signatures are verified: only signed records of a party allowed to make
+            them are applied (see Contracts.apply); None: every record.
     """
 
-    def __init__(self, kafka: Transport, store: SchemaStore | None = None) -> None:
+    def __init__(self, kafka: Transport, store: SchemaStore | None = None, verifier: Verifier | None = None) -> None:
         super().__init__(store)
         self._kafka = kafka
+        self.verifier = verifier
         self._tp = TopicPartition(kafka.settings.registry_topic, 0)
         self._consumer: Consumer  # made in start(), inside the running loop
         self._progress = PartitionProgress(0)  # only its restore bracket is used
@@ -225,14 +240,28 @@ class Registry(Contracts):
             while await self._consumer.position(self._tp) < end:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=500)
                 for record in batch.get(self._tp, ()):
+                    announcer = None
+                    if self.verifier is not None:
+                        signer = self.verifier.signer(record.key, record.value, record.headers, record.timestamp)
+                        if isinstance(signer, Rejected):
+                            log.warning("registry: skipping %s@%d: %s", self._tp.topic, record.offset, signer)
+                            continue
+                        announcer = signer
                     headers = dict(record.headers)
                     if (event_type := headers.get("ce_type")) in MARKER_TYPES:
-                        on_marker(self._progress, event_type, record.value, record.offset, headers.get("ce_source"))
+                        if announcer is None or announcer.role is Role.OPERATOR:
+                            on_marker(self._progress, event_type, record.value, record.offset,
+                                      headers.get("ce_source"))
                     else:
                         self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp),
-                                   key=record.key)
+                                   key=record.key, announcer=announcer)
         finally:
             self._consumer.pause(self._tp)
+
+
+def _split(name: str) -> tuple[str, str]:
+    workflow, _, step = name.partition("/")
+    return workflow, step
 
 
 def framework_store() -> SchemaStore:
