@@ -20,6 +20,7 @@ from ..errors import AgentDefinitionError, DecodeError
 from ..events._avro import SchemaStore
 from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
 from ..events._models import CompensationRequested, Event
+from ..security._identity import Identity
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -130,7 +131,8 @@ class AgentRuntime(ServiceBase):
     async def start(self) -> None:
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
-        trust = self._trust or Trust.off()
+        trust = (self._trust if self._trust is not None
+                 else Trust.from_env(Identity.agent(self.agent.workflow, self.agent.step)))
         self._gate = Gate(trust.verifier, self.agent.name)
         raw = self._kafka.producer()
         self._producer = trust.producer(raw)

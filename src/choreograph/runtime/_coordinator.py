@@ -38,6 +38,7 @@ from ..saga._check import impostor
 from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
 from ..saga._facts import deadline_of
 from ..saga._timers import expire, timed
+from ..security._identity import COORDINATOR
 from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
@@ -88,7 +89,7 @@ class Coordinator(ServiceBase):
         clock: The time its deadline timers read; the wall clock unless given. Between records, a
             saga's deadline passes when this clock says so; a record's timestamp also says time has
             come that far.
-        trust: What it signs with and believes (see transport.Trust).
+        trust: What it signs with and believes (see transport.Trust); the environment's when None.
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
@@ -124,7 +125,7 @@ class Coordinator(ServiceBase):
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
         raw = self._kafka.producer()
-        trust = self._trust or Trust.off()
+        trust = self._trust if self._trust is not None else Trust.from_env(COORDINATOR)
         self._producer = trust.producer(raw)
         self._gate = Gate(trust.verifier, "coordinator")
         self._registry.verifier = trust.verifier

@@ -19,7 +19,7 @@ from ..security._identity import Identity
 from ..security._verify import Rejected, Verifier
 from ..transport._port import Record
 
-log = logging.getLogger("choreograph.agent")
+log = logging.getLogger("choreograph.security")
 
 
 class Gate:

@@ -15,6 +15,7 @@ from ..events._models import StepContract
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._groups import group_lags, group_members
 from ..transport._kafka import Kafka
+from ..transport._keyring import operator_identity
 from ..transport._port import Transport
 from ..transport._presence import Status, read_status, serving
 from ..transport._registry import Registry, retire
@@ -132,7 +133,7 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
         transport: The broker port; Kafka unless given.
         clock: Now, for liveness.
         trust: The operator's signer (see transport.Trust): the tombstones are believed only when
-            an operator signed them. None: unsigned.
+            an operator signed them. None: the environment's `operator:<CHOREO_OPERATOR>`.
 
     Returns:
         What was retired: "workflow", "step", "steps_left" (the workflow's steps now).
@@ -164,7 +165,7 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
                 f"{members} member(s) of group {settings.agent_group(workflow, step)}"
             raise WorkflowError(f"step {step!r} of {workflow!r} is served now by {who}: stop its agents first "
                                 "(a running agent announces its step again when it restarts), or pass --force")
-    producer = (trust or Trust.off()).producer(kafka.producer())
+    producer = (trust if trust is not None else Trust.from_env(operator_identity())).producer(kafka.producer())
     await producer.start()
     try:
         partitions = await kafka.partition_count(settings.events_topic)
