@@ -5,6 +5,8 @@
     CHOREO_KEY        a private key as `<identity> <base64 seed>` (or a key file's JSON): wins over files
     CHOREO_KEY_FILE   a private key file: wins over CHOREO_KEYS_DIR
     CHOREO_VERIFY     `off` turns signature checks off (services say so loudly); unset or `on`: on
+    CHOREO_OPERATOR   the name a person's tools sign as, `operator:<name>` (default `local`):
+                      restore markers (`choreo archive restore`)
 
 With none of these set, local development needs nothing: a service with no key makes one under
 CHOREO_HOME and trusts it, as long as the policy there is absent or a local development policy
@@ -25,6 +27,7 @@ from ..security._identity import Identity
 from ..security._keys import KeyPair
 from ..security._local import key_path, local_key, local_policy
 from ..security._policy import PolicyFile
+from ..security._verify import Verifier
 from ._settings import run_dir, verify_off
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,22 @@ def verification_off() -> bool:
         ConfigurationError: CHOREO_VERIFY is neither `on` nor `off`.
     """
     return verify_off()
+
+
+def operator_identity() -> Identity:
+    """Who a person's tools sign as: `operator:<CHOREO_OPERATOR>`, `operator:local` when it is unset.
+
+    Its key is found as any service's (service_key): in a local development policy `operator:local`
+    gets one made by itself; elsewhere `choreo keys new operator:NAME` makes it.
+
+    Raises:
+        ConfigurationError: CHOREO_OPERATOR is not a name.
+    """
+    name = os.environ.get("CHOREO_OPERATOR") or "local"
+    try:
+        return Identity.operator(name)
+    except ConfigurationError:
+        raise ConfigurationError(f"CHOREO_OPERATOR={name!r}: expected a name of letters, digits, _ - and .") from None
 
 
 def _local_allowed() -> bool:
@@ -137,3 +156,12 @@ def service_policy() -> PolicyFile:
                                      "or `choreo keys trust` makes one)")
         local_policy(run_dir())
     return PolicyFile(path)
+
+
+def service_verifier() -> Verifier | None:
+    """A verifier over the policy (service_policy) for a reader that checks what it shows; None with CHOREO_VERIFY=off.
+
+    Raises:
+        ConfigurationError: As service_policy, or CHOREO_VERIFY is neither `on` nor `off`.
+    """
+    return None if verification_off() else Verifier(service_policy())
