@@ -202,8 +202,11 @@ def history(
     """A workflow's events in log order: time, offset, kind, step, source, cause, detail.
 
     Its dead letters are shown too (kind dead_letter, with the reason), each after the record it copies.
+    An event the services refuse (unsigned, badly signed, or its signer may not say it) is marked
+    REJECTED with their reason ("rejected" in --json); with CHOREO_VERIFY=off nothing is checked.
     """
     from ..timetravel._history import History
+    from ..transport._keyring import service_verifier
     from ._render import Timeline
 
     since_ms = None if since is None else _point(since).timestamp_ms
@@ -219,7 +222,7 @@ def history(
         from ..timetravel._archive import Archive
 
         archive = Archive(directory)
-        for entry in archive.history(workflow_id):
+        for entry in archive.history(workflow_id, service_verifier()):
             timeline.add(entry)
         for problem in archive.problems:
             err(problem, "warning", "yellow")

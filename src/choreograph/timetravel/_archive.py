@@ -29,12 +29,13 @@ from ..events._models import Event, RestoreCompleted, RestoreStarted, load_schem
 from ..events._records import StoredRecord
 from ..saga._entries import HistoryEntry
 from ..saga._graph import Graph
+from ..security._verify import Verifier
 from ..transport._kafka import Kafka
 from ..transport._port import Producer, TopicPartition
 from ..transport._registry import Contracts
 from ..transport._restore import MARKER_TYPES
 from ..transport._settings import Settings
-from ._history import shown_entries
+from ._history import judge_by, shown_entries
 
 SCHEMA = fastavro.parse_schema(dict(load_schema(schema_root() / "archive" / "archived_record.avsc").source))
 SEGMENT = re.compile(r"^(\d+)-(\d+)-(\d+)\.avro$")
@@ -180,9 +181,14 @@ class Archive:
         key = workflow_id.encode()
         return [r for r in self.records(".events") if r.key == key]
 
-    def history(self, workflow_id: str) -> list[HistoryEntry]:
-        """The workflow's archived events, decoded, sensitive fields redacted (as `choreo history` shows them)."""
-        return shown_entries(self.workflow_records(workflow_id), self.store)
+    def history(self, workflow_id: str, verifier: Verifier | None = None) -> list[HistoryEntry]:
+        """The workflow's archived events, decoded, sensitive fields redacted (as `choreo history` shows them).
+
+        Args:
+            workflow_id: The workflow instance's id.
+            verifier: Marks the events services refuse (see History.entries); None: nothing is marked.
+        """
+        return shown_entries(self.workflow_records(workflow_id), self.store, judge_by(verifier))
 
 
 @dataclass
