@@ -15,6 +15,7 @@ from choreograph.errors import ConfigurationError
 from choreograph.security import COORDINATOR, Identity, KeyPair, Policy, PolicyFile, local_key, write_policy
 from choreograph.transport import (
     keys_dir,
+    operator_identity,
     policy_path,
     service_key,
     service_policy,
@@ -225,3 +226,20 @@ def test_services_starting_together_lose_no_local_key(home: Path) -> None:
     assert policy.local
     assert len(made) == len(identities)
     assert {identity: policy.key(kid) is not None for identity, kid in made.items()} == dict.fromkeys(identities, True)
+
+
+
+def test_a_persons_tools_sign_as_the_operator_choreo_operator_names(home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHOREO_OPERATOR", raising=False)
+    assert operator_identity() == Identity.parse("operator:local")
+    # In a local policy its key is made and trusted like a service's: a restore is signed out of the box.
+    pair = service_key(operator_identity())
+    trusted = PolicyFile(home / "policy.json").current().key(pair.key_id)
+    assert trusted is not None
+    assert trusted[0] == Identity.parse("operator:local")
+    monkeypatch.setenv("CHOREO_OPERATOR", "alice")
+    assert operator_identity() == Identity.parse("operator:alice")
+    monkeypatch.setenv("CHOREO_OPERATOR", "alice smith")
+    with pytest.raises(ConfigurationError, match=r"^CHOREO_OPERATOR='alice smith': expected a name"):
+        operator_identity()

@@ -83,6 +83,15 @@ class Identity(NamedTuple):
         """The identity of a step's agent."""
         return cls(Role.AGENT, workflow, step)
 
+    @classmethod
+    def operator(cls, name: str) -> Identity:
+        """The identity of a person's tools, `operator:<name>`.
+
+        Raises:
+            ConfigurationError: `name` is not a name (letters, digits, `_`, `-`, `.`).
+        """
+        return cls.parse(f"{Role.OPERATOR.value}:{name}")
+
     def __str__(self) -> str:
         if self.role is Role.COORDINATOR:
             return "coordinator"

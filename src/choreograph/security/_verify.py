@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from ..errors import DecodeError
 from ..events._envelope import Envelope
 from ._identity import Identity, may_publish
 from ._policy import Policy, PolicyFile
@@ -108,6 +109,21 @@ class Verifier:
         if trusted is None:
             return f"key {kid} is no longer trusted"
         return trusted[1].refusal(timestamp_ms)
+
+    def admit_record(self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]],
+                     timestamp_ms: int, envelope: Envelope | None = None) -> Identity | Rejected:
+        """As `admit`, the envelope read from the record's headers unless given.
+
+        Returns:
+            The identity, or why the record must not be acted on: a record that is no event (its
+            envelope headers missing or malformed) is refused with what is wrong with them.
+        """
+        if envelope is None:
+            try:
+                envelope = Envelope.from_record(key, headers)
+            except DecodeError as exc:
+                return Rejected(str(exc))
+        return self.admit(envelope, key, value, headers, timestamp_ms)
 
     def admit(self, envelope: Envelope, key: bytes | None, value: bytes | None,
               headers: Sequence[tuple[str, bytes]], timestamp_ms: int) -> Identity | Rejected:

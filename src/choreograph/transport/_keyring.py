@@ -6,7 +6,8 @@
     CHOREO_KEY_FILE   a private key file: wins over CHOREO_KEYS_DIR
     CHOREO_VERIFY     `off` turns signature checks off (services say so loudly); unset or `on`: on
     CHOREO_PUBLISHER  the name a client publishes goals as (`publisher:<name>`, default `local`)
-    CHOREO_OPERATOR   the name an operator's tools sign as (`operator:<name>`, default `local`)
+    CHOREO_OPERATOR   the name an operator's tools sign as (`operator:<name>`, default `local`):
+                      restore markers (`choreo archive restore`), retirements (`choreo agents retire`)
 
 With none of these set, local development needs nothing: a service with no key makes one under
 CHOREO_HOME and trusts it, as long as the policy there is absent or a local development policy
@@ -27,6 +28,7 @@ from ..security._identity import Identity, Role
 from ..security._keys import KeyPair
 from ..security._local import key_path, local_key, local_policy
 from ..security._policy import PolicyFile
+from ..security._verify import Verifier
 from ._settings import run_dir, verify_off
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def _named(role: Role, variable: str) -> Identity:
     try:
         return Identity.parse(f"{role.value}:{name}")
     except ConfigurationError:
-        raise ConfigurationError(f"{variable}={name!r}: expected a name (letters, digits, '-', '_', '.')") from None
+        raise ConfigurationError(f"{variable}={name!r}: expected a name of letters, digits, _ - and .") from None
 
 
 def _local_allowed() -> bool:
@@ -165,3 +167,12 @@ def service_policy() -> PolicyFile:
                                      "or `choreo keys trust` makes one)")
         local_policy(run_dir())
     return PolicyFile(path)
+
+
+def service_verifier() -> Verifier | None:
+    """A verifier over the policy (service_policy) for a reader that checks what it shows; None with CHOREO_VERIFY=off.
+
+    Raises:
+        ConfigurationError: As service_policy, or CHOREO_VERIFY is neither `on` nor `off`.
+    """
+    return None if verification_off() else Verifier(service_policy())

@@ -18,10 +18,10 @@ from ..events._envelope import Envelope, Kind
 from ..events._faults import FAULT_EVENTS
 from ..events._models import FRAMEWORK_EVENTS, Event, StepContract, load_schema, schema_root
 from ..saga._graph import Graph
-from ..security._identity import Identity, Role, may_announce
+from ..security._identity import Identity, may_announce
 from ..security._verify import Rejected, Verifier
 from ._offsets import PartitionProgress
-from ._port import Consumer, Producer, TopicPartition, Transport
+from ._port import Consumer, Producer, Record, TopicPartition, Transport
 from ._restore import MARKER_TYPES, on_marker
 
 log = logging.getLogger("choreograph.registry")
@@ -206,13 +206,19 @@ class Registry(Contracts):
         kafka: The client of the broker to read.
         store: See Contracts.
         verifier: Where signatures are verified: only signed records of a party allowed to make
-            them are applied (see Contracts.apply); None: every record.
+            them are applied (see Contracts.apply), and a restore bracket opens or closes only at a
+            marker an operator signed; None: every record.
+        verify_contracts: False: contracts are applied whoever signed them, while restore markers
+            are still verified (a reader that only shows history, whose contracts serve to decode
+            payloads: a schema is known by its fingerprint, so a forged one displaces none).
     """
 
-    def __init__(self, kafka: Transport, store: SchemaStore | None = None, verifier: Verifier | None = None) -> None:
+    def __init__(self, kafka: Transport, store: SchemaStore | None = None, verifier: Verifier | None = None, *,
+                 verify_contracts: bool = True) -> None:
         super().__init__(store)
         self._kafka = kafka
         self.verifier = verifier
+        self.verify_contracts = verify_contracts
         self._tp = TopicPartition(kafka.settings.registry_topic, 0)
         self._consumer: Consumer  # made in start(), inside the running loop
         self._progress = PartitionProgress(0)  # only its restore bracket is used
@@ -240,23 +246,30 @@ class Registry(Contracts):
             while await self._consumer.position(self._tp) < end:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=500)
                 for record in batch.get(self._tp, ()):
-                    announcer = None
-                    if self.verifier is not None:
-                        signer = self.verifier.signer(record.key, record.value, record.headers, record.timestamp)
-                        if isinstance(signer, Rejected):
-                            log.warning("registry: skipping %s@%d: %s", self._tp.topic, record.offset, signer)
-                            continue
-                        announcer = signer
-                    headers = dict(record.headers)
-                    if (event_type := headers.get("ce_type")) in MARKER_TYPES:
-                        if announcer is None or announcer.role is Role.OPERATOR:
-                            on_marker(self._progress, event_type, record.value, record.offset,
-                                      headers.get("ce_source"))
-                    else:
-                        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp),
-                                   key=record.key, announcer=announcer)
+                    self._read(record)
         finally:
             self._consumer.pause(self._tp)
+
+    def _read(self, record: Record) -> None:
+        """Apply one registry record: a contract or tombstone, or a restore marker (see on_marker)."""
+        headers = dict(record.headers)
+        if (event_type := headers.get("ce_type")) in MARKER_TYPES:
+            # Only an operator's: a forged marker would make every later announcement "restored".
+            if self.verifier is not None and isinstance(why := self.verifier.admit_record(
+                    record.key, record.value, record.headers, record.timestamp), Rejected):
+                log.warning("registry: ignoring a restore marker at %s@%d: %s", self._tp.topic, record.offset, why)
+                return
+            on_marker(self._progress, event_type, record.value, record.offset, headers.get("ce_source"))
+            return
+        announcer = None
+        if self.verifier is not None and self.verify_contracts:
+            signer = self.verifier.signer(record.key, record.value, record.headers, record.timestamp)
+            if isinstance(signer, Rejected):
+                log.warning("registry: skipping %s@%d: %s", self._tp.topic, record.offset, signer)
+                return
+            announcer = signer
+        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp), key=record.key,
+                   announcer=announcer)
 
 
 def _split(name: str) -> tuple[str, str]:
