@@ -39,6 +39,7 @@ __all__ = [
     "eventually",
     "example_services",
     "serving",
+    "sign",
     "signing",
 ]
 
@@ -99,6 +100,14 @@ def signing(identity: str, producer: Producer) -> Producer:
     """`producer`, signing what it sends as `identity` with its key in this test's CHOREO_HOME (made
     and trusted there if it is new): what a genuine party of that identity would write."""
     return Trust.from_env(Identity.parse(identity)).producer(producer)
+
+
+def sign(identity: str, key: bytes | None, value: bytes | None,
+         headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` signed as `identity` would sign a record of this key and value (see `signing`)."""
+    signer = Trust.from_env(Identity.parse(identity)).signer
+    assert signer is not None, "CHOREO_VERIFY=off in a test"
+    return signer.sign(key, value, headers)
 
 
 # Services as processes (end-to-end tests) ---------------------------------------------------------

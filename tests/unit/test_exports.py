@@ -263,6 +263,7 @@ EXPORTS: dict[str, list[str]] = {
         "operator_identity",
         "partition_for",
         "policy_path",
+        "publisher_identity",
         "service_key",
         "service_policy",
         "service_verifier",
