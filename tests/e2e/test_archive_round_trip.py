@@ -190,4 +190,4 @@ async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(s
     stack.start(coordinator_spec())
     await coordinator_passed_the_restore()
     entries = await history(settings, workflow_id, to_end=True)
-    assert [e.kind for e in entries] == ["goal"], "nothing was decided for the restored, open saga"
+    assert [e.kind for e in entries] == ["goal"], f"nothing was decided for the restored, open saga: {entries}"

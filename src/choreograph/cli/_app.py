@@ -360,11 +360,9 @@ def archive_restore(
     restored records keep their own signatures.
     """
     from ..timetravel._archive import restore
-    from ..transport._keyring import operator_identity
-    from ..transport._trust import Trust
 
     settings = Settings.from_env()
-    report = _run(restore(settings, directory, force=force, trust=Trust.from_env(operator_identity())))
+    report = _run(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
         err(problem)

@@ -31,6 +31,7 @@ from ..saga._entries import HistoryEntry
 from ..saga._graph import Graph
 from ..security._verify import Verifier
 from ..transport._kafka import Kafka
+from ..transport._keyring import operator_identity
 from ..transport._port import Producer, TopicPartition, Transport
 from ..transport._registry import Contracts
 from ..transport._restore import MARKER_TYPES
@@ -230,7 +231,7 @@ async def restore(settings: Settings, root: Path, *, force: bool = False, trust:
         root: The archive directory.
         force: Restore even into a broker whose events topic holds workflow events or a restore.
         trust: The operator's signer (see transport.Trust): services that verify honour only markers
-            an operator signed. None: unsigned.
+            an operator signed. None: the environment's `operator:<CHOREO_OPERATOR>`.
         transport: The broker port; Kafka (aiokafka) unless given.
 
     Returns:
@@ -272,7 +273,9 @@ async def restore(settings: Settings, root: Path, *, force: bool = False, trust:
     restore_id = new_event_id()
     counts: dict[str, int] = {}
     producer = kafka.producer()
-    markers = (trust or Trust.off()).producer(producer)  # the same producer: one order per partition
+    if trust is None:
+        trust = Trust.from_env(operator_identity())
+    markers = trust.producer(producer)  # the same producer: one order per partition
     await producer.start()
     try:
         for (topic, partition), records in sorted(groups.items()):
