@@ -132,7 +132,7 @@ def service_key(identity: Identity) -> KeyPair:
         made = not key_path(home, identity).exists()
         pair = local_key(home, identity)
         if made:
-            log.warning("made a local development key %s for %s in %s, trusted in the local policy %s",
+            log.info("made a local development key %s for %s in %s, trusted in the local policy %s",
                         pair.key_id, identity, key_path(home, identity), home / "policy.json")
         return _owned(pair, identity, str(key_path(home, identity)))
     raise ConfigurationError(f"no key for {identity}: `choreo keys new {identity}` makes one "
