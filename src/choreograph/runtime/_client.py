@@ -89,6 +89,7 @@ class Client:
         if self._trust is None:
             self._trust = Trust.from_env(publisher_identity())
         self._verifier = self._trust.verifier
+        self._registry.verifier = self._verifier  # a forged contract must not change the goal schema
         self._producer = self._trust.producer(self._kafka.producer())
         await self._producer.start()
         await self._registry.start()
