@@ -230,9 +230,7 @@ class AgentRuntime(ServiceBase):
             return None  # not an event; the coordinator dead-letters what nobody can read
         gate = self._gate
         if source == self._source:
-            if not gate.believed(record):
-                return None
-            self._learn(record.key, kind)
+            self._learn(record, kind)
             return None
         if event_type in MARKER_TYPES:
             if not gate.believed(record):
@@ -284,11 +282,18 @@ class AgentRuntime(ServiceBase):
             return None
         return self._on_input(workflow_id, event_type, Input(progress, record.offset, event, envelope))
 
-    def _learn(self, key: bytes | None, kind: bytes | None) -> None:
-        """Remember one of this agent's own results (a tracking record)."""
+    def _learn(self, record: Record, kind: bytes | None) -> None:
+        """Remember one of this agent's own results (a tracking record), if it is one and believed.
+
+        Checked only when it would teach something: a result this process published is in `_done`
+        already when it is read back. (Checking every one cost the relay a second verify per event:
+        the signer's memory of its own signatures is bounded, and a relay runs thousands ahead.)
+        """
         suffix = _RESULT_KINDS.get(kind or b"")
-        if suffix is not None and (workflow_id := text_of(key)) is not None:
-            self._done.add(workflow_id + suffix)
+        if suffix is not None and (workflow_id := text_of(record.key)) is not None:
+            key = workflow_id + suffix
+            if key not in self._done and self._gate.believed(record):
+                self._done.add(key)
 
     def _on_input(self, workflow_id: str, event_type: bytes, item: Input) -> Coroutine[Any, Any, None] | None:
         inputs = self._joins.add(workflow_id, event_type, item)
