@@ -23,12 +23,11 @@ from ._signing import Signature, signature_of, signed_message
 
 log = logging.getLogger(__name__)
 
-# Verified signatures remembered per service: a record read twice (a duplicate delivery, the
-# look-back read after a restart) costs a dict lookup instead of ~62 us.
-# Signatures remembered (made by this process, or verified): read again, they cost a 16-byte digest
-# (2 µs for a 600-byte record, measured on a busy 2-core machine) instead of a verify (62 µs). Each entry is about 250 bytes whatever the record's
-# size (the message is kept as its BLAKE2b digest, not as bytes: 1 MiB records must not pile up),
-# so 65,536 cost about 16 MB: enough for a coordinator with thousands of sagas in flight.
+# Signatures remembered per service (made by this process, or verified): a record read again (its
+# own result read back, a duplicate delivery, the look-back after a restart) costs a 16-byte BLAKE2b
+# digest (2 us for a 600-byte record, measured on a busy 2-core machine) instead of a verify (62 us).
+# An entry is about 250 bytes whatever the record's size (a digest, not the message: 1 MiB records
+# must not pile up), so 65,536 cost about 16 MB: a coordinator with thousands of sagas in flight.
 _REMEMBERED = 65_536
 
 
