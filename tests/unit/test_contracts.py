@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import orjson
 import pytest
 from helpers import GOLDEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from choreograph import Agent, Event, OutcomeStatus, StepContext, WorkflowError
+from choreograph import Agent, Client, Event, OutcomeStatus, StepContext, WorkflowError
 from choreograph.events import (
     COORDINATOR_SOURCE,
     Envelope,
@@ -281,6 +282,27 @@ async def test_an_unreadable_schema_fails_its_workflows_goals_until_a_tombstone_
         again = await kit.given_goal("loop", {"n": 2})
         await kit.expect_outcome(again, OutcomeStatus.COMPLETED)
         await kit.idle()
+
+
+async def test_a_client_validates_goals_only_against_contracts_their_own_agents_announced() -> None:
+    """A contract changing the goal schema, signed by another agent, and a retirement nobody signed, on the
+    registry (issue 12): a client that believed them would ask users for another goal, or find two."""
+    budget = {"type": "record", "name": "ReportGoal", "namespace": "report",
+              "fields": [{"name": "topic", "type": "string"}, {"name": "budget", "type": "int"}]}
+    forged = research.agent.contract().model_copy(
+        update={"consumes": [EventSchema(name="report.ReportGoal", avro_schema=orjson.dumps(budget).decode())]})
+    async with SagaKit(*REPORT) as kit:
+        for signer, key, value in [(Identity.agent("report", "draft"), b"report/research", forged.encode()),
+                                   (None, b"report/review", None)]:
+            producer = kit.trust(signer).producer(MemoryTransport(kit.log, kit.settings).producer())
+            await producer.start()
+            await producer.send_and_wait(kit.settings.registry_topic, value=value, key=key)
+            await producer.stop()
+        client = Client(kit.settings, transport=MemoryTransport(kit.log, kit.settings),
+                        trust=kit.trust(Identity.parse("publisher:testing")))
+        async with client:
+            schema = await client.goal_schema("report")
+        assert [f["name"] for f in schema.source["fields"]] == ["topic", "fail_at"]
 
 
 # A WorkflowStarted whose steps make no graph ---------------------------------------------------------------

@@ -38,6 +38,7 @@ import pytest
 from helpers.forgeries import (
     KINDS,
     STEPS,
+    WORKFLOW,
     Forgery,
     Mode,
     Seen,
@@ -55,6 +56,7 @@ from hypothesis import strategies as st
 
 from choreograph import CompensationFailed, PublishedGoal, StepFailed
 from choreograph.errors import ChoreographError
+from choreograph.security import Identity
 from choreograph.testing import KitError
 from choreograph.transport import partition_for
 from services.report._events import ResearchCompleted
@@ -251,3 +253,18 @@ async def test_a_party_speaking_for_another_step_in_the_body(name: str) -> None:
     done = await run([shape], [forgery])
     expected = (await baseline())[shape]
     assert done.seen[0] == expected, f"{forgery} (body {forgery.body!r}) changed the saga"
+
+
+async def test_a_forged_outcome_ahead_of_a_goal_stays_unbelieved_by_a_restarted_coordinator() -> None:
+    """A coordinator started after it reads it in its look-back (before its position): believed, the goal of
+    its workflow id would be refused as a duplicate of a workflow that finished."""
+    kit, log = forging_kit()
+    async with kit:
+        workflow_id = f"ahead-{uuid.uuid4().hex[:10]}"
+        ahead = PublishedGoal("report", workflow_id, partition_for(workflow_id.encode(), kit.settings.partitions), -1)
+        log.plan([Forgery("outcome", "review", Mode.WRONG, forger=Identity.agent(WORKFLOW, "review"))], [ahead])
+        await kit.idle()  # dead-lettered, and the coordinator's position is past it
+        await kit.stop_service("coordinator")
+        await kit.start_service("coordinator")
+        goal = await kit.given_goal("report", {"topic": "ahead"}, workflow_id)
+        assert (await kit.outcome(goal)).status.value == "completed"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from choreograph import OutcomeStatus
+from choreograph import OutcomeStatus, WorkflowOutcome
 from choreograph.cli._render import Timeline
-from choreograph.events import Envelope, Kind
+from choreograph.events import COORDINATOR_SOURCE, Envelope, Kind
 from choreograph.runtime import PublishedGoal
 from choreograph.saga import HistoryEntry
 from choreograph.security import Identity, Verifier
@@ -121,3 +121,23 @@ async def test_history_marks_forged_records_rejected_with_the_services_reason_an
         # Passing no verifier marks nothing either.
         assert await _entries(kit, goal.workflow_id, None) == unmarked
 
+
+
+async def test_a_forged_outcome_does_not_end_the_history_a_verifier_reads() -> None:
+    async with SagaKit(*REPORT) as kit:
+        kit.pause_step("research")  # the saga is running when the forged outcome is logged
+        goal = await kit.given_goal("report", {"topic": "ends"})
+        done = WorkflowOutcome(workflow="report", status=OutcomeStatus.COMPLETED, completed_steps=[],
+                               compensated_steps=[])
+        await kit.given_event(goal, done, step="review", kind=Kind.OUTCOME, source=COORDINATOR_SOURCE, signed_as=None)
+        kit.resume_step("research")
+        await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
+        believes = kit.trust(PUBLISHER).verifier
+        async with History(kit.settings, MemoryTransport(kit.log, kit.settings), believes) as reader:
+            outcomes = [(e.source, e.rejected) for e in [e async for e in reader.entries(goal.workflow_id)]
+                        if e.kind == "outcome"]
+        assert outcomes == [(COORDINATOR_SOURCE, UNSIGNED), (COORDINATOR_SOURCE, None)]  # read on to the real one
+        async with History(kit.settings, MemoryTransport(kit.log, kit.settings), None) as blind:
+            entries = [e async for e in blind.entries(goal.workflow_id)]
+        assert [e.kind for e in entries if e.kind != "dead_letter"][-1] == "outcome"
+        assert [e.kind for e in entries].count("outcome") == 1, "checking nothing, the first outcome ends it"

@@ -88,8 +88,9 @@ class Client:
         await self._kafka.ensure_topics()
         if self._trust is None:
             self._trust = Trust.from_env(publisher_identity())
-        self._verifier = self._trust.verifier
-        self._registry.verifier = self._verifier  # a forged contract must not change the goal schema
+        # Goals are validated against the registry's contracts: only those their own agents announced
+        # (a forged contract or retirement would change the goal schema users must fill).
+        self._verifier = self._registry.verifier = self._trust.verifier
         self._producer = self._trust.producer(self._kafka.producer())
         await self._producer.start()
         await self._registry.start()

@@ -391,7 +391,7 @@ class Coordinator(ServiceBase):
         if start:
             async for record in self._kafka.read(start, start={tp: a for tp, (a, _) in start.items()},
                                                  until={tp: b for tp, (_, b) in start.items()}):
-                look_back(record, states, goals, self._finished, self._registry.store)
+                look_back(record, states, goals, self._finished, self._registry.store, self._gate.believed)
         return states
 
     async def _on_ready(self, parts: dict[TopicPartition, Partition]) -> None:

@@ -100,6 +100,9 @@ class History:
                       timeout_s: float | None = None, since_ms: int | None = None) -> AsyncIterator[StoredRecord]:
         """The workflow's records in log order, up to its outcome.
 
+        With a verifier, only an outcome it believes ends the reading: a forged one (refused, see
+        `refusal`) is yielded and read past, as the services read past it.
+
         Reading starts at `since_ms` if given, else at the time a UUIDv7 workflow id carries (each
         less SEEK_SLACK_MS), else at the partition's start.
 
@@ -136,7 +139,7 @@ class History:
                         continue
                     stored = StoredRecord.of(record)
                     yield stored
-                    if (follow or not to_end) and is_outcome(stored):
+                    if (follow or not to_end) and is_outcome(stored) and self.refusal(stored) is None:
                         return
 
     async def entries(self, workflow_id: str, *, to_end: bool = False, follow: bool = False,
@@ -295,7 +298,8 @@ async def history(settings: Settings, workflow_id: str, *, to_end: bool = False,
         workflow_id: The workflow instance's id.
         to_end: Read on past the outcome, to the partition's end.
         transport: The broker port; Kafka (aiokafka) unless given.
-        verifier: As for History (here it only checks the registry's restore markers: nothing is marked).
+        verifier: As for History (here it checks the registry's restore markers and which outcome ends the
+            reading: nothing is marked).
 
     Returns:
         The events, as logged (nothing redacted or marked); empty if the workflow has none.
