@@ -30,6 +30,21 @@ from .report import headline, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("codec", "relay", "saga", "scale", "history")
+# Where a service would find another key, policy or CHOREO_VERIFY than the run's own (see _own_home).
+_KEY_SETTINGS = ("CHOREO_POLICY", "CHOREO_KEY", "CHOREO_KEY_FILE", "CHOREO_KEYS_DIR", "CHOREO_VERIFY",
+                 "CHOREO_PUBLISHER", "CHOREO_OPERATOR")
+
+
+def _own_home(home: Path) -> None:
+    """Give the run its own CHOREO_HOME: its spawned services and in-process clients then share one
+    local development policy and its keys, made as they start, and the repository (./.choreo) and a
+    user's own keys stay out of it. Signing is on unless a scenario turns it off for its services
+    (CHOREO_VERIFY=off in their environment), so a CHOREO_VERIFY or key setting in the caller's
+    environment is dropped: it would make the signed figures something else. Nothing is restored:
+    the bench is a process of its own, and the home goes with the workdir."""
+    os.environ["CHOREO_HOME"] = str(home)
+    for name in _KEY_SETTINGS:
+        os.environ.pop(name, None)
 
 
 def _settings(broker: EmbeddedBroker | None, label: str, partitions: int = 4) -> Settings:
@@ -48,6 +63,7 @@ def main() -> int:
     only = set(args.only.split(","))
     scale = 0.2 if args.quick else 1.0
     workdir = Path(tempfile.mkdtemp(prefix="choreo-bench-"))
+    _own_home(workdir / "home")
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     started = time.time()
     results: dict[str, Any] = {
