@@ -79,10 +79,11 @@ def main() -> int:
         results["relay"] = {}
         with _broker(workdir / "relay") as broker:  # one broker for all contenders: ratios
             for contender in relay.CONTENDERS:
+                began = time.perf_counter()
                 outcome = relay.run(contender, _settings(broker, contender.name), workdir / "relay",
                                     events=int(30_000 * scale), hops=max(200, int(1000 * scale)))
                 results["relay"][contender.name] = asdict(outcome)
-                _progress(f"relay {contender.name}", results["relay"][contender.name])
+                _progress(f"relay {contender.name}", results["relay"][contender.name], began)
     if "saga" in only or "scale" in only:
         results["saga"] = _sagas(workdir, scale, only)
     if "history" in only:
@@ -154,9 +155,10 @@ def _sagas(workdir: Path, scale: float, only: set[str]) -> dict[str, Any]:
     return out
 
 
-def _progress(label: str, figures: dict[str, Any]) -> None:
+def _progress(label: str, figures: dict[str, Any], began: float | None = None) -> None:
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
-    print(f"  {label}: {shown}", file=sys.stderr, flush=True)
+    took = "" if began is None else f" ({time.perf_counter() - began:.0f} s with start-up)"
+    print(f"  {label}{took}: {shown}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
