@@ -9,6 +9,7 @@ from dataclasses import replace
 import orjson
 import pytest
 from helpers import GOLDEN
+from helpers.sagas import announce_in_kit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -231,22 +232,9 @@ def test_a_goal_of_a_refused_workflow_fails_with_the_reason() -> None:
 # The coordinator on the memory log ----------------------------------------------------------------------
 
 
-async def _send(kit: SagaKit, *contracts: StepContract) -> None:
-    """Announce each contract as its own agent does, signed with that agent's key."""
-    for one in contracts:
-        raw = MemoryTransport(kit.log, kit.settings).producer()
-        producer = kit.trust(Identity.agent(one.workflow, one.step)).producer(raw)
-        await producer.start()
-        try:
-            await announce(producer, kit.settings.registry_topic, kit.settings.events_topic, kit.settings.partitions,
-                           one, f"choreo://agent/{one.workflow}/{one.step}")
-        finally:
-            await producer.stop()
-
-
 async def test_a_cyclic_contract_fails_its_workflows_goals_until_a_valid_one_replaces_it() -> None:
     async with SagaKit(*REPORT, FIRST, THIRD) as kit:
-        await _send(kit, CYCLIC_THIRD)
+        await announce_in_kit(kit, CYCLIC_THIRD)
         other = await kit.given_goal("report", {"topic": "untouched"})
         await kit.expect_outcome(other, OutcomeStatus.COMPLETED)
         goal = await kit.given_goal("loop", {"n": 1})
@@ -262,7 +250,7 @@ async def test_a_cyclic_contract_fails_its_workflows_goals_until_a_valid_one_rep
 
 async def test_an_unreadable_schema_fails_its_workflows_goals_until_a_tombstone_removes_it() -> None:
     async with SagaKit(*REPORT, FIRST, THIRD) as kit:
-        await _send(kit, contract("ghost", [BROKEN], EventSchema.of(ThirdDone)))
+        await announce_in_kit(kit, contract("ghost", [BROKEN], EventSchema.of(ThirdDone)))
         other = await kit.given_goal("report", {"topic": "untouched"})
         await kit.expect_outcome(other, OutcomeStatus.COMPLETED)
         goal = await kit.given_goal("loop", {"n": 1})

@@ -22,8 +22,8 @@ and sagas where a step fails and the saga compensates run among them. The proper
 `test_every_kind_by_every_wrong_party` forges every kind by every wrong party and in every other mode in
 one run; `test_forgeries_at_random_points` draws them with Hypothesis (derandomized, no shrinking:
 CHOREO_FUZZ=long for more examples, with shrinking). `test_a_party_speaking_for_another_step_in_the_body`
-holds what does change state today: records a party may publish under its own headers, whose body
-speaks for another step (xfail, strict).
+holds records a party may publish under its own headers, whose body speaks for another step: each changed
+a saga's state until it was fixed (those not in FIXED are xfail, strict).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ async def test_forgeries_at_random_points(shapes: list[str | None], forged: list
     assert not (found := await problems(done)), "\n".join([*map(str, forged), *found])
 
 
-# What changes state today: a party's real key and its own headers, another step's business in the body.
+# What changed state: a party's real key and its own headers, another step's business in the body.
 
 _A = "coordinator: a StepFailed/CompensationFailed is folded as a failure of the step its body names, whoever " \
      "signed it (saga._facts.fact_of takes the body's step; saga._check.impostor checks only attempts and " \
@@ -241,8 +241,9 @@ PAYLOAD_CASES = {
 }
 
 
-# Fixed: the coordinator believes a failure's body only about the sender's own step (saga._check).
-FIXED = {"step_failed_naming_another_step", "compensation_failed_naming_another_step"}
+# Fixed: the coordinator believes a failure's body only about the sender's own step (saga._check); an agent
+# takes an input only from a goal of its goal type or the producing step's completion (runtime._provenance).
+FIXED = {"step_failed_naming_another_step", "compensation_failed_naming_another_step", "another_steps_result_type"}
 
 
 @pytest.mark.parametrize("name", [

@@ -34,11 +34,10 @@ from ..events._envelope import (
     Kind,
 )
 from ..events._models import OutcomeStatus, StepContract
-from ..saga._check import impostor
 from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
 from ..saga._facts import deadline_of
 from ..saga._timers import expire, timed
-from ..security._identity import COORDINATOR
+from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
@@ -51,7 +50,7 @@ from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ..transport._trust import Trust
-from ._admission import refusal_of
+from ._admission import forged, refusal_of
 from ._coordinator_state import Partition, look_back
 from ._gate import Gate
 from ._tracking import Done
@@ -188,7 +187,7 @@ class Coordinator(ServiceBase):
                 if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
                     raise DecodeError(f"a restore marker not from {RESTORE_SOURCE}, or unreadable")
                 return
-            fact = await self._fact(envelope, record)
+            fact = await self._fact(envelope, record, signer)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
                 await self._dead_letter(record, str(exc))
@@ -319,12 +318,13 @@ class Coordinator(ServiceBase):
         if state.outcome is not OutcomeStatus.COMPLETED:
             part.ended.keep(state)
 
-    async def _fact(self, envelope: Envelope, record: Record) -> Fact:
+    async def _fact(self, envelope: Envelope, record: Record, signer: Identity | None) -> Fact:
         """Validate the payload against its writer schema and extract what the saga needs.
 
         Raises:
             DecodeError: The record is not a workflow event this coordinator can read (no key, a
-                tombstone, a body that is not the type its ce_type names, an invalid payload).
+                tombstone, a body that is not the type its ce_type names, an invalid payload), or
+                its signer may not say what it says (see _admission.forged).
         """
         if not envelope.workflow_id:
             raise DecodeError("no key: a workflow event is keyed by its workflow id")
@@ -346,8 +346,8 @@ class Coordinator(ServiceBase):
             fact = fact_of(envelope, data, record.timestamp, deadline)
         except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
             raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
-        if (forged := impostor(envelope.source, fact)) is not None:
-            raise DecodeError(forged)
+        if (reason := forged(envelope, fact, self._registry, signer)) is not None:
+            raise DecodeError(reason)
         return fact
 
     async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:

@@ -9,7 +9,8 @@ An identity is one of:
 
 `may_publish` is the rule, a pure function of the identity and what a record says it is (its
 envelope headers); checks that need the payload or the workflow's contracts (a StepFailed naming
-another step, a completion of the wrong type) are made by the services that read them.
+another step, a completion of the wrong type) are made by the services that read them
+(saga._check.impostor and runtime._admission.forged in the coordinator, runtime._provenance in agents).
 """
 
 from __future__ import annotations

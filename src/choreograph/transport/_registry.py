@@ -48,11 +48,18 @@ class Contracts:
     Attributes:
         store: The framework's schemas and every announced one that parses.
         contracts: "workflow/step" -> the contract accepted last.
+        completions: (workflow, step) -> every event type a contract of that step, signed by its own
+            agent where signatures are verified, has said it completes with: accepted or refused,
+            and kept after a tombstone or a new contract (workflows started before still finish
+            with the graph they started with). Who may complete with what (see completes_with).
+        changes: How many times `completions` grew (readers that index it rebuild on a change).
     """
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.store = store or framework_store()
         self.contracts: dict[str, StepContract] = {}
+        self.completions: dict[tuple[str, str], set[str]] = {}
+        self.changes = 0
         self._refused: dict[str, tuple[StepContract, str]] = {}  # "workflow/step" -> (contract, reason)
         self._restored: set[str] = set()  # learned from history: the only ones a restored tombstone removes
         self._catalog: dict[str, Graph] | None = None
@@ -95,6 +102,10 @@ class Contracts:
         if announcer is not None and (reason := may_announce(announcer, contract.workflow, contract.step)):
             log.warning("registry: skipping a contract of %s: %s", name, reason)
             return
+        said = self.completions.setdefault((contract.workflow, contract.step), set())
+        if contract.completes_with.name not in said:
+            said.add(contract.completes_with.name)
+            self.changes += 1
         if self.contracts.get(name) == contract:
             # A copy (each announcement is on the registry and on every events partition): its
             # schemas are known already.
@@ -159,6 +170,10 @@ class Contracts:
         log.info("step contract %s removed by a tombstone", name)
         self._catalog = None
         self._retry(gone.workflow)
+
+    def completes_with(self, workflow: str, step: str) -> set[str] | None:
+        """The event types `step` of `workflow` may complete with (`completions`); None: it announced none."""
+        return self.completions.get((workflow, step))
 
     @property
     def catalog(self) -> Mapping[str, Graph]:
