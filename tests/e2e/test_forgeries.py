@@ -370,14 +370,9 @@ async def test_forged_step_contracts_are_not_applied(stack: Stack, cli_env: dict
     await assert_dead_lettered(settings, forger.written)
 
 
-# what still changes a saga (an open bug, being fixed in the agents' input checks) ---------------------
-
-OWN_HEADERS = ("open bug: an agent takes an input of a type it consumes from any agent of the workflow, under that "
-               "agent's own headers (review's key, review's heartbeat headers, an AnalysisCompleted body): chart and "
-               "draft run on it instead of analyze's result")
+# a result type under another step's own headers (the agents' provenance rule, runtime/_provenance.py) --
 
 
-@pytest.mark.xfail(strict=True, reason=OWN_HEADERS)
 async def test_a_result_type_under_another_steps_own_headers_is_no_input(stack: Stack) -> None:
     """Review's real key under review's own heartbeat headers, an AnalysisCompleted body, while analyze runs."""
     stack.extra_env["REPORT_STEP_DELAY_MS"] = "400"
