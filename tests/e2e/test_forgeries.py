@@ -315,13 +315,12 @@ async def test_forged_step_contracts_are_not_applied(stack: Stack, cli_env: dict
                                      ("tombstone", "review", agent("chart"), "remove"),
                                      ("contract", "audit", PUBLISHER, "announce")])
     async with Forger(settings) as forger:
-        # Skipped, not dead-lettered (their signers may publish a contract marker under their own headers,
-        # Contracts.apply refuses what it says): written first, so the dead letters of the others show
-        # the coordinator has read past them on every partition.
+        # Their signers may publish a contract marker under their own headers; what it says (another
+        # step's contract) is refused by Contracts.apply, and the coordinator dead-letters it.
         await forger.contract("chart made non-compensable by review", "report/chart", lazy.encode(),
-                              "review", keys[agent("review")], ())
+                              "review", keys[agent("review")], (f"{agent('review')} may not announce",))
         await forger.contract("review retired by chart", "report/review", None, "chart",
-                              keys[agent("chart")], ())
+                              keys[agent("chart")], (f"{agent('chart')} may not remove",))
         await forger.contract("an extra step by the publisher", "report/audit", extra.encode(), "audit",
                               keys[PUBLISHER], (GOALS_ONLY,))
         unsigned = await forger.contract("another goal schema, unsigned", "report/research",

@@ -162,10 +162,10 @@ class Written:
 
 
 def expected_reason(written: Written) -> str | None:
-    """What the coordinator's dead letter of a forgery says; None where the code promises no dead letter.
+    """What the coordinator's dead letter of a forgery says (every forgery gets exactly one).
 
     An operator may publish a StepContract marker (a retirement's); an announcement it signs is then
-    refused by the registry (may_announce) and skipped with a warning, not dead-lettered.
+    refused by may_announce, and the coordinator dead-letters it with that reason.
     """
     f = written.forgery
     assert f.mode is not Mode.OWN_HEADERS, "a record its signer may publish: what happens to it is the test's"
@@ -173,7 +173,7 @@ def expected_reason(written: Written) -> str | None:
         case Mode.WRONG:
             assert f.forger is not None
             if f.what == "step_contract" and f.forger == OPERATOR:
-                return None
+                return f"{OPERATOR} may not announce"
             return str(f.forger)
         case Mode.UNSIGNED:
             return "unsigned (no ce_keyid or ce_signature)"

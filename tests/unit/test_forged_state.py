@@ -14,9 +14,9 @@ and sagas where a step fails and the saga compensates run among them. The proper
   many times each step's handler and compensation ran;
 - each forgery is dead-lettered exactly once, by the coordinator, with a reason naming the identity that
   signed it (a real key), or saying it is unsigned, that its signature is bad for the key it names (and
-  whose key that is), or that its key is unknown; agents skip it without dead letters. One exception,
-  as the code promises: a contract marker signed by the operator (who may publish contract markers, for
-  retirements) announcing a contract is skipped by the registry (`may_announce`), not dead-lettered;
+  whose key that is), or that its key is unknown; agents skip it without dead letters. A contract
+  marker signed by the operator (who may publish contract markers, for retirements) announcing a
+  contract is refused by `may_announce`, and dead-lettered with that reason;
 - nothing else is dead-lettered.
 
 `test_every_kind_by_every_wrong_party` forges every kind by every wrong party and in every other mode in

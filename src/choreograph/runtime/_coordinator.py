@@ -168,6 +168,15 @@ class Coordinator(ServiceBase):
             if member.commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
+    async def _on_contract(self, record: Record, history: bool, signer: Identity | None) -> None:
+        """An agent's announcement, in order with goals (a restored one never replaces a live one).
+
+        Another step's contract (or tombstone) under the signer's own headers is dead-lettered.
+        """
+        why = self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
+        if why is not None and not history:
+            await self._dead_letter(record, why)
+
     async def _on_record(self, part: Partition, record: Record) -> None:
         progress = part.progress
         progress.seen(record.offset)
@@ -179,10 +188,7 @@ class Coordinator(ServiceBase):
                     await self._dead_letter(record, signer)
                 return
             if envelope.type == _CONTRACT_TYPE:
-                # An agent's announcement, in order with goals. A restored one never replaces a
-                # contract announced by an agent running now.
-                self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
-                return
+                return await self._on_contract(record, history, signer)
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
                     raise DecodeError(f"a restore marker not from {RESTORE_SOURCE}, or unreadable")

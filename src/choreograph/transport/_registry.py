@@ -70,7 +70,7 @@ class Contracts:
         return {name: reason for name, (_, reason) in self._refused.items()}
 
     def apply(self, value: bytes | None, *, keep_existing: bool = False, key: bytes | None = None,
-              announcer: Identity | None = None) -> None:
+              announcer: Identity | None = None) -> str | None:
         """Learn one announced contract (a registry record or a marker on the events topic), or forget one.
 
         A value that is not a contract this code can read is skipped; a contract that cannot join its
@@ -85,23 +85,27 @@ class Contracts:
             key: The record's key ("workflow/step"); only a tombstone needs it.
             announcer: Who signed the record, where signatures are verified: an agent may announce
                 only its own step, and only it or an operator may remove it (else the record is skipped).
+
+        Returns:
+            Why `announcer` may not say this (the record was skipped; the coordinator dead-letters
+            it), or None.
         """
         if value is None:
             if key is not None:
                 name = key.decode(errors="replace")
                 if announcer is not None and (reason := may_announce(announcer, *_split(name), retire=True)):
                     log.warning("registry: skipping a tombstone of %s: %s", name, reason)
-                    return
+                    return reason
                 self._remove(name, restored=keep_existing)
-            return
+            return None
         try:
             contract = StepContract.decode(value, self.store)
         except DecodeError:
-            return  # a registry entry we cannot read is someone else's newer format; skip it
+            return None  # a registry entry we cannot read is someone else's newer format; skip it
         name = f"{contract.workflow}/{contract.step}"
         if announcer is not None and (reason := may_announce(announcer, contract.workflow, contract.step)):
             log.warning("registry: skipping a contract of %s: %s", name, reason)
-            return
+            return reason
         said = self.completions.setdefault((contract.workflow, contract.step), set())
         if contract.completes_with.name not in said:
             said.add(contract.completes_with.name)
@@ -111,17 +115,18 @@ class Contracts:
             # schemas are known already.
             if not keep_existing:
                 self._restored.discard(name)
-            return
+            return None
         for schema in _schemas(contract)[0]:  # even a refused contract's: its agent's events stay readable
             self.store.add(schema)
         if keep_existing and (name in self.contracts or name in self._refused):
-            return
+            return None
         if keep_existing:
             self._restored.add(name)
         else:
             self._restored.discard(name)
         self._offer(name, contract)
         self._retry(contract.workflow, but=name)
+        return None
 
     def _offer(self, name: str, contract: StepContract) -> None:
         """Accept `contract` under `name`, or refuse it (logged when the reason is new for `name`)."""
