@@ -30,6 +30,21 @@ from .report import headline, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("codec", "relay", "saga", "scale", "history")
+# Where a service would find another key, policy or CHOREO_VERIFY than the run's own (see _own_home).
+_KEY_SETTINGS = ("CHOREO_POLICY", "CHOREO_KEY", "CHOREO_KEY_FILE", "CHOREO_KEYS_DIR", "CHOREO_VERIFY",
+                 "CHOREO_PUBLISHER", "CHOREO_OPERATOR")
+
+
+def _own_home(home: Path) -> None:
+    """Give the run its own CHOREO_HOME: its spawned services and in-process clients then share one
+    local development policy and its keys, made as they start, and the repository (./.choreo) and a
+    user's own keys stay out of it. Signing is on unless a scenario turns it off for its services
+    (CHOREO_VERIFY=off in their environment), so a CHOREO_VERIFY or key setting in the caller's
+    environment is dropped: it would make the signed figures something else. Nothing is restored:
+    the bench is a process of its own, and the home goes with the workdir."""
+    os.environ["CHOREO_HOME"] = str(home)
+    for name in _KEY_SETTINGS:
+        os.environ.pop(name, None)
 
 
 def _settings(broker: EmbeddedBroker | None, label: str, partitions: int = 4) -> Settings:
@@ -48,6 +63,7 @@ def main() -> int:
     only = set(args.only.split(","))
     scale = 0.2 if args.quick else 1.0
     workdir = Path(tempfile.mkdtemp(prefix="choreo-bench-"))
+    _own_home(workdir / "home")
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     started = time.time()
     results: dict[str, Any] = {
@@ -63,10 +79,11 @@ def main() -> int:
         results["relay"] = {}
         with _broker(workdir / "relay") as broker:  # one broker for all contenders: ratios
             for contender in relay.CONTENDERS:
+                began = time.perf_counter()
                 outcome = relay.run(contender, _settings(broker, contender.name), workdir / "relay",
                                     events=int(30_000 * scale), hops=max(200, int(1000 * scale)))
                 results["relay"][contender.name] = asdict(outcome)
-                _progress(f"relay {contender.name}", results["relay"][contender.name])
+                _progress(f"relay {contender.name}", results["relay"][contender.name], began)
     if "saga" in only or "scale" in only:
         results["saga"] = _sagas(workdir, scale, only)
     if "history" in only:
@@ -117,30 +134,41 @@ def _sagas(workdir: Path, scale: float, only: set[str]) -> dict[str, Any]:
     """Each run: a fresh broker, the coordinator and the report agents, 4 partitions, one load."""
     out: dict[str, Any] = {}
     total = int(1000 * scale)
-    runs: list[tuple[str, int, int, float, int]] = []
+    runs: list[tuple[str, int, int, float, int, bool]] = []
     if "saga" in only:
-        runs += [("one_at_a_time", max(50, total // 5), 1, 0.0, 1), ("headline", total, saga.IN_FLIGHT, 0.0, 1),
-                 ("compensated", total, saga.IN_FLIGHT, 0.1, 1), ("saturation", total, 2 * saga.IN_FLIGHT, 0.0, 1)]
+        # One at a time and the headline also run unsigned (CHOREO_VERIFY=off), each right after
+        # its signed run (the machine drifts) and as long: Tansu slows as a partition fills, so a
+        # shorter run would look faster. That is two more brokers and stacks to start, and the
+        # two runs again (the progress lines say how long each took).
+        one = max(50, total // 5)
+        runs += [("one_at_a_time", one, 1, 0.0, 1, True), ("one_at_a_time_unsigned", one, 1, 0.0, 1, False),
+                 ("headline", total, saga.IN_FLIGHT, 0.0, 1, True),
+                 ("headline_unsigned", total, saga.IN_FLIGHT, 0.0, 1, False),
+                 ("compensated", total, saga.IN_FLIGHT, 0.1, 1, True),
+                 ("saturation", total, 2 * saga.IN_FLIGHT, 0.0, 1, True)]
     if "scale" in only:
-        runs += [(f"scale_out_{n}", total, saga.IN_FLIGHT, 0.0, n) for n in (2, 4)]
-    for key, count, in_flight, failing, instances in runs:
+        runs += [(f"scale_out_{n}", total, saga.IN_FLIGHT, 0.0, n, True) for n in (2, 4)]
+    for key, count, in_flight, failing, instances, signed in runs:
+        began = time.perf_counter()
         with _broker(workdir / key) as broker:
             settings = _settings(broker, key.replace("_", ""), partitions=4)
-            with saga.start_stack(settings, workdir / key, instances):
-                figures = asdict(asyncio.run(saga.closed_loop(settings, count, in_flight, failing)))
+            with saga.start_stack(settings, workdir / key, instances, signed) as stack:
+                run = asyncio.run(saga.closed_loop(settings, count, in_flight, failing, signed=signed))
+        figures = {**asdict(run), "refused": stack.refusals()}  # see Processes.refusals
         if key.startswith("scale_out_"):
             out.setdefault("scale_out", {})[key.rsplit("_", 1)[1]] = figures
         else:
             out[key] = figures
-        _progress(f"saga {key}, {instances} of each agent, {in_flight} in flight", figures)
+        _progress(f"saga {key}, {instances} of each agent, {in_flight} in flight", figures, began)
     if "scale" in only and "headline" in out:
         out["scale_out"] = {"1": out["headline"], **out.get("scale_out", {})}
     return out
 
 
-def _progress(label: str, figures: dict[str, Any]) -> None:
+def _progress(label: str, figures: dict[str, Any], began: float | None = None) -> None:
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
-    print(f"  {label}: {shown}", file=sys.stderr, flush=True)
+    took = "" if began is None else f" ({time.perf_counter() - began:.0f} s with start-up)"
+    print(f"  {label}{took}: {shown}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from typing import Any
 from choreograph import HistoryEntry
 from choreograph.events import RetryPolicy, WorkflowStarted, agent_source
 from choreograph.runtime import load_agent
-from choreograph.transport import announce
+from choreograph.security import Identity
+from choreograph.transport import Trust, announce
 
 from ._chaos_audit import Audit, Log
 from ._chaos_kills import attempts_failed
@@ -154,7 +155,9 @@ async def _announce(chaos: Chaos, timeout_s: float, policy: RetryPolicy | None) 
     if policy is not None:
         update["retry"] = policy
     settings = chaos.settings
-    await announce(chaos.producer, settings.registry_topic, settings.events_topic, settings.partitions,
+    # Signed as draft's agent would sign it: the services believe a contract only from its own agent.
+    producer = Trust.from_env(Identity.agent("report", STEP)).producer(chaos.producer)
+    await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions,
                    contract.model_copy(update=update), agent_source("report", STEP))
 
 

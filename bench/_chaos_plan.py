@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from choreograph import ChoreographError, Client, Settings
 from choreograph.events import DEADLINE_HEADER, Envelope, Kind, new_workflow_id
+from choreograph.transport import Trust, publisher_identity
 
 from ._chaos_fleet import Fleet
 from ._chaos_watch import Watch
@@ -148,8 +149,10 @@ class Chaos:
         envelope = Envelope.new(type=schema.name, source="choreo://chaos", workflow="report",
                                 workflow_id=workflow_id, kind=Kind.GOAL)
         headers = [*envelope.headers(), (DEADLINE_HEADER, str(deadline_ms).encode())]
-        await self._producer.send_and_wait(self.settings.events_topic, value=schema.encode(conform(schema, data)),
-                                           key=envelope.key, headers=headers)
+        # Signed as the client signs its goals: the services believe goals only from a publisher.
+        producer = Trust.from_env(publisher_identity()).producer(self._producer)
+        await producer.send_and_wait(self.settings.events_topic, value=schema.encode(conform(schema, data)),
+                                     key=envelope.key, headers=headers)
 
     async def publish_paced(self, scenario: str, plans: list[dict[str, Any]], seconds: float,
                             in_flight: int) -> list[Goal]:

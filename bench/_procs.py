@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from choreograph.runtime import ServiceSpec, spawn, wait_ready
@@ -22,6 +24,7 @@ class Processes:
         self.workdir = workdir
         self.extra_env = extra_env or {}
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: list[Path] = []
         workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self, *specs: ServiceSpec, timeout_s: float = 90) -> None:
@@ -32,6 +35,7 @@ class Processes:
             ready, log = self.workdir / f"{spec.name}.{tag}.ready", self.workdir / f"{spec.name}.{tag}.log"
             process = spawn(spec, ROOT, self.settings, ready, log, self.extra_env)
             self.running[f"{spec.name}.{tag}"] = process
+            self.logs.append(log)
             started[spec.name + tag] = (process, ready, log)
         wait_ready(started, timeout_s)
 
@@ -39,6 +43,11 @@ class Processes:
         """Start a process that writes no ready file (a third-party framework's worker)."""
         log = self.workdir / f"{spec.name}.{uuid.uuid4().hex[:6]}.log"
         self.running[spec.name] = spawn(spec, ROOT, self.settings, self.workdir / "unused.ready", log, self.extra_env)
+        self.logs.append(log)
+
+    def refusals(self) -> int:
+        """Records these services would not act on (see `refusals`)."""
+        return refusals(self.logs)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.running.values()]
@@ -52,6 +61,19 @@ class Processes:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def refusals(logs: Iterable[Path]) -> int:
+    """Records services would not act on, as their logs say: an agent's `refusing` (its gate found
+    no believable signature, or a signer who may not say it) and the coordinator's `dead-lettering`.
+    A signed run's figures are only worth reading at 0: a refused input is work never done, so it
+    would look like speed."""
+    count = 0
+    for log in logs:
+        with contextlib.suppress(FileNotFoundError):
+            text = log.read_text(errors="replace")
+            count += text.count(": refusing ") + text.count(": dead-lettering ")
+    return count
 
 
 def cpu_seconds(pid: int) -> float:

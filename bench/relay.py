@@ -1,5 +1,11 @@
 """Relay throughput and hop latency: each contender's relay service in its own process, fed and
-drained by this driver with plain aiokafka (the same producer and sink for every contender)."""
+drained by this driver with plain aiokafka (the same producer and sink for every contender).
+
+choreograph's relay runs twice: signed (the default: it verifies each ping and signs each pong) and
+`choreograph-unsigned` (CHOREO_VERIFY=off in its environment). The driver signs its pings as the
+publisher it claims to be in the signed run only, and before the measured phases start (see
+_drive), so the difference between the two is the relay service's cost of signing, not the driver's.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 
 from choreograph.events import Envelope, Kind
-from choreograph.transport import Kafka, Settings
+from choreograph.security import Identity, Signer
+from choreograph.transport import Kafka, Settings, Trust
 
 from ._procs import Processes, agent, cpu_seconds, python
 from .contenders.choreograph_agent import BenchPing, BenchPong
@@ -32,11 +39,13 @@ class Contender:
     name: str
     module: str
     agent: bool = False  # run via `choreo agent run` on the namespace's events topic
+    unsigned: bool = False  # an agent run with CHOREO_VERIFY=off, fed unsigned pings
 
 
 CONTENDERS = [
     Contender("aiokafka", "bench.contenders.raw_aiokafka"),
     Contender("choreograph", "bench.contenders.choreograph_agent:agent", agent=True),
+    Contender("choreograph-unsigned", "bench.contenders.choreograph_agent:agent", agent=True, unsigned=True),
     Contender("faust", "bench.contenders.faust_agent"),
     Contender("faststream", "bench.contenders.faststream_subscriber"),
 ]
@@ -52,6 +61,8 @@ class RelayResult:
     hops: int
     hops_lost: int  # pings with no answer within 10 s
     relay_cpu: float  # the relay process's CPU use over the run, in cores
+    cpu_us_per_event: float  # the relay's CPU time per relayed event in the throughput phase
+    refused: int  # records the relay refused or dead-lettered (its log): 0, or the figures are wrong
 
 
 class _Lane:
@@ -59,6 +70,14 @@ class _Lane:
 
     def __init__(self, contender: Contender, settings: Settings, tag: str) -> None:
         self.agent = contender.agent
+        # A signed agent acts only on goals signed by a publisher the policy trusts, so the driver
+        # signs as one: publisher:local, made and trusted in the run's CHOREO_HOME like the
+        # services' keys. A bare Signer on that key: the driver reads nothing back to verify.
+        self.signer: Signer | None = None
+        if contender.agent and not contender.unsigned:
+            trust = Trust.from_env(Identity.parse("publisher:local"))
+            assert trust.signer is not None  # the bench clears CHOREO_VERIFY (see bench/__main__.py)
+            self.signer = Signer(trust.signer.key)
         self.settings = settings
         self.source = settings.events_topic if contender.agent else f"{settings.namespace}.relay-in"
         self.target = settings.events_topic if contender.agent else f"{settings.namespace}.relay-out"
@@ -70,7 +89,10 @@ class _Lane:
             return key, seq.to_bytes(8, "big") + BODY.encode()[:292], None
         envelope = Envelope.new(type=BenchPing.type_name(), source="choreo://bench", workflow="bench",
                                 workflow_id=key.decode(), kind=Kind.GOAL)
-        return key, BenchPing(seq=seq, body=BODY).encode(), envelope.headers()
+        value, headers = BenchPing(seq=seq, body=BODY).encode(), envelope.headers()
+        if self.signer is not None:
+            self.signer.sign(key, value, headers)
+        return key, value, headers
 
     def seq_of(self, record: ConsumerRecord) -> int:
         """The ping number a relayed record answers (contenders need not keep the key)."""
@@ -151,8 +173,9 @@ class _Sink:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def _drive(lane: _Lane, events: int, hops: int,
-                 max_seconds: float) -> tuple[float, list[float], float, int]:
+async def _drive(lane: _Lane, events: int, hops: int, max_seconds: float,
+                 relay_cpu: Callable[[], float]) -> tuple[float, float, list[float], float, int]:
+    """Events/s, the relay's CPU us per relayed event, hop latencies (ms), seconds driven, hops lost."""
     kafka = Kafka(lane.settings)
     producer: AIOKafkaProducer = kafka.producer()
     sink = _Sink(kafka, lane)
@@ -171,11 +194,17 @@ async def _drive(lane: _Lane, events: int, hops: int,
             seq += 1
             with contextlib.suppress(TimeoutError):
                 await sink.wait_for(1, 1.0)
+        # The throughput phase's records are made before its clock starts, for every contender:
+        # the driver's own work per record (an envelope, a signature: ~31 us each in the signed run)
+        # is outside the measured window and off the shared cores while the relay runs, so the
+        # signed and unsigned runs differ only in what the relay service does.
+        messages = [lane.message(seq + i) for i in range(events)]
         await asyncio.sleep(0.5)  # late warm-up echoes land before counting starts
         # Throughput: N events end to end, produced in chunks with at most WINDOW unrelayed at a
         # time, so a slow contender is rated on what it relays within max_seconds and leaves no
         # backlog in front of the latency phase.
         base = sink.count
+        cpu_before = relay_cpu()
         started = time.perf_counter()
         sent = 0
         while sent < events and time.perf_counter() - started < max_seconds:
@@ -185,14 +214,16 @@ async def _drive(lane: _Lane, events: int, hops: int,
                 if time.perf_counter() - started > max_seconds:
                     break
             futures = []
-            for i in range(sent, min(events, sent + CHUNK)):
-                key, value, headers = lane.message(seq + i)
+            for key, value, headers in messages[sent:sent + CHUNK]:
                 futures.append(await producer.send(lane.source, value, key=key, headers=headers))
             await asyncio.gather(*futures)
             sent += len(futures)
         with contextlib.suppress(TimeoutError):
             await sink.wait_for(base + sent, max(1.0, max_seconds - (time.perf_counter() - started)))
         rate = (sink.count - base) / (sink.last_at - started)
+        # The relay's CPU per event over this phase alone: what it costs to relay one, whatever the
+        # other processes on the shared cores took meanwhile (the events/s figure pays for those).
+        cpu_us = (relay_cpu() - cpu_before) / max(1, sink.count - base) * 1e6
         seq += sent
         # Hop latency: one event at a time, produce to sink, once the throughput backlog has drained.
         with contextlib.suppress(TimeoutError):
@@ -204,15 +235,15 @@ async def _drive(lane: _Lane, events: int, hops: int,
         for i in range(hops):
             if time.perf_counter() > hops_until or lost >= 5:
                 break
-            key, value, headers = lane.message(seq + i)
+            key, value, headers = lane.message(seq + i)  # signed, if at all, before the clock starts
             answered = sink.expect(seq + i)
-            sent = time.perf_counter()
+            sent_at = time.perf_counter()
             await producer.send(lane.source, value, key=key, headers=headers)
             try:
-                latencies.append((await asyncio.wait_for(answered, 10) - sent) * 1000)
+                latencies.append((await asyncio.wait_for(answered, 10) - sent_at) * 1000)
             except TimeoutError:
                 lost += 1  # reported, not hidden: a contender that drops or stalls shows it
-        return rate, latencies, time.perf_counter() - began, lost
+        return rate, cpu_us, latencies, time.perf_counter() - began, lost
     finally:
         await sink.stop()
         await producer.stop()
@@ -227,15 +258,22 @@ def run(contender: Contender, settings: Settings, workdir: Path, events: int, ho
     env = {"RELAY_SOURCE": lane.source, "RELAY_TARGET": lane.target, "RELAY_GROUP": lane.group,
            "RELAY_FETCH_WAIT_MS": str(settings.broker.fetch_max_wait_ms),
            "RELAY_DATADIR": str(workdir / contender.name / f"data-{tag}")}
+    if contender.unsigned:
+        env["CHOREO_VERIFY"] = "off"
     with Processes(settings, workdir / contender.name, env) as processes:
         if contender.agent:
             processes.start(agent(contender.name, contender.module))
         else:
             argv = ["-m", contender.module] + (["worker", "-l", "warn"] if contender.name == "faust" else [])
             processes.spawn_unready(python(contender.name, *argv))
-        cpu_before = sum(cpu_seconds(pid) for pid in processes.pids())
-        rate, latencies, seconds, lost = asyncio.run(_drive(lane, events, hops, max_seconds))
-        cpu = sum(cpu_seconds(pid) for pid in processes.pids()) - cpu_before
+
+        def cpu_now() -> float:
+            return sum(cpu_seconds(pid) for pid in processes.pids())
+
+        cpu_before = cpu_now()
+        rate, cpu_us, latencies, seconds, lost = asyncio.run(_drive(lane, events, hops, max_seconds, cpu_now))
+        cpu = cpu_now() - cpu_before
     ordered = sorted(latencies) or [float("nan")]
     return RelayResult(contender.name, events, rate, statistics.median(ordered),
-                       ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], len(latencies), lost, cpu / seconds)
+                       ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], len(latencies), lost, cpu / seconds,
+                       cpu_us, processes.refusals())

@@ -1,5 +1,10 @@
 """Saga scenarios: the example `report` workflow (5 steps, one parallel branch) with the coordinator
-and every agent as separate processes, as in production. Goals go in through the public Client."""
+and every agent as separate processes, as in production. Goals go in through the public Client.
+
+Signed by default, as in production: the client signs its goals as publisher:local and every
+service verifies what it acts on and signs what it publishes. An unsigned run (`signed=False`)
+turns both off, in the services (CHOREO_VERIFY=off) and in the client (Trust.off()).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from aiokafka import TopicPartition
 from choreograph import Client
 from choreograph.events import WorkflowOutcome, new_workflow_id
 from choreograph.runtime import ServiceSpec, discover
-from choreograph.transport import Kafka, Settings, framework_store
+from choreograph.transport import Kafka, Settings, Trust, framework_store
 
 from ._procs import ROOT, Processes, agent
 
@@ -106,13 +111,16 @@ def _summary(in_flight: int, latencies: list[float], seconds: float, statuses: d
 
 
 async def closed_loop(settings: Settings, total: int, concurrency: int, fail_ratio: float = 0.0,
-                      timeout_s: float = 60) -> SagaRun:
+                      timeout_s: float = 60, signed: bool = True) -> SagaRun:
     """`concurrency` goals in flight at all times until `total` finished: sagas/s at saturation."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     failing = set(range(0, total, round(1 / fail_ratio))) if fail_ratio else set()
     next_goal = iter(range(total))
-    async with Client(settings, source="choreo://bench") as client, Outcomes(settings) as outcomes:
+    # Signed: the environment's trust (publisher:local, in the run's CHOREO_HOME), as a user's
+    # client would have. The client's signing is inside the measured time, as a user's would be.
+    trust = None if signed else Trust.off()
+    async with Client(settings, source="choreo://bench", trust=trust) as client, Outcomes(settings) as outcomes:
         await client.goal_schema("report")
 
         async def worker() -> None:
@@ -135,8 +143,9 @@ def report_services(instances: int = 1) -> list[ServiceSpec]:
     return coordinator + agents
 
 
-def start_stack(settings: Settings, workdir: Path, instances: int = 1) -> Processes:
-    processes = Processes(settings, workdir, {"REPORT_STEP_DELAY_MS": "0"})
+def start_stack(settings: Settings, workdir: Path, instances: int = 1, signed: bool = True) -> Processes:
+    env = {"REPORT_STEP_DELAY_MS": "0"} | ({} if signed else {"CHOREO_VERIFY": "off"})
+    processes = Processes(settings, workdir, env)
     try:
         processes.start(*report_services(instances))
     except BaseException:

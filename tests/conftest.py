@@ -40,6 +40,18 @@ def bootstrap() -> Iterator[tuple[str, str]]:
         broker.stop()
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has its own CHOREO_HOME, so its services, its `choreo` commands and its in-process
+    clients share one local development policy and its keys (signing is on by default), and no
+    test trusts another's keys."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CHOREO_HOME", str(home))
+    for name in ("CHOREO_POLICY", "CHOREO_KEY", "CHOREO_KEY_FILE", "CHOREO_KEYS_DIR", "CHOREO_VERIFY"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
 @pytest.fixture
 def settings(bootstrap: tuple[str, str]) -> Settings:
     servers, kind = bootstrap

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from helpers import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually
+from helpers import ROOT, Stack, choreo, clean_env, coordinator_spec, eventually, sign, signing
 
 from choreograph import Envelope, Kind, history
 from choreograph.events import AvroSchema, StoredRecord, new_workflow_id
@@ -151,10 +151,11 @@ async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(s
     value = AvroSchema.from_json((ROOT / "schemas" / "report" / "report_goal.avsc").read_text()).encode(
         {"topic": "left open", "fail_at": None})
     write_segment(tmp_path / "old.events" / "2026-11-18T10" / f"{partition}-0-0.avro", [
-        StoredRecord("old.events", partition, 0, hour_ago, goal.key, value, tuple(goal.headers()))])
+        StoredRecord("old.events", partition, 0, hour_ago, goal.key, value, tuple(sign("publisher:local", goal.key,
+                                                                                        value, goal.headers())))])
     kafka = Kafka(settings)
     await kafka.ensure_topics()
-    producer = kafka.producer()
+    producer = signing("agent:report/research", kafka.producer())
     await producer.start()
     try:  # the goal's schema, as the research agent would announce it (no agent runs here)
         await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions,
@@ -170,7 +171,7 @@ async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(s
                         if Kafka(settings).partition_for(w.encode(), settings.partitions) == partition)
         probe = Envelope.new(type="report.ReportGoal", source="choreo://cli", workflow="report",
                              workflow_id=probe_id, kind=Kind.GOAL)
-        producer = Kafka(settings).producer()
+        producer = signing("publisher:local", Kafka(settings).producer())
         await producer.start()
         try:
             await producer.send_and_wait(settings.events_topic, value=value, key=probe.key, headers=probe.headers(),
@@ -189,4 +190,4 @@ async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(s
     stack.start(coordinator_spec())
     await coordinator_passed_the_restore()
     entries = await history(settings, workflow_id, to_end=True)
-    assert [e.kind for e in entries] == ["goal"], "nothing was decided for the restored, open saga"
+    assert [e.kind for e in entries] == ["goal"], f"nothing was decided for the restored, open saga: {entries}"

@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 import orjson
-from helpers import Stack, choreo
+from helpers import Stack, choreo, signing
 
 from choreograph import Client, Settings
 from choreograph.events import AgentPresence, Envelope, Kind, StepContract
 from choreograph.events._avro import AvroSchema
-from choreograph.events._envelope import new_workflow_id
+from choreograph.events._envelope import agent_source, new_workflow_id
 from choreograph.events._models import EventSchema
 from choreograph.transport import Kafka, announce
 
@@ -40,8 +40,9 @@ def agents(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {row["step"]: row for row in orjson.loads(done.stdout)["steps"]}
 
 
-async def _send(settings: Settings, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
-    producer = Kafka(settings).producer()
+async def _send(settings: Settings, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
+                identity: str = "publisher:local") -> None:
+    producer = signing(identity, Kafka(settings).producer())
     await producer.start()
     try:
         await producer.send_and_wait(topic, value=value, key=key, headers=headers)
@@ -168,14 +169,14 @@ def test_dead_letters_are_listed_shown_redriven_and_in_the_workflows_history(
     # The fix for the unreadable goal: an agent announces the schema it was written with.
     async def fix() -> None:
         kafka = Kafka(settings)
-        producer = kafka.producer()
+        producer = signing("agent:schemas/v2", kafka.producer())
         await producer.start()
         schema = EventSchema(name="report.ReportGoal", avro_schema=GOAL_V2)
         contract = StepContract(workflow="schemas", step="v2", agent="schemas.v2", consumes=[schema],
                                 completes_with=schema, compensable=False)
         try:
             await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions,
-                           contract, "test")
+                           contract, agent_source("schemas", "v2"))
         finally:
             await producer.stop()
 

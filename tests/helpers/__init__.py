@@ -24,7 +24,8 @@ import pytest
 
 from choreograph import Settings
 from choreograph.runtime import AgentRuntime, Coordinator, ServiceSpec, discover, load_agent, spawn, wait_ready
-from choreograph.transport import terminate
+from choreograph.security import Identity
+from choreograph.transport import Producer, Trust, terminate
 
 __all__ = [
     "GOLDEN",
@@ -38,6 +39,8 @@ __all__ = [
     "eventually",
     "example_services",
     "serving",
+    "sign",
+    "signing",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +94,20 @@ async def serving(*services: Service) -> AsyncIterator[None]:
     failed = [e for e in ended if isinstance(e, BaseException)]
     if failed:
         raise failed[0]
+
+
+def signing(identity: str, producer: Producer) -> Producer:
+    """`producer`, signing what it sends as `identity` with its key in this test's CHOREO_HOME (made
+    and trusted there if it is new): what a genuine party of that identity would write."""
+    return Trust.from_env(Identity.parse(identity)).producer(producer)
+
+
+def sign(identity: str, key: bytes | None, value: bytes | None,
+         headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` signed as `identity` would sign a record of this key and value (see `signing`)."""
+    signer = Trust.from_env(Identity.parse(identity)).signer
+    assert signer is not None, "CHOREO_VERIFY=off in a test"
+    return signer.sign(key, value, headers)
 
 
 # Services as processes (end-to-end tests) ---------------------------------------------------------

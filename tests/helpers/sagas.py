@@ -1,4 +1,5 @@
-"""Assertions about a workflow's recorded history that several broker tests share (`from helpers.sagas import ...`)."""
+"""Assertions about a workflow's recorded history that several broker tests share, and what tests of
+the saga kit share (`from helpers.sagas import ...`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 from choreograph import HistoryEntry, Settings, history
+from choreograph.events import StepContract
+from choreograph.security import Identity
+from choreograph.testing import SagaKit
+from choreograph.transport import MemoryTransport, announce
 
 REPORT_DEPENDS = {"research": [], "analyze": ["research"], "chart": ["analyze"], "draft": ["analyze"],
                   "review": ["chart", "draft"]}
@@ -47,3 +52,16 @@ async def describe_unfinished(settings: Settings, workflow_ids: Iterable[str]) -
             lines.append(f"  p{e.partition}@{e.offset} {e.kind} {e.step or '-'} from {e.source} "
                          f"id={e.event_id[:8]} cause={(e.causation_id or '-')[:8]} t={e.timestamp}")
     return "\n".join(lines)
+
+
+async def announce_in_kit(kit: SagaKit, *contracts: StepContract) -> None:
+    """Announce each contract as its own agent does (signed with that agent's key), no process of it running."""
+    for one in contracts:
+        raw = MemoryTransport(kit.log, kit.settings).producer()
+        producer = kit.trust(Identity.agent(one.workflow, one.step)).producer(raw)
+        await producer.start()
+        try:
+            await announce(producer, kit.settings.registry_topic, kit.settings.events_topic, kit.settings.partitions,
+                           one, f"choreo://agent/{one.workflow}/{one.step}")
+        finally:
+            await producer.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from helpers import example_services, serving
+from helpers import eventually, example_services, serving, signing
 
-from choreograph import Client, Coordinator, Settings
+from choreograph import AgentRuntime, Client, Coordinator, OutcomeStatus, Settings
+from choreograph.events import COORDINATOR_SOURCE, Envelope, Kind, WorkflowOutcome, agent_source
+from choreograph.runtime import load_agent
 from choreograph.saga import Point, SagaState, Snapshot, catalog_for, fold
 from choreograph.timetravel import History, history, state_report
-from choreograph.transport import Kafka
+from choreograph.transport import Kafka, announce
 
 FAIL_AT = [None, "research", "analyze", "chart", "draft", "review", None, "review", "chart", None]
 
@@ -67,3 +69,37 @@ async def test_history_starts_at_the_goals_time_not_at_the_partitions_start(sett
         again = [r async for r in reader.records(goal.workflow_id, since_ms=0)]
         assert reader.scanned > 2000
     assert again == records
+
+
+async def test_state_folds_only_what_the_services_believe(settings: Settings) -> None:
+    """`choreo state` agrees with the coordinator: a forged outcome (unsigned, from the coordinator's
+    source) is not folded, so a saga waiting for review is still running (before: "completed")."""
+    services = [s for s in example_services(settings) if not (isinstance(s, AgentRuntime) and s.agent.step == "review")]
+    kafka = Kafka(settings)
+    await kafka.ensure_topics()
+    announcer = signing("agent:report/review", kafka.producer())
+    await announcer.start()
+    try:  # review's contract, as its agent would announce it: the saga waits for review
+        await announce(announcer, settings.registry_topic, settings.events_topic, settings.partitions,
+                       load_agent("services.report.review:agent").contract(), agent_source("report", "review"))
+    finally:
+        await announcer.stop()
+    async with serving(*services), Client(settings) as client:
+        goal = await client.publish("report", {"topic": "forged end"})
+        forged = Envelope.new(type=WorkflowOutcome.type_name(), source=COORDINATOR_SOURCE, workflow="report",
+                              workflow_id=goal.workflow_id, kind=Kind.OUTCOME)
+        value = WorkflowOutcome(workflow="report", status=OutcomeStatus.COMPLETED, failed_step=None, reason=None,
+                                completed_steps=[], compensated_steps=[]).encode()
+        producer = Kafka(settings).producer()
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.events_topic, value=value, key=forged.key, headers=forged.headers())
+        finally:
+            await producer.stop()
+
+        async def forged_is_logged() -> bool:
+            return any(e.event_id == forged.id for e in await history(settings, goal.workflow_id, to_end=True))
+
+        await eventually(forged_is_logged, what="the forged outcome to be in the log")
+        report = await state_report(goal.workflow_id, settings=settings)
+    assert report["status"] == "running"

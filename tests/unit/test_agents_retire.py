@@ -130,7 +130,8 @@ async def test_agents_lists_every_step_with_who_serves_it_and_flags_a_step_nobod
         transport = MemoryTransport(kit.log, kit.settings)
         await kit.stop_service("draft")
         await _say(transport, presence("chart-1", seen_at=kit.clock.now_ms(), breaker="open"))
-        rows = {r["step"]: r for r in await agents_report(kit.settings, transport=transport)}
+        rows = {r["step"]: r for r in await agents_report(
+            kit.settings, transport=transport, verifier=OPERATOR(kit).verifier)}
         assert list(rows) == ["research", "analyze", "chart", "draft", "review"], "in graph order"
         assert rows["draft"]["no_live_agent"]
         assert rows["draft"]["live"] == 0
@@ -139,7 +140,8 @@ async def test_agents_lists_every_step_with_who_serves_it_and_flags_a_step_nobod
         assert (rows["review"]["live"], rows["review"]["live_by"]) == (1, "presence")
         assert rows["chart"]["agent"] == "report.chart"
         assert rows["chart"]["lag"] is not None
-        assert [r["step"] for r in await agents_report(kit.settings, workflow="nosuch", transport=transport)] == []
+        assert [r["step"] for r in await agents_report(kit.settings, workflow="nosuch", transport=transport,
+                                                                   verifier=OPERATOR(kit).verifier)] == []
 
 
 async def test_a_retired_step_is_not_waited_for_by_new_goals_and_started_ones_keep_their_graph() -> None:
@@ -169,21 +171,22 @@ async def test_a_retired_step_is_not_waited_for_by_new_goals_and_started_ones_ke
         [started] = [e for e in await kit.events(stuck) if e.type.endswith("WorkflowStarted")]
         assert "review" in {step["name"] for step in (started.data or {})["steps"]}
         assert not await kit.emitted(stuck, kind="outcome")
-        assert "review" not in {r["step"] for r in await agents_report(kit.settings, transport=transport)}
+        assert "review" not in {r["step"] for r in await agents_report(
+            kit.settings, transport=transport, verifier=OPERATOR(kit).verifier)}
 
 
 async def test_retire_refuses_an_unknown_step_a_served_one_and_one_others_need() -> None:
     async with SagaKit(*REPORT) as kit:
         transport = MemoryTransport(kit.log, kit.settings)
         with pytest.raises(WorkflowError, match=r"no step 'nosuch' .*\(announced steps of 'report': analyze, chart"):
-            await retire_step(kit.settings, "report", "nosuch", transport=transport)
+            await retire_step(kit.settings, "report", "nosuch", transport=transport, trust=OPERATOR(kit))
         with pytest.raises(WorkflowError, match="no step of workflow 'other' is announced"):
-            await retire_step(kit.settings, "other", "x", transport=transport)
+            await retire_step(kit.settings, "other", "x", transport=transport, trust=OPERATOR(kit))
         await kit.stop_service("draft")
         with pytest.raises(WorkflowError, match=r"report.DraftCompleted, which review consumes: .* retire review"):
-            await retire_step(kit.settings, "report", "draft", transport=transport)
+            await retire_step(kit.settings, "report", "draft", transport=transport, trust=OPERATOR(kit))
         with pytest.raises(WorkflowError, match=r"served now by .* \(pid \d+ on .*--force"):
-            await retire_step(kit.settings, "report", "review", transport=transport)
+            await retire_step(kit.settings, "report", "review", transport=transport, trust=OPERATOR(kit))
         await retire_step(kit.settings, "report", "review", transport=transport, force=True, trust=OPERATOR(kit))
         # nothing needs it any more:
         await retire_step(kit.settings, "report", "draft", transport=transport, trust=OPERATOR(kit))

@@ -3,21 +3,26 @@ chaos suite's argument parsing and audit rules."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench._chaos_audit import Audit, HandlerRun, compensated_exactly_completed, explaining_kill
 from bench._chaos_fleet import Kill
 from bench._chaos_plan import Goal
+from bench._procs import refusals
 from bench.chaos import SCENARIOS, parse_args
-from bench.report import headline
+from bench.report import headline, print_table
 from choreograph import HistoryEntry
 
 REQUIRED = {"relay_ratio", "hop_overhead_ms", "sagas_per_s", "saga_p50_ms", "saga_p99_ms",
             "compensated_sagas_per_s", "vs_faust", "vs_faststream", "codec_us"}
 
 
-def _relay(rate: float, p50: float) -> dict[str, float]:
-    return {"events_per_s": rate, "hop_p50_ms": p50, "hop_p99_ms": p50 * 2, "hops_lost": 0, "relay_cpu": 1.0}
+def _relay(rate: float, p50: float, cpu_us: float | None = None) -> dict[str, float]:
+    # cpu_us None: a result from before the per-event CPU figure (merged runs keep old results)
+    relay = {"events_per_s": rate, "hop_p50_ms": p50, "hop_p99_ms": p50 * 2, "hops_lost": 0, "relay_cpu": 1.0}
+    return relay if cpu_us is None else {**relay, "cpu_us_per_event": cpu_us, "refused": 0}
 
 
 def _saga(rate: float, p50: float) -> dict[str, object]:
@@ -39,6 +44,50 @@ def test_the_headline_line_has_every_acceptance_figure_as_a_ratio_or_difference(
     assert figures["vs_faust"] == 6.0
     assert figures["vs_faststream"] == 20.0
     assert figures["codec_us"] == 35.0
+    assert "signing_cost" not in figures  # no unsigned runs to compare with
+
+
+def _signed_and_unsigned() -> dict[str, object]:
+    return {
+        "started": "2026-11-22T00:00:00Z", "broker": "tansu (embedded)", "seconds": 1.0,
+        "machine": {"cpus": 2, "python": "3.11.7"},
+        # As a partial run leaves them: merged into older results, the unsigned relay comes last.
+        "relay": {"aiokafka": _relay(10_000, 8.0, 100.0), "choreograph": _relay(4_000, 8.6, 250.0),
+                  "faust": _relay(1_000, 12.0), "choreograph-unsigned": _relay(5_000, 8.4, 150.0)},
+        "saga": {"one_at_a_time": _saga(15.0, 60.0), "one_at_a_time_unsigned": _saga(16.0, 58.5),
+                 "headline": _saga(200.0, 300.0), "headline_unsigned": _saga(250.0, 250.0)},
+    }
+
+
+def test_the_same_runs_signed_and_unsigned_give_the_cost_of_signing_in_the_headline() -> None:
+    figures = headline(_signed_and_unsigned())
+    assert (figures["relay_ratio"], figures["relay_ratio_unsigned"], figures["relay_unsigned_ev_s"]) == (0.4, 0.5, 5000)
+    assert (figures["sagas_per_s"], figures["sagas_per_s_unsigned"]) == (200.0, 250.0)
+    assert (figures["saga_p50_ms"], figures["saga_p50_ms_unsigned"]) == (300.0, 250.0)
+    assert figures["signing_cost"] == {"relay": 0.8, "relay_cpu_us": 100.0, "relay_hop_ms": 0.2, "sagas": 0.8,
+                                       "saga_p50_ms": 1.5}
+
+
+def test_the_table_puts_each_unsigned_run_next_to_its_signed_one(capsys: pytest.CaptureFixture[str]) -> None:
+    print_table(_signed_and_unsigned())
+    lines = capsys.readouterr().out.splitlines()
+    rows = [next(i for i, line in enumerate(lines) if f" {label} " in line) for label in (
+        "choreograph", "choreograph-unsigned", "faust", "one at a time", "one at a time, unsigned")]
+    assert rows == sorted(rows)
+    assert rows[1] == rows[0] + 1
+    assert rows[4] == rows[3] + 1
+    assert any("relay CPU us/event" in line and "+100 us" in line for line in lines)
+
+
+def test_refused_and_dead_lettered_records_are_counted_from_the_services_logs(tmp_path: Path) -> None:
+    # The lines as the services log them (runtime._service's format; runtime._gate, _coordinator).
+    agent_log, coordinator_log = tmp_path / "relay.log", tmp_path / "coordinator.log"
+    agent_log.write_text(
+        "2026-11-22 08:18:29,367 WARNING choreograph.security: bench.relay: refusing b.events[3]@1: unsigned "
+        "(no ce_keyid or ce_signature)\n2026-11-22 08:18:29,400 INFO choreograph.agent: bench.relay ready\n")
+    coordinator_log.write_text("2026-11-22 08:18:30,001 WARNING choreograph.coordinator: dead-lettering "
+                               "b.events[0]@7: signed with unknown key 0123\n")
+    assert refusals([agent_log, coordinator_log, tmp_path / "never-written.log"]) == 2
 
 
 def test_a_scenario_that_did_not_run_leaves_its_figures_out_instead_of_inventing_them() -> None:

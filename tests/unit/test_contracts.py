@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import orjson
 import pytest
 from helpers import GOLDEN
+from helpers.sagas import announce_in_kit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from choreograph import Agent, Event, OutcomeStatus, StepContext, WorkflowError
+from choreograph import Agent, Client, Event, OutcomeStatus, StepContext, WorkflowError
 from choreograph.events import (
     COORDINATOR_SOURCE,
     Envelope,
@@ -230,22 +232,9 @@ def test_a_goal_of_a_refused_workflow_fails_with_the_reason() -> None:
 # The coordinator on the memory log ----------------------------------------------------------------------
 
 
-async def _send(kit: SagaKit, *contracts: StepContract) -> None:
-    """Announce each contract as its own agent does, signed with that agent's key."""
-    for one in contracts:
-        raw = MemoryTransport(kit.log, kit.settings).producer()
-        producer = kit.trust(Identity.agent(one.workflow, one.step)).producer(raw)
-        await producer.start()
-        try:
-            await announce(producer, kit.settings.registry_topic, kit.settings.events_topic, kit.settings.partitions,
-                           one, f"choreo://agent/{one.workflow}/{one.step}")
-        finally:
-            await producer.stop()
-
-
 async def test_a_cyclic_contract_fails_its_workflows_goals_until_a_valid_one_replaces_it() -> None:
     async with SagaKit(*REPORT, FIRST, THIRD) as kit:
-        await _send(kit, CYCLIC_THIRD)
+        await announce_in_kit(kit, CYCLIC_THIRD)
         other = await kit.given_goal("report", {"topic": "untouched"})
         await kit.expect_outcome(other, OutcomeStatus.COMPLETED)
         goal = await kit.given_goal("loop", {"n": 1})
@@ -261,7 +250,7 @@ async def test_a_cyclic_contract_fails_its_workflows_goals_until_a_valid_one_rep
 
 async def test_an_unreadable_schema_fails_its_workflows_goals_until_a_tombstone_removes_it() -> None:
     async with SagaKit(*REPORT, FIRST, THIRD) as kit:
-        await _send(kit, contract("ghost", [BROKEN], EventSchema.of(ThirdDone)))
+        await announce_in_kit(kit, contract("ghost", [BROKEN], EventSchema.of(ThirdDone)))
         other = await kit.given_goal("report", {"topic": "untouched"})
         await kit.expect_outcome(other, OutcomeStatus.COMPLETED)
         goal = await kit.given_goal("loop", {"n": 1})
@@ -281,6 +270,27 @@ async def test_an_unreadable_schema_fails_its_workflows_goals_until_a_tombstone_
         again = await kit.given_goal("loop", {"n": 2})
         await kit.expect_outcome(again, OutcomeStatus.COMPLETED)
         await kit.idle()
+
+
+async def test_a_client_validates_goals_only_against_contracts_their_own_agents_announced() -> None:
+    """A contract changing the goal schema, signed by another agent, and a retirement nobody signed, on the
+    registry (issue 12): a client that believed them would ask users for another goal, or find two."""
+    budget = {"type": "record", "name": "ReportGoal", "namespace": "report",
+              "fields": [{"name": "topic", "type": "string"}, {"name": "budget", "type": "int"}]}
+    forged = research.agent.contract().model_copy(
+        update={"consumes": [EventSchema(name="report.ReportGoal", avro_schema=orjson.dumps(budget).decode())]})
+    async with SagaKit(*REPORT) as kit:
+        for signer, key, value in [(Identity.agent("report", "draft"), b"report/research", forged.encode()),
+                                   (None, b"report/review", None)]:
+            producer = kit.trust(signer).producer(MemoryTransport(kit.log, kit.settings).producer())
+            await producer.start()
+            await producer.send_and_wait(kit.settings.registry_topic, value=value, key=key)
+            await producer.stop()
+        client = Client(kit.settings, transport=MemoryTransport(kit.log, kit.settings),
+                        trust=kit.trust(Identity.parse("publisher:testing")))
+        async with client:
+            schema = await client.goal_schema("report")
+        assert [f["name"] for f in schema.source["fields"]] == ["topic", "fail_at"]
 
 
 # A WorkflowStarted whose steps make no graph ---------------------------------------------------------------

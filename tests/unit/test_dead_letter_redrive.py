@@ -181,7 +181,7 @@ async def test_a_redriven_record_already_handled_changes_nothing() -> None:
         [done] = await box.redrive(await box.read())
         assert done.action == "redriven"
         await kit.idle()
-        async with History(kit.settings, transport) as reader:
+        async with History(kit.settings, transport, kit.trust(Identity.parse("publisher:testing")).verifier) as reader:
             entries = [e async for e in reader.entries(goal.workflow_id, to_end=True)]
         # The letter (shown after the goal it copies), then the redriven copy of the goal; no new work.
         assert [e.kind for e in entries if e not in before] == ["dead_letter", "goal"]

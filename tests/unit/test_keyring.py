@@ -14,7 +14,9 @@ import pytest
 from choreograph.errors import ConfigurationError
 from choreograph.security import COORDINATOR, Identity, KeyPair, Policy, PolicyFile, local_key, write_policy
 from choreograph.transport import (
+    Trust,
     keys_dir,
+    operator_identity,
     policy_path,
     service_key,
     service_policy,
@@ -225,3 +227,56 @@ def test_services_starting_together_lose_no_local_key(home: Path) -> None:
     assert policy.local
     assert len(made) == len(identities)
     assert {identity: policy.key(kid) is not None for identity, kid in made.items()} == dict.fromkeys(identities, True)
+
+
+
+def test_a_persons_tools_sign_as_the_operator_choreo_operator_names(home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHOREO_OPERATOR", raising=False)
+    assert operator_identity() == Identity.parse("operator:local")
+    # In a local policy its key is made and trusted like a service's: a restore is signed out of the box.
+    pair = service_key(operator_identity())
+    trusted = PolicyFile(home / "policy.json").current().key(pair.key_id)
+    assert trusted is not None
+    assert trusted[0] == Identity.parse("operator:local")
+    monkeypatch.setenv("CHOREO_OPERATOR", "alice")
+    assert operator_identity() == Identity.parse("operator:alice")
+    monkeypatch.setenv("CHOREO_OPERATOR", "alice smith")
+    with pytest.raises(ConfigurationError, match=r"^CHOREO_OPERATOR='alice smith': expected a name"):
+        operator_identity()
+
+
+def test_a_broken_policy_edit_keeps_the_last_good_policy(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A running service must neither stop nor trust anything new when someone half-edits the file."""
+    pair = KeyPair.generate(DRAFT)
+    path = managed_policy(home, pair)
+    policy = PolicyFile(path, every_s=0)
+    path.write_text('{"identities": [')  # an editor's half-written save
+    assert policy.current().key(pair.key_id) is not None
+    assert "keeping the policy read before" in caplog.text
+    write_policy(path, Policy())  # fixed: the new policy is read
+    assert policy.current().key(pair.key_id) is None
+
+
+def test_an_unknown_key_id_reads_a_policy_changed_a_moment_ago(home: Path) -> None:
+    """A service that has just made and trusted its key is believed at once by one that read the policy
+    an instant before (before: a second's rate limit refused its first records for good)."""
+    path = managed_policy(home)
+    policy = PolicyFile(path, every_s=3600)
+    policy.current()  # checked now: not again within the hour
+    pair = KeyPair.generate(DRAFT)
+    write_policy(path, Policy().trust(DRAFT, pair.public))
+    assert policy.current().key(pair.key_id) is None
+    assert policy.current(force=True).key(pair.key_id) is not None
+
+
+def test_a_service_whose_key_is_not_trusted_says_so_at_start(home: Path, caplog: pytest.LogCaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    managed_policy(home, KeyPair.generate(REVIEW))
+    pair = KeyPair.generate(DRAFT)
+    pair.save(home / "draft.json")
+    monkeypatch.setenv("CHOREO_KEY_FILE", str(home / "draft.json"))
+    trust = Trust.from_env(DRAFT)
+    assert trust.identity == DRAFT
+    assert f"key {pair.key_id}, which" in caplog.text
+    assert "does not trust" in caplog.text

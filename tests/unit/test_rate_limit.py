@@ -17,6 +17,7 @@ from choreograph import AgentDefinitionError, NonRetryable, OutcomeStatus, RateL
 from choreograph.events import AgentPresence, load_schema, schema_root
 from choreograph.runtime import PublishedGoal
 from choreograph.runtime._ratelimit import TokenBucket  # the bucket: not public, tested alone
+from choreograph.security import COORDINATOR
 from choreograph.testing import SagaKit
 from choreograph.timetravel._agents import agents_report
 from choreograph.transport import MemoryTransport, TopicPartition, framework_store
@@ -146,9 +147,9 @@ async def test_a_burst_of_goals_starts_no_more_than_the_limit_and_every_saga_com
         assert not logged(kit, "step_failed")
         assert not logged(kit, "step_attempt_failed")
         assert dead_letters(kit) == 0
-        rows = {r["step"]: r for r in await agents_report(kit.settings, transport=MemoryTransport(kit.log,
-                                                                                                   kit.settings),
-                                                          clock=clock)}
+        rows = {r["step"]: r for r in await agents_report(
+            kit.settings, transport=MemoryTransport(kit.log, kit.settings), clock=clock,
+            verifier=kit.trust(COORDINATOR).verifier)}
     assert over_limit(started, limit) == []
     assert started[:5] == [t0] * 5
     assert started[-1] - t0 == 25 * 200, "the limit held: 25 starts after the burst, 200 ms apart"

@@ -17,6 +17,7 @@ from choreograph.cli._render import Timeline
 from choreograph.events import REDACTED, SchemaStore, StoredRecord, redact
 from choreograph.events._avro import AvroSchema
 from choreograph.events._redact import redact_payload
+from choreograph.security import Identity
 from choreograph.testing import SagaKit
 from choreograph.timetravel import History, write_segment
 from choreograph.transport import MemoryTransport, TopicPartition
@@ -144,7 +145,8 @@ async def test_history_shows_sensitive_fields_redacted_while_the_log_keeps_them(
     async with SagaKit(*agents()) as kit:
         goal = await kit.given_goal("shop", {"n": 1, "secret": GOAL_SECRET})
         await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
-        async with History(kit.settings, MemoryTransport(kit.log, kit.settings)) as reader:
+        believes = kit.trust(Identity.parse("publisher:testing")).verifier  # what the kit's services believe
+        async with History(kit.settings, MemoryTransport(kit.log, kit.settings), believes) as reader:
             entries = [e async for e in reader.entries(goal.workflow_id)]
         logged = kit.log.records(TopicPartition(kit.settings.events_topic, goal.partition))
         raw = b"".join(r.value or b"" for r in logged)

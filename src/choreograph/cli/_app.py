@@ -202,8 +202,11 @@ def history(
     """A workflow's events in log order: time, offset, kind, step, source, cause, detail.
 
     Its dead letters are shown too (kind dead_letter, with the reason), each after the record it copies.
+    An event the services refuse (unsigned, badly signed, or its signer may not say it) is marked
+    REJECTED with their reason ("rejected" in --json); with CHOREO_VERIFY=off nothing is checked.
     """
     from ..timetravel._history import History
+    from ..transport._keyring import service_verifier
     from ._render import Timeline
 
     since_ms = None if since is None else _point(since).timestamp_ms
@@ -219,7 +222,7 @@ def history(
         from ..timetravel._archive import Archive
 
         archive = Archive(directory)
-        for entry in archive.history(workflow_id):
+        for entry in archive.history(workflow_id, service_verifier()):
             timeline.add(entry)
         for problem in archive.problems:
             err(problem, "warning", "yellow")
@@ -328,10 +331,12 @@ def archive(
         raise fail("give --to DIR (or a subcommand: restore)", USAGE)
     from ..runtime._service import configure_logging, serve
     from ..timetravel._archiver import Archiver
+    from ..transport._keyring import service_verifier
 
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging()
-    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval)
+    # Only a restore an operator signed is skipped as restored: a forged marker silences nothing.
+    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval, verifier=service_verifier())
     if until_idle:
         async def once() -> None:
             async with archiver:
@@ -350,11 +355,14 @@ def archive_restore(
 ) -> None:
     """Re-publish an archive into an empty broker: history, state and replay work again.
 
-    Running services treat the restored events as history, never as new work.
+    Running services treat the restored events as history, never as new work. The restore's markers
+    are signed as the operator (`operator:<CHOREO_OPERATOR>`, default `operator:local`); the
+    restored records keep their own signatures.
     """
     from ..timetravel._archive import restore
 
-    report = _run(restore(Settings.from_env(), directory, force=force))
+    settings = Settings.from_env()
+    report = _run(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
         err(problem)

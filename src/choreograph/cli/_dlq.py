@@ -12,6 +12,7 @@ import typer
 
 from ..errors import ConfigurationError
 from ..events._redact import REDACTED
+from ..transport._keyring import service_verifier
 from ..transport._settings import Settings
 from ._agents import run
 from ._input import USAGE, duration_s, err, fail
@@ -116,7 +117,7 @@ def show(
         from ..transport._registry import Registry
 
         letter = _find(await _letters(), letter_id)
-        registry = Registry(Kafka(Settings.from_env()))
+        registry = Registry(Kafka(Settings.from_env()), verifier=service_verifier())
         await registry.start()
         try:
             await registry.catch_up()

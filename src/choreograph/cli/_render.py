@@ -1,7 +1,7 @@
 """How `choreo history`, `choreo state` and `choreo replay` look on a terminal.
 
-History is a timeline with causation arrows and compensations marked; state a short summary; a
-replay's report a table of the events that differ.
+History is a timeline with causation arrows and compensations marked, and events the services
+refuse marked REJECTED; state a short summary; a replay's report a table of the events that differ.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ _MARK = {"compensation_requested": "↺", "compensation_completed": "↺", "comp
 
 
 def detail(entry: HistoryEntry) -> str:
-    """The one fact that matters most about an event, in a few words."""
+    """The one fact that matters most about an event, in a few words; first, that services refuse it."""
+    if entry.rejected is not None:
+        return f"REJECTED: {entry.rejected} (it says: {_fact(entry)})"
+    return _fact(entry)
+
+
+def _fact(entry: HistoryEntry) -> str:
     data = entry.data or {}
     if entry.kind == "dead_letter":
         return f"DEAD-LETTERED (dlq {data.get('id')}): {data.get('reason')}"
@@ -38,6 +44,10 @@ def detail(entry: HistoryEntry) -> str:
     if entry.type.endswith("WorkflowStarted"):
         return "graph: " + ", ".join(s["name"] for s in data.get("steps", ()))
     return entry.type.rsplit(".", 1)[-1]
+
+
+def _style(entry: HistoryEntry) -> str | None:
+    return "red" if entry.rejected is not None else _STYLE.get(entry.kind)
 
 
 def _console() -> Console:
@@ -80,7 +90,7 @@ class Timeline:
             cells = self._cells(entry)
             self._console = self._console or _console()
             self._console.print(f"{cells[0]:>7} {cells[1]:<12} {cells[2]:<2} {cells[3]:<23} {cells[4]:<9} "
-                                f"{cells[5]:<9} {cells[6]:<8} {cells[7]}", style=_STYLE.get(entry.kind))
+                                f"{cells[5]:<9} {cells[6]:<8} {cells[7]}", style=_style(entry))
 
     def _cells(self, e: HistoryEntry) -> list[str]:
         """An entry's columns: offset, time, mark, kind, step, source, cause (← @offset), detail."""
@@ -90,7 +100,8 @@ class Timeline:
             at = self._offsets.get(e.causation_id)
             cause = f"← @{at}" if at is not None else "← ?"
         offset = f"dlq {e.offset}" if e.kind == "dead_letter" else str(e.offset)  # an offset of another topic
-        return [offset, e.time[11:23], _MARK.get(e.kind, ""), e.kind, e.step or "",
+        mark = "⚠" if e.rejected is not None else _MARK.get(e.kind, "")
+        return [offset, e.time[11:23], mark, e.kind, e.step or "",
                 e.source.rsplit("/", 1)[-1], cause, detail(e)]
 
     def done(self) -> None:
@@ -106,7 +117,7 @@ class Timeline:
         for column in ("offset", "time", "", "kind", "step", "source", "cause", "detail"):
             table.add_column(column, no_wrap=column != "detail")
         for e in self.entries:
-            table.add_row(*self._cells(e), style=_STYLE.get(e.kind))
+            table.add_row(*self._cells(e), style=_style(e))
         (self._console or _console()).print(table)
 
 

@@ -1,8 +1,8 @@
 """Whether the coordinator folds an event of a workflow, ignores it, or dead-letters it.
 
-Signatures are checked before this (runtime._gate): here an authentic event can still be a
-duplicate goal, an event of a finished workflow, one with no goal read before it, or one that
-contradicts its saga's state (saga._check).
+Signatures are checked before this (runtime._gate): here an authentic event can still say what its
+sender may not say in its body (`forged`), or be a duplicate goal, an event of a finished workflow,
+one with no goal read before it, or one that contradicts its saga's state (`refusal_of`, saga._check).
 """
 
 from __future__ import annotations
@@ -11,12 +11,43 @@ import logging
 from collections import Counter
 
 from ..events._envelope import Envelope, Kind
-from ..saga._check import contradiction
+from ..saga._check import contradiction, impostor
 from ..saga._facts import LATE_KINDS, Fact, SagaState
+from ..security._identity import Identity
+from ..transport._registry import Contracts
 from ._coordinator_state import Partition
 from ._tracking import Done
 
 log = logging.getLogger("choreograph.coordinator")
+
+
+def forged(envelope: Envelope, fact: Fact, contracts: Contracts, signer: Identity | None) -> str | None:
+    """Why the sender of an event may not say what its body says, or None if it may.
+
+    A signature proves who sent the headers (the policy allows them, see security.may_publish); the
+    body must be theirs to say too: a failure, a failed attempt or a heartbeat of the sender's own
+    step (saga._check.impostor), and a completion of a type its step's own contract completes with
+    (transport.Contracts.completions; agents take no other as an input, see runtime._provenance). A
+    completion of a step that announced no contract is left to the graph (saga._check.contradiction).
+    Independent of the saga's state: dead-lettered even before its goal.
+
+    Args:
+        envelope: The event's envelope.
+        fact: The event as a fact.
+        contracts: What the coordinator knows of the announced contracts.
+        signer: Who signed it; None where nothing is verified (then its source is named).
+
+    Returns:
+        The reason to dead-letter it, naming the sender and what it may not say; or None.
+    """
+    if (reason := impostor(envelope.source, fact)) is not None:
+        return reason
+    if fact.kind is Kind.STEP_COMPLETED:
+        types = contracts.completes_with(envelope.workflow, envelope.step or "")
+        if types is not None and envelope.type not in types:
+            return (f"{signer or envelope.source} may not complete step {envelope.step} with {envelope.type}: "
+                    f"its contract completes with {', '.join(sorted(types))}")
+    return None
 
 
 def refusal_of(part: Partition, finished: Done, ignored: Counter[str], state: SagaState | None,

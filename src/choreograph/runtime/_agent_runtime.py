@@ -20,6 +20,7 @@ from ..errors import AgentDefinitionError, DecodeError
 from ..events._avro import SchemaStore
 from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
 from ..events._models import CompensationRequested, Event
+from ..security._identity import Identity
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -42,6 +43,7 @@ from ._health import Health
 from ._joins import Input, Joins
 from ._lookback import LookBack
 from ._presence import Presence
+from ._provenance import COMPLETED, GOAL, Provenance
 from ._results import Results
 from ._tracking import COMPENSATION, Done
 
@@ -93,6 +95,7 @@ class AgentRuntime(ServiceBase):
         self._decoding = Decoding(agent.name, self._kafka, self._store)  # given a verifier in start()
         self._source = agent.source.encode()
         self._step = agent.step.encode()
+        self._completes = self.contract.completes_with.name.encode()  # the type of its own completions
         self._consumed = {t.type_name().encode(): t for t in agent.consumes}
         self._lookback = dedupe_lookback
         self._ready_file = ready_file
@@ -123,6 +126,7 @@ class AgentRuntime(ServiceBase):
         self._runner: Runner
         self._attempts: Attempts
         self._presence: Presence
+        self._provenance: Provenance
         self.instance = ""
 
     # lifecycle -------------------------------------------------------------------------------
@@ -130,7 +134,8 @@ class AgentRuntime(ServiceBase):
     async def start(self) -> None:
         """Join the group, learn past results, announce the contract; then events are seen."""
         await self._kafka.ensure_topics()
-        trust = self._trust or Trust.off()
+        trust = (self._trust if self._trust is not None
+                 else Trust.from_env(Identity.agent(self.agent.workflow, self.agent.step)))
         self._gate = Gate(trust.verifier, self.agent.name)
         raw = self._kafka.producer()
         self._producer = trust.producer(raw)
@@ -139,6 +144,7 @@ class AgentRuntime(ServiceBase):
         self._decoding = Decoding(self.agent.name, self._kafka, self._store, trust.verifier)
         self._decoding.dead = DeadLetters(raw, self.settings.deadletter_topic, self.agent.name,
                                           self.settings.max_event_bytes)
+        self._provenance = Provenance(self.agent.name, self.agent.workflow, self._consumed, self._decoding)
         self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
                                 self._acks)
         health = self._health
@@ -187,6 +193,7 @@ class AgentRuntime(ServiceBase):
         member, runner, health = self._member, self._runner, self._health
         while not self._stopping.is_set():
             async with member.batch(timeout_ms=100, max_records=1000) as batch:
+                self._provenance.batch += 1  # a registry read from now on knows every producer in it
                 for _, progress, records in batch:
                     for record in records:
                         if (unfinished := self._on_record(progress, record)) is not None:
@@ -228,9 +235,7 @@ class AgentRuntime(ServiceBase):
             return None  # not an event; the coordinator dead-letters what nobody can read
         gate = self._gate
         if source == self._source:
-            if not gate.believed(record):
-                return None
-            self._learn(record.key, kind)
+            self._learn(record, kind, event_type)
             return None
         if event_type in MARKER_TYPES:
             if not gate.believed(record):
@@ -273,20 +278,32 @@ class AgentRuntime(ServiceBase):
             return None
         if workflow_id in self._done or workflow_id in self._running or workflow_id in self._ended:
             return None
+        # A goal of a goal type, or a completion by a step that completes with the type (runtime._provenance).
+        producers = self._provenance.producers[event_type]
+        if not (step in producers if kind == COMPLETED else kind == GOAL and not producers):
+            return self._provenance.unproven(
+                record, event_type, lambda: self._take_input(progress, record, model, workflow_id, event_type))
         try:
             event = model.decode(record.value or b"", self._store)
             envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError:
-            return self._on_undecodable(progress, record, model, workflow_id, event_type)
-        if gate.refusal(record, envelope) is not None:
-            return None
+            return self._take_input(progress, record, model, workflow_id, event_type)
+        if envelope.workflow != self.agent.workflow or gate.refusal(record, envelope) is not None:
+            return None  # another workflow's (a type both consume), or refused
         return self._on_input(workflow_id, event_type, Input(progress, record.offset, event, envelope))
 
-    def _learn(self, key: bytes | None, kind: bytes | None) -> None:
-        """Remember one of this agent's own results (a tracking record)."""
+    def _learn(self, record: Record, kind: bytes | None, event_type: bytes) -> None:
+        """Remember one of this agent's own believed results (a completion only of its own type).
+
+        Checked only when it would teach something: a result this process published is in `_done`
+        already when it is read back (checking every one cost the relay a second verify per event).
+        """
         suffix = _RESULT_KINDS.get(kind or b"")
-        if suffix is not None and (workflow_id := text_of(key)) is not None:
-            self._done.add(workflow_id + suffix)
+        if suffix is not None and (kind != COMPLETED or event_type == self._completes) and (
+                workflow_id := text_of(record.key)) is not None:
+            key = workflow_id + suffix
+            if key not in self._done and self._gate.believed(record):
+                self._done.add(key)
 
     def _on_input(self, workflow_id: str, event_type: bytes, item: Input) -> Coroutine[Any, Any, None] | None:
         inputs = self._joins.add(workflow_id, event_type, item)
@@ -304,10 +321,11 @@ class AgentRuntime(ServiceBase):
             if (waiting := self._attempts.start(attempt)) is not None:
                 await waiting
 
-    async def _on_undecodable(self, progress: PartitionProgress, record: Record, model: type[Event],
-                              workflow_id: str, event_type: bytes) -> None:
+    async def _take_input(self, progress: PartitionProgress, record: Record, model: type[Event], workflow_id: str,
+                          event_type: bytes) -> None:
+        """The event path's slow way: decode (maybe learning a newer schema first), check, take as an input."""
         decoded = await self._decoding.decode(record, model)
-        if decoded is not None and self._gate.refusal(record, decoded[1]) is None:
+        if decoded is not None and decoded[1].workflow == self.agent.workflow and self._gate.believed(record):
             item = Input(progress, record.offset, *decoded)
             if (waiting := self._on_input(workflow_id, event_type, item)) is not None:
                 await waiting
@@ -347,20 +365,13 @@ class AgentRuntime(ServiceBase):
             states[tp] = (position, PartitionProgress(position, tp.partition))
             start[tp] = max(0, position - self._lookback)
             self._recovered.pop(tp, None)
-        models: dict[bytes, type[Event]] = dict(self._consumed)
-        if self.agent.compensation_fn is not None:
-            models[_REQUEST_TYPE] = CompensationRequested
-        look = LookBack(self._source, self._step, models, self._store, self._done, self._ended,
-                        believed=self._gate.believed)
-        if start:
-            # To the end, not the position: what the agent did after its last commit counts too.
-            async for record in self._kafka.read(start, start=start, until=ends):
-                look.see(record)
-        for plan in look.pending():
-            tp = TopicPartition(self._topic, plan.partition)
-            if tp in states and (attempt := await look.read_back(
-                    self._kafka, self._topic, plan, states[tp][1], self._decoding.learn_schemas)) is not None:
-                self._recovered.setdefault(tp, []).append(attempt)
+        await self._provenance.catch_up()  # after `ends`: it knows the producers of every record before them
+        look = LookBack(self._source, self._step, self._completes, self._consumed, self._store, self._done,
+                        self._ended, compensable=self.agent.compensation_fn is not None, believed=self._gate.believed,
+                        admits=self._provenance.admits)
+        # To the end, not the position: what the agent did after its last commit counts too.
+        self._recovered.update(await look.recover(self._kafka, self._topic, start, ends,
+                                                  {tp: s[1] for tp, s in states.items()}, self._decoding.learn_schemas))
         return states
 
     async def _on_ready(self, parts: dict[TopicPartition, PartitionProgress]) -> None:

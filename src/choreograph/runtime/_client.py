@@ -30,10 +30,11 @@ from ..events._envelope import (
 from ..events._models import WorkflowOutcome
 from ..events._policy import millis
 from ..saga._graph import goal_types
-from ..security._verify import Rejected
+from ..security._verify import Rejected, Verifier
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
+from ..transport._keyring import publisher_identity
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._registry import Registry
 from ..transport._settings import Settings
@@ -67,7 +68,8 @@ class Client:
         source: The CloudEvents source of the goals it publishes.
         transport: The broker port; Kafka (aiokafka) unless given, e.g. the memory log of the test kit.
         clock: The time a goal's deadline counts from; the wall clock unless given.
-        trust: What it signs goals with and believes (see transport.Trust).
+        trust: What it signs goals with and believes (see transport.Trust); when None, the
+            environment's for `publisher:<CHOREO_PUBLISHER>` (see transport._keyring).
     """
 
     def __init__(self, settings: Settings, source: str = CLIENT_SOURCE, *, transport: Transport | None = None,
@@ -77,13 +79,19 @@ class Client:
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)
         self._trust = trust
+        self._verifier: Verifier | None = None
         self._producer: Producer  # made on entry, inside the running loop
         self._source = source
         self._goal_schemas: dict[str, AvroSchema] = {}
 
     async def __aenter__(self) -> Client:
         await self._kafka.ensure_topics()
-        self._producer = (self._trust or Trust.off()).producer(self._kafka.producer())
+        if self._trust is None:
+            self._trust = Trust.from_env(publisher_identity())
+        # Goals are validated against the registry's contracts: only those their own agents announced
+        # (a forged contract or retirement would change the goal schema users must fill).
+        self._verifier = self._registry.verifier = self._trust.verifier
+        self._producer = self._trust.producer(self._kafka.producer())
         await self._producer.start()
         await self._registry.start()
         return self
@@ -215,7 +223,7 @@ class Client:
                        if envelope.kind is Kind.OUTCOME else None)
         except DecodeError:
             return None
-        if (verifier := (self._trust or Trust.off()).verifier) is not None and isinstance(
+        if (verifier := self._verifier) is not None and isinstance(
                 why := verifier.admit(envelope, record.key, record.value, record.headers, record.timestamp), Rejected):
             log.warning("not believing %s of %s at %s[%d]@%d: %s", envelope.kind.value, key, record.topic,
                         record.partition, record.offset, why)

@@ -34,10 +34,10 @@ from ..events._envelope import (
     Kind,
 )
 from ..events._models import OutcomeStatus, StepContract
-from ..saga._check import impostor
 from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
 from ..saga._facts import deadline_of
 from ..saga._timers import expire, timed
+from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
@@ -50,7 +50,7 @@ from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ..transport._trust import Trust
-from ._admission import refusal_of
+from ._admission import forged, refusal_of
 from ._coordinator_state import Partition, look_back
 from ._gate import Gate
 from ._tracking import Done
@@ -88,7 +88,7 @@ class Coordinator(ServiceBase):
         clock: The time its deadline timers read; the wall clock unless given. Between records, a
             saga's deadline passes when this clock says so; a record's timestamp also says time has
             come that far.
-        trust: What it signs with and believes (see transport.Trust).
+        trust: What it signs with and believes (see transport.Trust); the environment's when None.
     """
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None, ready_file: Path | None = None,
@@ -124,7 +124,7 @@ class Coordinator(ServiceBase):
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
         raw = self._kafka.producer()
-        trust = self._trust or Trust.off()
+        trust = self._trust if self._trust is not None else Trust.from_env(COORDINATOR)
         self._producer = trust.producer(raw)
         self._gate = Gate(trust.verifier, "coordinator")
         self._registry.verifier = trust.verifier
@@ -168,6 +168,15 @@ class Coordinator(ServiceBase):
             if member.commit_due():  # periodic: a commit only bounds how much a restart re-reads
                 await self._commit()
 
+    async def _on_contract(self, record: Record, history: bool, signer: Identity | None) -> None:
+        """An agent's announcement, in order with goals (a restored one never replaces a live one).
+
+        Another step's contract (or tombstone) under the signer's own headers is dead-lettered.
+        """
+        why = self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
+        if why is not None and not history:
+            await self._dead_letter(record, why)
+
     async def _on_record(self, part: Partition, record: Record) -> None:
         progress = part.progress
         progress.seen(record.offset)
@@ -179,15 +188,12 @@ class Coordinator(ServiceBase):
                     await self._dead_letter(record, signer)
                 return
             if envelope.type == _CONTRACT_TYPE:
-                # An agent's announcement, in order with goals. A restored one never replaces a
-                # contract announced by an agent running now.
-                self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
-                return
+                return await self._on_contract(record, history, signer)
             if (marker := envelope.type.encode()) in MARKER_TYPES:
                 if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
                     raise DecodeError(f"a restore marker not from {RESTORE_SOURCE}, or unreadable")
                 return
-            fact = await self._fact(envelope, record)
+            fact = await self._fact(envelope, record, signer)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
                 await self._dead_letter(record, str(exc))
@@ -318,12 +324,13 @@ class Coordinator(ServiceBase):
         if state.outcome is not OutcomeStatus.COMPLETED:
             part.ended.keep(state)
 
-    async def _fact(self, envelope: Envelope, record: Record) -> Fact:
+    async def _fact(self, envelope: Envelope, record: Record, signer: Identity | None) -> Fact:
         """Validate the payload against its writer schema and extract what the saga needs.
 
         Raises:
             DecodeError: The record is not a workflow event this coordinator can read (no key, a
-                tombstone, a body that is not the type its ce_type names, an invalid payload).
+                tombstone, a body that is not the type its ce_type names, an invalid payload), or
+                its signer may not say what it says (see _admission.forged).
         """
         if not envelope.workflow_id:
             raise DecodeError("no key: a workflow event is keyed by its workflow id")
@@ -345,8 +352,8 @@ class Coordinator(ServiceBase):
             fact = fact_of(envelope, data, record.timestamp, deadline)
         except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
             raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
-        if (forged := impostor(envelope.source, fact)) is not None:
-            raise DecodeError(forged)
+        if (reason := forged(envelope, fact, self._registry, signer)) is not None:
+            raise DecodeError(reason)
         return fact
 
     async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
@@ -390,7 +397,7 @@ class Coordinator(ServiceBase):
         if start:
             async for record in self._kafka.read(start, start={tp: a for tp, (a, _) in start.items()},
                                                  until={tp: b for tp, (_, b) in start.items()}):
-                look_back(record, states, goals, self._finished, self._registry.store)
+                look_back(record, states, goals, self._finished, self._registry.store, self._gate.believed)
         return states
 
     async def _on_ready(self, parts: dict[TopicPartition, Partition]) -> None:

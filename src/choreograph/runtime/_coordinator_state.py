@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 from ..errors import DecodeError
 from ..events._avro import SchemaStore
-from ..events._envelope import Envelope, Kind, text_of
+from ..events._envelope import GOAL_ID_HEADER, Envelope, Kind, text_of
 from ..events._models import OutcomeStatus, WorkflowOutcome
 from ..saga._decide import Decision
 from ..saga._facts import Fact, SagaState, evolve
@@ -161,12 +161,17 @@ def ended_of(workflow_id: str, value: bytes | None, store: SchemaStore) -> SagaS
 
 
 def look_back(record: Record, states: Mapping[TopicPartition, tuple[int, Partition]],
-              goals: dict[bytes, bytes | None], finished: Done, store: SchemaStore) -> None:
+              goals: dict[bytes, bytes | None], finished: Done, store: SchemaStore,
+              believed: Callable[[Record], bool] = lambda record: True) -> None:
     """Learn from one record before a partition's position which workflows finished there.
 
     A goal reusing one of their ids is a duplicate (`finished` maps each to its goal's id). One that
     ended other than completed is kept, with the late results and requests after its outcome, to
     compensate a late result. Headers only, but for those outcomes.
+
+    Only outcomes, late results and requests the coordinator believes count (it dead-letters the
+    others when it first reads them): a forged outcome ahead of a goal would make the goal a
+    duplicate. A believed outcome names its goal (ce_goalid); a goal record is not checked.
 
     Args:
         record: A record of the look-back, in log order.
@@ -174,15 +179,19 @@ def look_back(record: Record, states: Mapping[TopicPartition, tuple[int, Partiti
         goals: Workflow id (key) -> goal event id, of the goals seen so far in the look-back.
         finished: The coordinator's finished workflow ids.
         store: The writer schemas to decode an outcome with.
+        believed: Whether a record is signed by a party that may say what it says (the coordinator's gate).
     """
     headers = dict(record.headers)
     if (kind := headers.get("ce_kind")) == _GOAL and record.key:
         goals.setdefault(record.key, headers.get("ce_id"))
     elif kind == _OUTCOME and record.key and (workflow_id := text_of(record.key)) is not None:
-        finished.add(workflow_id, text_of(goals.get(record.key)))
+        if not believed(record):
+            return
+        finished.add(workflow_id, text_of(headers.get(GOAL_ID_HEADER) or goals.get(record.key)))
         if (ended := ended_of(workflow_id, record.value, store)) is not None:
             states[TopicPartition(record.topic, record.partition)][1].ended.keep(ended)
     elif (late := LATE_HEADER_KINDS.get(kind or b"")) is not None and (workflow_id := text_of(record.key)):
-        step = headers.get("ce_step")
-        states[TopicPartition(record.topic, record.partition)][1].ended.fold(
-            workflow_id, late, None if step is None else step.decode(errors="replace"))
+        kept = states[TopicPartition(record.topic, record.partition)][1].ended
+        if workflow_id in kept and believed(record):
+            step = headers.get("ce_step")
+            kept.fold(workflow_id, late, None if step is None else step.decode(errors="replace"))

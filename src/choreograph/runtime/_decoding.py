@@ -1,7 +1,9 @@
 """An agent's reading of the events it acts on: typed, with their envelope, or dead-lettered.
 
 A payload written with a schema the agent has not seen yet may be a newer version announced on
-the registry since it started: the registry is read (lazily, once per miss) before giving up.
+the registry since it started: the registry is read (once per miss) before giving up. The same
+reader gives the agent the step contracts that say which step completes with which type (see
+runtime._provenance).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..events._models import Event
 from ..security._verify import Verifier
 from ..transport._deadletter import DeadLetters
 from ..transport._port import Record, Transport
-from ..transport._registry import Registry
+from ..transport._registry import Contracts, Registry
 
 log = logging.getLogger("choreograph.agent")
 
@@ -61,8 +63,13 @@ class Decoding:
             self.pending.append(await self.dead.send(record, str(exc)))
             return None
 
+    @property
+    def contracts(self) -> Contracts | None:
+        """The step contracts read from the registry; None until it is first read."""
+        return self._registry
+
     async def learn_schemas(self) -> None:
-        """Read the registry to its end (started on first use)."""
+        """Read the registry to its end (started on first use): new schemas, and new contracts."""
         if self._registry is None:
             self._registry = Registry(self._kafka, self.store, self._verifier)
             await self._registry.start()

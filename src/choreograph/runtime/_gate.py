@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import DecodeError
 from ..events._envelope import Envelope
 from ..security._identity import Identity
 from ..security._verify import Rejected, Verifier
 from ..transport._port import Record
 
-log = logging.getLogger("choreograph.agent")
+log = logging.getLogger("choreograph.security")
 
 
 class Gate:
@@ -50,19 +49,12 @@ class Gate:
         verifier = self._verifier
         if verifier is None:
             return None
-        try:
-            if envelope is None:
-                envelope = Envelope.from_record(record.key, record.headers)
-        except DecodeError as exc:
-            verdict: object = Rejected(str(exc))
-        else:
-            verdict = verifier.admit(envelope, record.key, record.value, record.headers, record.timestamp)
+        verdict = verifier.admit_record(record.key, record.value, record.headers, record.timestamp, envelope)
         if isinstance(verdict, Rejected):
             self.refused += 1
             log.warning("%s: refusing %s[%d]@%d: %s", self._name, record.topic, record.partition, record.offset,
                         verdict)
             return verdict
-        assert isinstance(verdict, Identity)
         return verdict
 
     def believed(self, record: Record) -> bool:

@@ -2,7 +2,8 @@
 
 Its own results (a redelivered input is then a no-op), the workflows that ended, and the attempts
 still pending: a StepAttemptFailed of its own, or a StepTimedOut from the coordinator, with no
-result or outcome after it. The inputs of a pending attempt are read back by offset.
+result or outcome after it. The inputs of a pending attempt are read back by offset. An input
+is only a record the agent would take as one (see runtime._provenance).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Plan(NamedTuple):
 _RESULTS = {b"step_completed": "", b"step_failed": "", b"compensation_completed": COMPENSATION,
             b"compensation_failed": COMPENSATION}
 _ATTEMPT_FAILED = Kind.STEP_ATTEMPT_FAILED.value.encode()
+_COMPLETED = Kind.STEP_COMPLETED.value.encode()
 _TIMED_OUT = Kind.STEP_TIMED_OUT.value.encode()
 _OUTCOME = Kind.OUTCOME.value.encode()
 _COORDINATOR = COORDINATOR_SOURCE.encode()
@@ -53,22 +55,30 @@ class LookBack:
     Args:
         source: The agent's CloudEvents source.
         step: The agent's step.
-        models: The input types by type name: what the handler consumes, and CompensationRequested
-            if the agent has a compensation.
+        completes: The type it completes with: a step_completed of its own of another type is not one
+            of its results (the coordinator dead-letters it).
+        consumed: The types the handler consumes, by type name.
+        compensable: Whether the agent has a compensation (then CompensationRequested is an input too).
         store: Schemas to decode the fault records and the inputs with.
         done: Tracking keys of results in the log (filled).
         ended: Workflows with an outcome (filled).
         believed: Whether a record is signed by a party allowed to say it: the agent's own records,
             outcomes and timeouts learned from are checked (runtime._gate).
+        admits: Whether a record of a consumed type may be an input, by its type, ce_kind and ce_step
+            (runtime._provenance).
     """
 
-    def __init__(self, source: bytes, step: bytes, models: Mapping[bytes, type[Event]], store: SchemaStore,
-                 done: Done, ended: Done, believed: Callable[[Record], bool] = lambda record: True) -> None:
-        self._believed = believed
-        self._source, self._step = source, step
-        self._models = models
-        self._request = _REQUEST if _REQUEST in models else None
-        self._consumed = {t for t in models if t != _REQUEST}
+    def __init__(self, source: bytes, step: bytes, completes: bytes, consumed: Mapping[bytes, type[Event]],
+                 store: SchemaStore, done: Done, ended: Done, *, compensable: bool,
+                 believed: Callable[[Record], bool] = lambda record: True,
+                 admits: Callable[[bytes, bytes | None, bytes | None], bool] = lambda *headers: True) -> None:
+        self._believed, self._admits = believed, admits
+        self._source, self._step, self._completes = source, step, completes
+        self._models: dict[bytes, type[Event]] = dict(consumed)
+        if compensable:
+            self._models[_REQUEST] = CompensationRequested
+        self._request = _REQUEST if compensable else None
+        self._consumed = set(consumed)
         self._store, self._done, self._ended = store, done, ended
         self._plans: dict[str, Plan] = {}
         self._inputs: dict[str, dict[bytes, int]] = {}  # inputs seen per workflow id: type -> first offset
@@ -81,7 +91,7 @@ class LookBack:
             return
         if source == self._source:
             if self._believed(record):
-                self._own(record, workflow_id, kind)
+                self._own(record, workflow_id, kind, event_type)
         elif kind == _OUTCOME:
             if not self._believed(record):
                 return
@@ -94,13 +104,16 @@ class LookBack:
         elif event_type is None:
             return
         elif event_type in self._consumed:
-            self._inputs.setdefault(workflow_id, {}).setdefault(event_type, record.offset)
+            if self._admits(event_type, kind, step):
+                self._inputs.setdefault(workflow_id, {}).setdefault(event_type, record.offset)
         elif event_type == self._request and step == self._step:
             self._inputs.setdefault(workflow_id + COMPENSATION, {}).setdefault(event_type, record.offset)
 
-    def _own(self, record: Record, workflow_id: str, kind: bytes | None) -> None:
-        """One of the agent's own records: a result, or a failed attempt."""
+    def _own(self, record: Record, workflow_id: str, kind: bytes | None, event_type: bytes | None) -> None:
+        """One of the agent's own records: a result (a completion only of its own type), or a failed attempt."""
         if (suffix := _RESULTS.get(kind or b"")) is not None:
+            if kind == _COMPLETED and event_type != self._completes:
+                return
             self._done.add(workflow_id + suffix)
             self._plans.pop(workflow_id + suffix, None)
         elif kind == _ATTEMPT_FAILED and isinstance(failed := self._decode(record, StepAttemptFailed),
@@ -149,6 +162,32 @@ class LookBack:
             plans.append(plan)
         return plans
 
+    async def recover(self, transport: Transport, topic: str, start: Mapping[TopicPartition, int],
+                      until: Mapping[TopicPartition, int], progress: Mapping[TopicPartition, PartitionProgress],
+                      learn_schemas: Callable[[], Awaitable[None]]) -> dict[TopicPartition, list[Attempt]]:
+        """Learn from the records of each partition from `start` to `until`; the pending attempts found.
+
+        Args:
+            transport: The broker port.
+            topic: The events topic.
+            start: Where to start reading each partition.
+            until: Where to stop (the end: what the agent did after its last commit counts too).
+            progress: The bookkeeping of each partition set up (its attempts' inputs are read under it).
+            learn_schemas: See read_back.
+
+        Returns:
+            Per partition, its pending attempts whose inputs could be read back.
+        """
+        if start:
+            async for record in transport.read(start, start=start, until=until):
+                self.see(record)
+        found: dict[TopicPartition, list[Attempt]] = {}
+        for plan in self.pending():
+            tp = TopicPartition(topic, plan.partition)
+            if tp in progress and (attempt := await self.read_back(transport, topic, plan, progress[tp],
+                                                                   learn_schemas)) is not None:
+                found.setdefault(tp, []).append(attempt)
+        return found
 
     async def read_back(self, transport: Transport, topic: str, plan: Plan, progress: PartitionProgress,
                         learn_schemas: Callable[[], Awaitable[None]]) -> Attempt | None:

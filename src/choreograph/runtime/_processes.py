@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from ..transport._settings import Settings
+from ..transport._settings import Settings, run_dir
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,10 @@ def discover(root: Path) -> list[ServiceSpec]:
 def spawn(spec: ServiceSpec, root: Path, settings: Settings, ready: Path, log: Path,
           extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start one service in its own session with the stack's settings in its environment."""
-    env = {**os.environ, **settings.env(), "CHOREO_READY_FILE": str(ready), **(extra_env or {})}
+    # Services run in `root`: a relative CHOREO_HOME (the default ./.choreo) is made absolute first,
+    # so they find the caller's policy and keys, not another directory's.
+    env = {**os.environ, "CHOREO_HOME": str(run_dir()), **settings.env(), "CHOREO_READY_FILE": str(ready),
+           **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(root)]))
     with open(log, "ab") as out:
         return subprocess.Popen(spec.argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,

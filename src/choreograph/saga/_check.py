@@ -12,14 +12,17 @@ from ._facts import Fact, SagaState
 _STEP_KINDS = frozenset({Kind.STEP_COMPLETED, Kind.STEP_FAILED, Kind.COMPENSATION_REQUESTED,
                          Kind.COMPENSATION_COMPLETED, Kind.COMPENSATION_FAILED, Kind.STEP_ATTEMPT_FAILED,
                          Kind.STEP_TIMED_OUT, Kind.HEARTBEAT})
-_AGENT_KINDS = frozenset({Kind.STEP_ATTEMPT_FAILED, Kind.HEARTBEAT})
+# Facts whose step is read from the body: the body must name the sender's own step (a signed record
+# only proves who sent its headers; chart may not fail research).
+_AGENT_KINDS = frozenset({Kind.STEP_ATTEMPT_FAILED, Kind.HEARTBEAT, Kind.STEP_FAILED, Kind.COMPENSATION_FAILED})
 
 
 def impostor(source: str, fact: Fact) -> str | None:
     """Why a fact about attempts comes from a party that cannot know it, or None if it may.
 
-    A StepTimedOut is believed only from the coordinator (it keeps the deadlines), a failed attempt
-    or a heartbeat only from the step's own agent: another agent cannot fail or prolong a step.
+    A StepTimedOut is believed only from the coordinator (it keeps the deadlines); a failed step, a
+    failed compensation, a failed attempt or a heartbeat only from the step's own agent: another agent
+    cannot fail, leave uncompensated or prolong a step.
 
     Args:
         source: The event's CloudEvents source.

@@ -37,6 +37,8 @@ class HistoryEntry:
         workflow: The workflow's name.
         headers: All its headers, values decoded as UTF-8 (undecodable bytes replaced).
         error: Why its payload could not be decoded, if it could not.
+        rejected: Why services refuse it (unsigned, badly signed, or its signer may not say it: the
+            reason they dead-letter it with), where history was read with a verifier; None: believed.
     """
 
     topic: str
@@ -56,6 +58,7 @@ class HistoryEntry:
     workflow: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     error: str | None = None
+    rejected: str | None = None
 
     def json(self) -> str:
         """This entry as one line of JSON (bytes in the payload as base64)."""

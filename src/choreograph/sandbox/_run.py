@@ -24,11 +24,13 @@ from ..runtime._processes import ServiceSpec, discover, project_root, spawn, wai
 from ..saga._entries import entries_of
 from ..saga._graph import Graph
 from ..saga._replay import catalog_for
+from ..security._verify import Rejected
 from ..timetravel._archive import refuse_unless_empty
 from ..timetravel._history import History
 from ..timetravel._recording import Recording
 from ..transport._broker import terminate
 from ..transport._kafka import Kafka
+from ..transport._keyring import service_verifier
 from ..transport._registry import announce
 from ..transport._settings import Settings, run_dir
 from ._compare import ReplayReport, compare
@@ -151,7 +153,9 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     root = root or project_root()
     targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}
     sources = {agent_source(recording.workflow, s) for s in steps} | {COORDINATOR_SOURCE}
-    fed = {e.event_id for _, e in events if e.source not in sources}
+    verifier = service_verifier()  # what the services would refuse is not fed
+    fed = {e.event_id for r, e in events if e.source not in sources and (
+        verifier is None or not isinstance(verifier.admit_record(r.key, r.value, r.headers, r.timestamp), Rejected))}
     box = replace(settings, namespace=f"{settings.namespace}.sandbox.{sandbox}")
     kafka = Kafka(box)
     await kafka.ensure_topics()
@@ -181,7 +185,11 @@ def _start(settings: Settings, root: Path, sandbox: str, targets: Mapping[str, s
                     else [sys.executable, "-m", "choreograph", "agent", "run", target])
             ready = logs / f"{name}.{uuid.uuid4().hex[:8]}.ready"
             log = logs / f"{name}.log"
-            started[name] = (spawn(ServiceSpec(name, argv), root, settings, ready, log), ready, log)
+            # Verification off in the sandbox: only this replay writes its namespace, and it feeds
+            # recorded records the history reader believed (refused ones are not fed) and contracts
+            # it re-announces without the agents' keys, which an operator replaying does not hold.
+            started[name] = (spawn(ServiceSpec(name, argv), root, settings, ready, log, {"CHOREO_VERIFY": "off"}),
+                             ready, log)
         wait_ready(started, 60)
     except BaseException:
         _stop([p for p, _, _ in started.values()])

@@ -9,7 +9,8 @@ An identity is one of:
 
 `may_publish` is the rule, a pure function of the identity and what a record says it is (its
 envelope headers); checks that need the payload or the workflow's contracts (a StepFailed naming
-another step, a completion of the wrong type) are made by the services that read them.
+another step, a completion of the wrong type) are made by the services that read them
+(saga._check.impostor and runtime._admission.forged in the coordinator, runtime._provenance in agents).
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ class Identity(NamedTuple):
     def agent(cls, workflow: str, step: str) -> Identity:
         """The identity of a step's agent."""
         return cls(Role.AGENT, workflow, step)
+
+    @classmethod
+    def operator(cls, name: str) -> Identity:
+        """The identity of a person's tools, `operator:<name>`.
+
+        Raises:
+            ConfigurationError: `name` is not a name (letters, digits, `_`, `-`, `.`).
+        """
+        return cls.parse(f"{Role.OPERATOR.value}:{name}")
 
     def __str__(self) -> str:
         if self.role is Role.COORDINATOR:

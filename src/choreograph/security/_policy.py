@@ -26,6 +26,7 @@ change-over is never rejected), later ones are not. A *revoked* key (stolen) is 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,8 @@ import orjson
 from ..errors import ConfigurationError
 from ._identity import Identity, Role
 from ._keys import key_id, parse_public, public_text
+
+log = logging.getLogger("choreograph.security")
 
 
 @dataclass(frozen=True)
@@ -206,16 +209,28 @@ class PolicyFile:
         self._read()
 
     def current(self, *, force: bool = False) -> Policy:
-        """The policy, read again if the file changed since (`force`: check now, still at most once per `every_s`)."""
+        """The policy, read again if the file changed since (checked at most once per `every_s`).
+
+        Args:
+            force: Check the file now (an unknown key id: perhaps a service that has just made and
+                trusted its key). A check is one stat (about 1 µs, against 62 µs for a signature),
+                so a flood of records under unknown keys costs little.
+        """
         now = time.monotonic()
-        if now - self._checked >= self._every or (force and now - self._checked >= self._every / 10):
+        if force or now - self._checked >= self._every:
             self._checked = now
             try:
                 stat = os.stat(self.path)
             except OSError:
                 return self.policy  # gone for a moment (an editor's rename): keep the last one
             if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                self._read()
+                try:
+                    self._read()
+                except ConfigurationError as exc:
+                    # A half-edited or broken file must not stop a running service, nor trust
+                    # anything new: the last good policy stays until the file is fixed.
+                    self._stamp = (stat.st_mtime_ns, stat.st_size)
+                    log.error("%s; keeping the policy read before", exc)
         return self.policy
 
     def _read(self) -> None:

@@ -370,7 +370,8 @@ class SagaKit:
 
     async def events(self, goal: PublishedGoal) -> list[HistoryEntry]:
         """Every event of the workflow in log order, including any after its outcome."""
-        return await history(self.settings, goal.workflow_id, to_end=True, transport=self._transport(None))
+        return await history(self.settings, goal.workflow_id, to_end=True, transport=self._transport(None),
+                             verifier=self.trust(PUBLISHER).verifier)  # the kit's policy, not the environment's
 
     async def emitted(self, goal: PublishedGoal, *, kind: str | None = None,
                       step: str | None = None) -> list[HistoryEntry]:

@@ -12,9 +12,11 @@ from typing import Any
 
 from ..errors import WorkflowError
 from ..events._models import StepContract
+from ..security._verify import Verifier
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._groups import group_lags, group_members
 from ..transport._kafka import Kafka
+from ..transport._keyring import operator_identity, service_verifier
 from ..transport._port import Transport
 from ..transport._presence import Status, read_status, serving
 from ..transport._registry import Registry, retire
@@ -24,9 +26,9 @@ from ..transport._trust import Trust
 RETIRE_SOURCE = "choreo://cli/retire"
 
 
-async def _contracts(transport: Transport) -> Registry:
-    """A registry reader caught up to the registry's end (stopped again)."""
-    registry = Registry(transport)
+async def _contracts(transport: Transport, verifier: Verifier | None) -> Registry:
+    """A registry reader caught up to the registry's end (stopped again), believing what `verifier` admits."""
+    registry = Registry(transport, verifier=verifier)
     await registry.start()
     try:
         await registry.catch_up()
@@ -44,7 +46,7 @@ def _order(registry: Registry, workflow: str) -> list[str]:
 
 
 async def agents_report(settings: Settings, *, workflow: str | None = None, transport: Transport | None = None,
-                        clock: Clock = SYSTEM_CLOCK) -> list[dict[str, Any]]:
+                        clock: Clock = SYSTEM_CLOCK, verifier: Verifier | None = None) -> list[dict[str, Any]]:
     """One row per announced step (of `workflow`, or of all): its agent, who serves it, its policy.
 
     A row's `rate_limit` is the latest live instance's ({"per_second", "burst"}, per instance), and
@@ -60,12 +62,13 @@ async def agents_report(settings: Settings, *, workflow: str | None = None, tran
         workflow: Only this workflow's steps.
         transport: The broker port; Kafka unless given.
         clock: Now, for liveness.
+        verifier: Which contracts to believe; the environment's (transport.service_verifier) when None.
 
     Returns:
         The rows, by workflow and in graph order.
     """
     kafka = transport if transport is not None else Kafka(settings)
-    registry = await _contracts(kafka)
+    registry = await _contracts(kafka, verifier or service_verifier())
     status = await read_status(kafka, clock=clock)
     now = clock.now_ms()
     workflows = sorted({n.split("/", 1)[0] for n in [*registry.contracts, *registry.refused]})
@@ -132,7 +135,7 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
         transport: The broker port; Kafka unless given.
         clock: Now, for liveness.
         trust: The operator's signer (see transport.Trust): the tombstones are believed only when
-            an operator signed them. None: unsigned.
+            an operator signed them. None: the environment's `operator:<CHOREO_OPERATOR>`.
 
     Returns:
         What was retired: "workflow", "step", "steps_left" (the workflow's steps now).
@@ -141,7 +144,9 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
         WorkflowError: No such step is announced, or it may not be retired (see above).
     """
     kafka = transport if transport is not None else Kafka(settings)
-    registry = await _contracts(kafka)
+    if trust is None:
+        trust = Trust.from_env(operator_identity())
+    registry = await _contracts(kafka, trust.verifier)
     name = f"{workflow}/{step}"
     contract = registry.contracts.get(name)
     if contract is None and name not in registry.refused:
@@ -164,7 +169,7 @@ async def retire_step(settings: Settings, workflow: str, step: str, *, force: bo
                 f"{members} member(s) of group {settings.agent_group(workflow, step)}"
             raise WorkflowError(f"step {step!r} of {workflow!r} is served now by {who}: stop its agents first "
                                 "(a running agent announces its step again when it restarts), or pass --force")
-    producer = (trust or Trust.off()).producer(kafka.producer())
+    producer = trust.producer(kafka.producer())
     await producer.start()
     try:
         partitions = await kafka.partition_count(settings.events_topic)

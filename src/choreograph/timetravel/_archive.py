@@ -29,12 +29,15 @@ from ..events._models import Event, RestoreCompleted, RestoreStarted, load_schem
 from ..events._records import StoredRecord
 from ..saga._entries import HistoryEntry
 from ..saga._graph import Graph
+from ..security._verify import Verifier
 from ..transport._kafka import Kafka
-from ..transport._port import Producer, TopicPartition
+from ..transport._keyring import operator_identity
+from ..transport._port import Producer, TopicPartition, Transport
 from ..transport._registry import Contracts
 from ..transport._restore import MARKER_TYPES
 from ..transport._settings import Settings
-from ._history import shown_entries
+from ..transport._trust import Trust
+from ._history import judge_by, shown_entries
 
 SCHEMA = fastavro.parse_schema(dict(load_schema(schema_root() / "archive" / "archived_record.avsc").source))
 SEGMENT = re.compile(r"^(\d+)-(\d+)-(\d+)\.avro$")
@@ -180,9 +183,14 @@ class Archive:
         key = workflow_id.encode()
         return [r for r in self.records(".events") if r.key == key]
 
-    def history(self, workflow_id: str) -> list[HistoryEntry]:
-        """The workflow's archived events, decoded, sensitive fields redacted (as `choreo history` shows them)."""
-        return shown_entries(self.workflow_records(workflow_id), self.store)
+    def history(self, workflow_id: str, verifier: Verifier | None = None) -> list[HistoryEntry]:
+        """The workflow's archived events, decoded, sensitive fields redacted (as `choreo history` shows them).
+
+        Args:
+            workflow_id: The workflow instance's id.
+            verifier: Marks the events services refuse (see History.entries); None: nothing is marked.
+        """
+        return shown_entries(self.workflow_records(workflow_id), self.store, judge_by(verifier))
 
 
 @dataclass
@@ -207,11 +215,13 @@ class RestoreReport:
 _SUFFIXES = (".events", ".registry", ".deadletter")
 
 
-async def restore(settings: Settings, root: Path, *, force: bool = False) -> RestoreReport:
+async def restore(settings: Settings, root: Path, *, force: bool = False, trust: Trust | None = None,
+                  transport: Transport | None = None) -> RestoreReport:
     """Re-publish an archive into this namespace's topics, each partition inside a restore bracket.
 
-    The records keep their keys, headers, values, timestamps, partitions and order; the bracket (see
-    transport._restore) is a RestoreStarted marker before them and a RestoreCompleted after. Running
+    The records keep their keys, headers, values, timestamps, partitions and order (and so their
+    signatures: they are not signed again); the bracket (see transport._restore) is a RestoreStarted
+    marker before them and a RestoreCompleted after, signed by the operator `trust` signs as. Running
     services learn from the restored records and never act on them; a new agent group starts at the
     end; so a restore repeats no side effect and adds no event besides its markers. Offsets shift by
     what the partition held before (agents' announcements, the opening marker).
@@ -220,6 +230,9 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
         settings: The namespace to restore into.
         root: The archive directory.
         force: Restore even into a broker whose events topic holds workflow events or a restore.
+        trust: The operator's signer (see transport.Trust): services that verify honour only markers
+            an operator signed. None: the environment's `operator:<CHOREO_OPERATOR>`.
+        transport: The broker port; Kafka (aiokafka) unless given.
 
     Returns:
         The report: how many records went to each topic, and any damaged segments.
@@ -248,7 +261,7 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
             raise ArchiveError(f"{root}: no record of its archive can be read: {archive.problems[0]}")
         raise ArchiveError(f"{root}: holds no archive (no segments <topic>/<hour>/<partition>-<first>-<last>.avro "
                            "of an events, registry or deadletter topic)")
-    kafka = Kafka(settings)
+    kafka: Transport = transport if transport is not None else Kafka(settings)
     await kafka.ensure_topics()
     for topic in {t for t, _ in groups}:
         count = await kafka.partition_count(topic)
@@ -260,27 +273,33 @@ async def restore(settings: Settings, root: Path, *, force: bool = False) -> Res
     restore_id = new_event_id()
     counts: dict[str, int] = {}
     producer = kafka.producer()
+    if trust is None:
+        trust = Trust.from_env(operator_identity())
+    markers = trust.producer(producer)  # the same producer: one order per partition
     await producer.start()
     try:
         for (topic, partition), records in sorted(groups.items()):
-            await _restore_partition(producer, topic, partition, records, restore_id, str(root))
+            await _restore_partition(producer, markers, topic, partition, records, restore_id, str(root))
             counts[topic] = counts.get(topic, 0) + len(records)
     finally:
         await producer.stop()
     return RestoreReport(restore_id, counts, archive.problems)
 
 
-async def _restore_partition(producer: Producer, topic: str, partition: int, records: list[StoredRecord],
-                             restore_id: str, archive: str) -> None:
-    """Re-publish one partition's records between its two restore markers; return once the broker has them."""
+async def _restore_partition(producer: Producer, markers: Producer, topic: str, partition: int,
+                             records: list[StoredRecord], restore_id: str, archive: str) -> None:
+    """Re-publish one partition's records between its two restore markers; return once the broker has them.
+
+    The records go out as archived (`producer`), the markers signed (`markers`).
+    """
     until = max(r.timestamp for r in records)
     opening = RestoreStarted(restore_id=restore_id, archive=archive, records=len(records), until_timestamp=until)
     closing = RestoreCompleted(restore_id=restore_id, records=len(records))
-    await _send_marker(producer, topic, partition, opening, restore_id)
+    await _send_marker(markers, topic, partition, opening, restore_id)
     futures = [await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), partition=partition,
                                    timestamp_ms=r.timestamp) for r in records]
     await asyncio.gather(*futures)
-    await _send_marker(producer, topic, partition, closing, restore_id)
+    await _send_marker(markers, topic, partition, closing, restore_id)
 
 
 async def _send_marker(producer: Producer, topic: str, partition: int, marker: Event, restore_id: str) -> None:
@@ -291,7 +310,7 @@ async def _send_marker(producer: Producer, topic: str, partition: int, marker: E
                                  partition=partition)
 
 
-async def refuse_unless_empty(kafka: Kafka, settings: Settings,
+async def refuse_unless_empty(kafka: Transport, settings: Settings,
                              hint: str = "restore into an empty broker, or pass --force") -> None:
     """Refuse a broker whose events topic holds workflow events or a restore's markers.
 

@@ -6,7 +6,9 @@ resumable from its committed position.
 Records are buffered and written as complete segments every `flush_interval_s` (and when a buffer
 holds `segment_records`); only then are their offsets committed. A crash between the two re-writes
 those records in another segment, and readers keep each (topic, partition, offset) once. Records a
-restore re-published (inside a restore bracket) are already in an archive and are skipped.
+restore re-published (inside a restore bracket) are already in an archive and are skipped. Given a
+verifier, only a marker an operator signed opens or closes a bracket: a forged one is archived like
+any record and silences nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ArchiveError
 from ..events._records import StoredRecord
+from ..security._verify import Rejected, Verifier
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
 from ..transport._member import GroupMember
@@ -39,11 +42,15 @@ class Archiver(ServiceBase):
         flush_interval_s: How often buffered records are written as segments and committed.
         segment_records: A buffer this large is written at once.
         ready_file: Written once the archiver is ready (`choreo up` waits for it).
+        verifier: Checks restore markers (only an operator's are honoured); None: every marker from
+            the restore source is.
     """
 
     def __init__(self, settings: Settings, root: Path, *, transport: Transport | None = None,
-                 flush_interval_s: float = 2.0, segment_records: int = 50_000, ready_file: Path | None = None) -> None:
+                 flush_interval_s: float = 2.0, segment_records: int = 50_000, ready_file: Path | None = None,
+                 verifier: Verifier | None = None) -> None:
         self.settings = settings
+        self.verifier = verifier
         self.root = root
         self.archived = 0
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
@@ -101,12 +108,23 @@ class Archiver(ServiceBase):
                 event_type = value
             elif name == "ce_source":
                 source = value
-        if event_type is not None and event_type in MARKER_TYPES:
-            on_marker(progress, event_type, record.value, record.offset, source)
-            return
+        if event_type is not None and event_type in MARKER_TYPES and self._believed(record) and \
+                on_marker(progress, event_type, record.value, record.offset, source):
+            return  # a restore's own: not archived (a restore of this archive writes its own)
         if progress.is_history(record.timestamp):
             return  # re-published from an archive by a restore
         self._buffers.setdefault(tp, []).append(StoredRecord.of(record))
+
+    def _believed(self, record: Record) -> bool:
+        """Whether a restore marker is an operator's (or nothing is verified); a forged one is logged."""
+        if self.verifier is None:
+            return True
+        verdict = self.verifier.admit_record(record.key, record.value, record.headers, record.timestamp)
+        if isinstance(verdict, Rejected):
+            log.warning("archive: not honouring a restore marker at %s[%d]@%d: %s", record.topic, record.partition,
+                        record.offset, verdict)
+            return False
+        return True
 
     async def _ends(self) -> dict[TopicPartition, int]:
         ends: dict[TopicPartition, int] = await self._kafka.end_offsets(self._member.consumer.assignment())

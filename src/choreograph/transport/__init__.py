@@ -6,7 +6,8 @@
 contract suite (tests/integration/contract) runs on both. Also here: settings and broker profiles,
 offsets and commit pins, dead letters, the registry of step contracts, restore brackets, the
 group-member lifecycle, the embedded Tansu broker, and where a service finds its key and the policy
-(`service_key`, `service_policy`).
+(`service_key`, `service_policy`, `service_verifier`; `operator_identity`: who a person's tools sign as;
+`publisher_identity`: who a client publishes goals as).
 
 Names are imported on first use: importing this package does not import aiokafka; only using a
 Kafka name does.
@@ -25,7 +26,16 @@ if TYPE_CHECKING:
     from ._broker import EmbeddedBroker, LocalBroker, terminate
     from ._kafka import Kafka, KafkaTransport
     from ._kafka_consumer import KafkaConsumer
-    from ._keyring import keys_dir, policy_path, service_key, service_policy, verification_off
+    from ._keyring import (
+        keys_dir,
+        operator_identity,
+        policy_path,
+        publisher_identity,
+        service_key,
+        service_policy,
+        service_verifier,
+        verification_off,
+    )
     from ._member import GroupMember
     from ._memory import MemoryLog
     from ._memory_consumer import MemoryConsumer
@@ -54,7 +64,8 @@ _LAZY = {
     "MemoryLog": "._memory", "MemoryRecord": "._memory_records", "MemoryConsumer": "._memory_consumer",
     "MemoryProducer": "._memory_transport", "MemoryTransport": "._memory_transport",
     "GroupMember": "._member",
-    **dict.fromkeys(["keys_dir", "policy_path", "service_key", "service_policy", "verification_off"], "._keyring"),
+    **dict.fromkeys(["keys_dir", "operator_identity", "policy_path", "publisher_identity", "service_key",
+                     "service_policy", "service_verifier", "verification_off"], "._keyring"),
     "EmbeddedBroker": "._broker", "LocalBroker": "._broker", "terminate": "._broker",
     "announce": "._registry", "framework_store": "._registry", "Registry": "._registry", "Contracts": "._registry",
 }
@@ -92,10 +103,13 @@ __all__ = [
     "framework_store",
     "keys_dir",
     "murmur2",
+    "operator_identity",
     "partition_for",
     "policy_path",
+    "publisher_identity",
     "service_key",
     "service_policy",
+    "service_verifier",
     "terminate",
     "verification_off",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Contiguity:
             self._expected.pop(tp, None)
             self._holes.pop(tp, None)
 
-    def admit(self, tp: Any, records: Sequence[Any]) -> tuple[Sequence[Any], int | None]:
+    def admit(self, tp: Any, records: list[Any]) -> tuple[list[Any], int | None]:
         """The records to pass on, and the offset to seek back to if a hole was found.
 
         Args:

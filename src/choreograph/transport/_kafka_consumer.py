@@ -139,7 +139,7 @@ class KafkaConsumer:
             if hole is not None:
                 self.raw.seek(tp, hole)  # drops what aiokafka prefetched past the hole
             if kept:
-                admitted[_ours(tp)] = list(kept)
+                admitted[_ours(tp)] = kept
         return admitted
 
     async def _positions(self, timeout_ms: int) -> None:

@@ -5,6 +5,9 @@
     CHOREO_KEY        a private key as `<identity> <base64 seed>` (or a key file's JSON): wins over files
     CHOREO_KEY_FILE   a private key file: wins over CHOREO_KEYS_DIR
     CHOREO_VERIFY     `off` turns signature checks off (services say so loudly); unset or `on`: on
+    CHOREO_PUBLISHER  the name a client publishes goals as (`publisher:<name>`, default `local`)
+    CHOREO_OPERATOR   the name an operator's tools sign as (`operator:<name>`, default `local`):
+                      restore markers (`choreo archive restore`), retirements (`choreo agents retire`)
 
 With none of these set, local development needs nothing: a service with no key makes one under
 CHOREO_HOME and trusts it, as long as the policy there is absent or a local development policy
@@ -21,10 +24,11 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from ..security._identity import Identity
+from ..security._identity import Identity, Role
 from ..security._keys import KeyPair
 from ..security._local import key_path, local_key, local_policy
 from ..security._policy import PolicyFile
+from ..security._verify import Verifier
 from ._settings import run_dir, verify_off
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,32 @@ def verification_off() -> bool:
         ConfigurationError: CHOREO_VERIFY is neither `on` nor `off`.
     """
     return verify_off()
+
+
+def publisher_identity() -> Identity:
+    """Who a client publishes goals as: `publisher:<CHOREO_PUBLISHER>` (default `publisher:local`).
+
+    Raises:
+        ConfigurationError: CHOREO_PUBLISHER is not a name.
+    """
+    return _named(Role.PUBLISHER, "CHOREO_PUBLISHER")
+
+
+def operator_identity() -> Identity:
+    """Who an operator's tools (restore, retire) sign as: `operator:<CHOREO_OPERATOR>` (default `operator:local`).
+
+    Raises:
+        ConfigurationError: CHOREO_OPERATOR is not a name.
+    """
+    return _named(Role.OPERATOR, "CHOREO_OPERATOR")
+
+
+def _named(role: Role, variable: str) -> Identity:
+    name = os.environ.get(variable) or "local"
+    try:
+        return Identity.parse(f"{role.value}:{name}")
+    except ConfigurationError:
+        raise ConfigurationError(f"{variable}={name!r}: expected a name of letters, digits, _ - and .") from None
 
 
 def _local_allowed() -> bool:
@@ -102,7 +132,7 @@ def service_key(identity: Identity) -> KeyPair:
         made = not key_path(home, identity).exists()
         pair = local_key(home, identity)
         if made:
-            log.warning("made a local development key %s for %s in %s, trusted in the local policy %s",
+            log.info("made a local development key %s for %s in %s, trusted in the local policy %s",
                         pair.key_id, identity, key_path(home, identity), home / "policy.json")
         return _owned(pair, identity, str(key_path(home, identity)))
     raise ConfigurationError(f"no key for {identity}: `choreo keys new {identity}` makes one "
@@ -137,3 +167,12 @@ def service_policy() -> PolicyFile:
                                      "or `choreo keys trust` makes one)")
         local_policy(run_dir())
     return PolicyFile(path)
+
+
+def service_verifier() -> Verifier | None:
+    """A verifier over the policy (service_policy) for a reader that checks what it shows; None with CHOREO_VERIFY=off.
+
+    Raises:
+        ConfigurationError: As service_policy, or CHOREO_VERIFY is neither `on` nor `off`.
+    """
+    return None if verification_off() else Verifier(service_policy())

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from ..errors import BrokerUnavailable
 from ._groups import group_lags
 from ._kafka import KafkaTransport
+from ._keyring import service_verifier
 from ._registry import Registry
 from ._settings import Settings
 
@@ -26,7 +27,7 @@ async def _groups(kafka: KafkaTransport, agents: Mapping[str, str | None],
     wanted = {service: agent for service, agent in agents.items() if service not in groups}
     if not wanted:
         return groups
-    registry = Registry(kafka)
+    registry = Registry(kafka, verifier=service_verifier())
     await registry.start()
     try:
         await registry.catch_up()

@@ -18,10 +18,10 @@ from ..events._envelope import Envelope, Kind
 from ..events._faults import FAULT_EVENTS
 from ..events._models import FRAMEWORK_EVENTS, Event, StepContract, load_schema, schema_root
 from ..saga._graph import Graph
-from ..security._identity import Identity, Role, may_announce
+from ..security._identity import Identity, may_announce
 from ..security._verify import Rejected, Verifier
 from ._offsets import PartitionProgress
-from ._port import Consumer, Producer, TopicPartition, Transport
+from ._port import Consumer, Producer, Record, TopicPartition, Transport
 from ._restore import MARKER_TYPES, on_marker
 
 log = logging.getLogger("choreograph.registry")
@@ -48,11 +48,18 @@ class Contracts:
     Attributes:
         store: The framework's schemas and every announced one that parses.
         contracts: "workflow/step" -> the contract accepted last.
+        completions: (workflow, step) -> every event type a contract of that step, signed by its own
+            agent where signatures are verified, has said it completes with: accepted or refused,
+            and kept after a tombstone or a new contract (workflows started before still finish
+            with the graph they started with). Who may complete with what (see completes_with).
+        changes: How many times `completions` grew (readers that index it rebuild on a change).
     """
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.store = store or framework_store()
         self.contracts: dict[str, StepContract] = {}
+        self.completions: dict[tuple[str, str], set[str]] = {}
+        self.changes = 0
         self._refused: dict[str, tuple[StepContract, str]] = {}  # "workflow/step" -> (contract, reason)
         self._restored: set[str] = set()  # learned from history: the only ones a restored tombstone removes
         self._catalog: dict[str, Graph] | None = None
@@ -63,7 +70,7 @@ class Contracts:
         return {name: reason for name, (_, reason) in self._refused.items()}
 
     def apply(self, value: bytes | None, *, keep_existing: bool = False, key: bytes | None = None,
-              announcer: Identity | None = None) -> None:
+              announcer: Identity | None = None) -> str | None:
         """Learn one announced contract (a registry record or a marker on the events topic), or forget one.
 
         A value that is not a contract this code can read is skipped; a contract that cannot join its
@@ -78,39 +85,48 @@ class Contracts:
             key: The record's key ("workflow/step"); only a tombstone needs it.
             announcer: Who signed the record, where signatures are verified: an agent may announce
                 only its own step, and only it or an operator may remove it (else the record is skipped).
+
+        Returns:
+            Why `announcer` may not say this (the record was skipped; the coordinator dead-letters
+            it), or None.
         """
         if value is None:
             if key is not None:
                 name = key.decode(errors="replace")
                 if announcer is not None and (reason := may_announce(announcer, *_split(name), retire=True)):
                     log.warning("registry: skipping a tombstone of %s: %s", name, reason)
-                    return
+                    return reason
                 self._remove(name, restored=keep_existing)
-            return
+            return None
         try:
             contract = StepContract.decode(value, self.store)
         except DecodeError:
-            return  # a registry entry we cannot read is someone else's newer format; skip it
+            return None  # a registry entry we cannot read is someone else's newer format; skip it
         name = f"{contract.workflow}/{contract.step}"
         if announcer is not None and (reason := may_announce(announcer, contract.workflow, contract.step)):
             log.warning("registry: skipping a contract of %s: %s", name, reason)
-            return
+            return reason
+        said = self.completions.setdefault((contract.workflow, contract.step), set())
+        if contract.completes_with.name not in said:
+            said.add(contract.completes_with.name)
+            self.changes += 1
         if self.contracts.get(name) == contract:
             # A copy (each announcement is on the registry and on every events partition): its
             # schemas are known already.
             if not keep_existing:
                 self._restored.discard(name)
-            return
+            return None
         for schema in _schemas(contract)[0]:  # even a refused contract's: its agent's events stay readable
             self.store.add(schema)
         if keep_existing and (name in self.contracts or name in self._refused):
-            return
+            return None
         if keep_existing:
             self._restored.add(name)
         else:
             self._restored.discard(name)
         self._offer(name, contract)
         self._retry(contract.workflow, but=name)
+        return None
 
     def _offer(self, name: str, contract: StepContract) -> None:
         """Accept `contract` under `name`, or refuse it (logged when the reason is new for `name`)."""
@@ -160,6 +176,10 @@ class Contracts:
         self._catalog = None
         self._retry(gone.workflow)
 
+    def completes_with(self, workflow: str, step: str) -> set[str] | None:
+        """The event types `step` of `workflow` may complete with (`completions`); None: it announced none."""
+        return self.completions.get((workflow, step))
+
     @property
     def catalog(self) -> Mapping[str, Graph]:
         """Current step graph of every announced workflow; a refusal (Graph.refusal) for one that has none."""
@@ -206,13 +226,19 @@ class Registry(Contracts):
         kafka: The client of the broker to read.
         store: See Contracts.
         verifier: Where signatures are verified: only signed records of a party allowed to make
-            them are applied (see Contracts.apply); None: every record.
+            them are applied (see Contracts.apply), and a restore bracket opens or closes only at a
+            marker an operator signed; None: every record.
+        verify_contracts: False: contracts are applied whoever signed them, while restore markers
+            are still verified (a reader that only shows history, whose contracts serve to decode
+            payloads: a schema is known by its fingerprint, so a forged one displaces none).
     """
 
-    def __init__(self, kafka: Transport, store: SchemaStore | None = None, verifier: Verifier | None = None) -> None:
+    def __init__(self, kafka: Transport, store: SchemaStore | None = None, verifier: Verifier | None = None, *,
+                 verify_contracts: bool = True) -> None:
         super().__init__(store)
         self._kafka = kafka
         self.verifier = verifier
+        self.verify_contracts = verify_contracts
         self._tp = TopicPartition(kafka.settings.registry_topic, 0)
         self._consumer: Consumer  # made in start(), inside the running loop
         self._progress = PartitionProgress(0)  # only its restore bracket is used
@@ -240,23 +266,30 @@ class Registry(Contracts):
             while await self._consumer.position(self._tp) < end:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=500)
                 for record in batch.get(self._tp, ()):
-                    announcer = None
-                    if self.verifier is not None:
-                        signer = self.verifier.signer(record.key, record.value, record.headers, record.timestamp)
-                        if isinstance(signer, Rejected):
-                            log.warning("registry: skipping %s@%d: %s", self._tp.topic, record.offset, signer)
-                            continue
-                        announcer = signer
-                    headers = dict(record.headers)
-                    if (event_type := headers.get("ce_type")) in MARKER_TYPES:
-                        if announcer is None or announcer.role is Role.OPERATOR:
-                            on_marker(self._progress, event_type, record.value, record.offset,
-                                      headers.get("ce_source"))
-                    else:
-                        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp),
-                                   key=record.key, announcer=announcer)
+                    self._read(record)
         finally:
             self._consumer.pause(self._tp)
+
+    def _read(self, record: Record) -> None:
+        """Apply one registry record: a contract or tombstone, or a restore marker (see on_marker)."""
+        headers = dict(record.headers)
+        if (event_type := headers.get("ce_type")) in MARKER_TYPES:
+            # Only an operator's: a forged marker would make every later announcement "restored".
+            if self.verifier is not None and isinstance(why := self.verifier.admit_record(
+                    record.key, record.value, record.headers, record.timestamp), Rejected):
+                log.warning("registry: ignoring a restore marker at %s@%d: %s", self._tp.topic, record.offset, why)
+                return
+            on_marker(self._progress, event_type, record.value, record.offset, headers.get("ce_source"))
+            return
+        announcer = None
+        if self.verifier is not None and self.verify_contracts:
+            signer = self.verifier.signer(record.key, record.value, record.headers, record.timestamp)
+            if isinstance(signer, Rejected):
+                log.warning("registry: skipping %s@%d: %s", self._tp.topic, record.offset, signer)
+                return
+            announcer = signer
+        self.apply(record.value, keep_existing=self._progress.is_history(record.timestamp), key=record.key,
+                   announcer=announcer)
 
 
 def _split(name: str) -> tuple[str, str]:

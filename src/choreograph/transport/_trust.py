@@ -51,7 +51,13 @@ class Trust:
         if verification_off():
             log.warning("CHOREO_VERIFY=off: %s signs nothing and acts on unsigned and forged records", identity)
             return cls.off()
-        return cls.of(service_key(identity), service_policy())
+        key, policy = service_key(identity), service_policy()
+        if policy.current().key(key.key_id) is None:
+            # Not an error: the operator may be about to trust it. But say so, or every record
+            # this service signs is refused without a word here.
+            log.warning("%s signs with key %s, which %s does not trust: services will refuse what it publishes "
+                        "until `choreo keys trust` is run", identity, key.key_id, policy.path)
+        return cls.of(key, policy)
 
     @classmethod
     def off(cls) -> Trust:
