@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import orjson
 import typer
 
-from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidationError
+from ..errors import EventTooLarge, GoalRejected, GoalValidationError
 from ..transport._settings import Settings, check_env
 from ._agents import agents_app
 from ._dlq import dlq_app
 from ._input import (
-    REJECTED,
+    FAILED,
+    INTERRUPTED,
     USAGE,
+    debugging,
     duration,
     err,
-    exit_code,
     fail,
     goal_data,
+    one_line,
     positive_seconds,
     seconds,
     workflow_id,
@@ -134,11 +136,14 @@ def publish(
     deadline: Annotated[str | None, typer.Option(
         help="the workflow's deadline from now, e.g. 30s, 10m, 1h30m: what still runs then is timed out and "
              "compensated, and the outcome is timed_out")] = None,
+    no_fail: Annotated[bool, typer.Option("--no-fail", help="with --wait: exit 0 whatever the outcome")] = False,
 ) -> None:
     """Publish a goal; print {"workflow_id": ...} (and "status" with --wait).
 
-    Exit 2 if the goal is invalid or over the maximum event size (nothing is published); exit 3,
-    with "status": "rejected", if the coordinator rejected it (e.g. a duplicate workflow id).
+    Exit 2 if the goal is invalid or over the maximum event size (nothing is published); exit 1,
+    with "status": "rejected", if the coordinator rejected it (e.g. a duplicate workflow id); with
+    --wait, exit 1 when the status is not "completed" (compensated, failed, timed_out, cancelled, or
+    still running when the wait ran out), unless --no-fail.
     """
     from ..runtime._client import Client
 
@@ -167,15 +172,18 @@ def publish(
             return result
 
     try:
-        print(orjson.dumps(asyncio.run(go())).decode())
+        result = _run(go())
     except GoalValidationError as exc:
         raise fail(str(exc), USAGE) from exc
     except EventTooLarge as exc:
         raise fail(f"{exc} (CHOREO_MAX_EVENT_BYTES)", USAGE) from exc
     except GoalRejected as exc:  # refused as it was published: no id to print
-        raise fail(str(exc), REJECTED) from exc
+        raise fail(str(exc), FAILED) from exc
+    print(orjson.dumps(result).decode())
     if rejected:
-        raise fail(str(rejected[0]), REJECTED)
+        raise fail(str(rejected[0]), FAILED)
+    if wait is not None and not no_fail and result.get("status") != "completed":
+        raise typer.Exit(FAILED)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -183,7 +191,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
 
 
 @app.command()
@@ -291,7 +299,8 @@ def replay(
 ) -> None:
     """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed back.
 
-    Report where the re-run's events differ from the recorded ones (exit 1 if any do).
+    Report where the re-run's events differ from the recorded ones. Exit as diff does: 0 the same,
+    1 differences, 2 an error (bad input, no such workflow, no broker).
     """
     from ..sandbox._run import rerun
     from ..timetravel._recording import record as take
@@ -306,7 +315,12 @@ def replay(
         recording = await take(settings, workflow_id, from_archive)
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
-    report = _run(go())
+    try:
+        report = _run(go())
+    except Exception as exc:  # every error, as diff's 2: 1 is for differences
+        if debugging():
+            raise
+        raise fail(one_line(exc), USAGE) from None
     if as_json:
         print(orjson.dumps(report.json()).decode())
     else:
@@ -379,14 +393,3 @@ def demo(
 
     raise typer.Exit(run_demo(keep=keep))
 
-
-def main() -> None:
-    """Run the `choreo` command line; a ChoreographError is an error line and a non-zero exit.
-
-    Exit 2 for bad settings or input (see cli._input), else 1.
-    """
-    try:
-        app()
-    except ChoreographError as exc:
-        err(str(exc))
-        sys.exit(exit_code(exc))

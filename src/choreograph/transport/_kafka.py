@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, ChoreographError
 from ._contiguous import Contiguity
 from ._kafka_consumer import KafkaConsumer
 from ._partitioner import partition_for
@@ -256,3 +256,16 @@ if TYPE_CHECKING:  # mypy proves the Kafka classes implement the port
 
     def _conforms(settings: Settings) -> tuple[Transport, Consumer]:
         return KafkaTransport(settings), KafkaTransport(settings).consumer()
+
+
+def as_broker_error(exc: BaseException) -> ChoreographError | None:
+    """The library's own error for an aiokafka one, for a one-line message; None for any other.
+
+    A connection that cannot be made is BrokerUnavailable (the command line exits 3 for it); any
+    other Kafka error a ChoreographError with Kafka's message.
+    """
+    if isinstance(exc, KafkaConnectionError):
+        return BrokerUnavailable(f"cannot reach the Kafka broker: {exc} (KAFKA_BOOTSTRAP_SERVERS)")
+    if isinstance(exc, KafkaError):
+        return ChoreographError(f"Kafka: {exc}")
+    return None
