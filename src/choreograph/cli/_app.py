@@ -26,6 +26,7 @@ from ._input import (
     goal_data,
     one_line,
     positive_seconds,
+    root,
     seconds,
     workflow_id,
 )
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, callback=root,
                   help="Choreographed agent workflows on Kafka.")
 broker_app = typer.Typer(no_args_is_help=True, help="A local embedded (Tansu) broker across commands.")
 agent_app = typer.Typer(no_args_is_help=True, help="Run agents.")

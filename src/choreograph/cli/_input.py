@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -40,6 +40,22 @@ def err(message: str, label: str = "error", colour: str = "red") -> None:
     # Text from argv or files may hold lone surrogates (bytes that are not UTF-8): shown escaped.
     text = message.encode("utf-8", "backslashreplace").decode()
     Console(stderr=True, soft_wrap=True).print(f"[{colour}]{label}:[/{colour}] {escape(text)}", highlight=False)
+
+
+def _print_version(value: bool) -> None:
+    """`--version`: print `choreo <version>` (the installed distribution's) and exit 0."""
+    if value:
+        from importlib.metadata import version
+
+        print(f"choreo {version('choreograph')}")
+        raise typer.Exit()
+
+
+def root(
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                           help="print choreo's version and exit")] = False,
+) -> None:
+    """The options of `choreo` itself, before any command."""
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
