@@ -14,6 +14,7 @@ import typer
 from ..errors import EventTooLarge, GoalRejected, GoalValidationError
 from ..transport._settings import Settings, check_env
 from ._agents import agents_app
+from ._asyncapi import asyncapi
 from ._dlq import dlq_app
 from ._input import (
     FAILED,
@@ -50,6 +51,7 @@ app.add_typer(archive_app, name="archive")
 app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
+app.command("asyncapi")(asyncapi)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
