@@ -274,7 +274,7 @@ def test_a_rejected_goal_is_one_line_and_exit_1_with_its_id_on_stdout(
 def test_a_service_started_directly_with_a_bad_setting_says_so_in_one_line(
         tmp_path: Path, name: str, value: str) -> None:
     env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "localhost:1", name: value}
-    result = subprocess.run([sys.executable, "-m", "services.coordinator"], cwd=ROOT, env=env, text=True,
+    result = subprocess.run([sys.executable, "-m", "choreograph", "coordinator", "run"], cwd=ROOT, env=env, text=True,
                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert one_line(result).startswith(f"error: {name}={value!r}: expected ")

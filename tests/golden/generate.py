@@ -36,7 +36,7 @@ from choreograph.events import (
     StepHeartbeat,
     derived_id,
 )
-from choreograph.runtime import ServiceSpec, discover, load_agent, spawn, wait_ready
+from choreograph.runtime import ServiceSpec, coordinator_spec, discover, load_agent, spawn, wait_ready
 from choreograph.timetravel import record
 from choreograph.transport import Kafka, announce, terminate
 
@@ -256,7 +256,7 @@ async def scripted(broker: EmbeddedBroker, workdir: Path, scripts: dict[str, Scr
     await kafka.ensure_topics()
     producer = kafka.producer()
     await producer.start()
-    pids = start(settings, [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])], workdir)
+    pids = start(settings, [coordinator_spec()], workdir)
     try:
         for step in STEPS:
             contract = contracts(load_agent(f"services.report.{step}:agent").contract())

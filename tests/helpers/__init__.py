@@ -23,7 +23,16 @@ from typing import Any
 import pytest
 
 from choreograph import Settings
-from choreograph.runtime import AgentRuntime, Coordinator, ServiceSpec, discover, load_agent, spawn, wait_ready
+from choreograph.runtime import (
+    AgentRuntime,
+    Coordinator,
+    ServiceSpec,
+    coordinator_spec,
+    discover,
+    load_agent,
+    spawn,
+    wait_ready,
+)
 from choreograph.security import Identity
 from choreograph.transport import Producer, Trust, terminate
 
@@ -158,10 +167,6 @@ class Stack:
 
 def agent_spec(name: str, target: str) -> ServiceSpec:
     return ServiceSpec(name, [sys.executable, "-m", "choreograph", "agent", "run", target])
-
-
-def coordinator_spec() -> ServiceSpec:
-    return ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])
 
 
 def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

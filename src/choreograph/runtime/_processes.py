@@ -24,6 +24,11 @@ class ServiceSpec:
     argv: list[str]
 
 
+def coordinator_spec() -> ServiceSpec:
+    """The saga coordinator's process: part of the library, so a project needs no file for it."""
+    return ServiceSpec("coordinator", [sys.executable, "-m", "choreograph", "coordinator", "run"])
+
+
 def project_root() -> Path:
     """The directory holding services/: the current one or a parent, else this source checkout."""
     here = Path.cwd().resolve()
@@ -35,7 +40,7 @@ def project_root() -> Path:
 
 def discover(root: Path) -> list[ServiceSpec]:
     """The services of a project: services/coordinator.py and one agent per public module of services/<workflow>/."""
-    specs = [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])]
+    specs = [coordinator_spec()]
     for package in sorted(p for p in (root / "services").iterdir() if (p / "__init__.py").is_file()):
         for module in sorted(package.glob("*.py")):
             if not module.name.startswith("_"):
