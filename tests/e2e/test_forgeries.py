@@ -53,11 +53,11 @@ from choreograph import (
     history,
 )
 from choreograph.events import COORDINATOR_SOURCE, RESTORE_SOURCE, EventSchema, Kind, agent_source
+from choreograph.examples.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted, ReviewCompleted
+from choreograph.examples.report.chart import agent as chart_agent
+from choreograph.examples.report.research import agent as research_agent
+from choreograph.examples.report.review import agent as review_agent
 from choreograph.security import COORDINATOR, Identity, KeyPair
-from services.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted, ReviewCompleted
-from services.report.chart import agent as chart_agent
-from services.report.research import agent as research_agent
-from services.report.review import agent as review_agent
 
 STEPS = ("research", "analyze", "chart", "draft", "review")
 PUBLISHER = Identity.parse("publisher:local")

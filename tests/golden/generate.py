@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from services.report._events import (  # noqa: E402
+from choreograph.examples.report._events import (  # noqa: E402
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -259,7 +259,7 @@ async def scripted(broker: EmbeddedBroker, workdir: Path, scripts: dict[str, Scr
     pids = start(settings, [coordinator_spec()], workdir)
     try:
         for step in STEPS:
-            contract = contracts(load_agent(f"services.report.{step}:agent").contract())
+            contract = contracts(load_agent(f"choreograph.examples.report.{step}:agent").contract())
             await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions, contract,
                            f"choreo://agent/report/{step}")
         async with Client(settings) as client:

@@ -169,9 +169,10 @@ def agent_spec(name: str, target: str) -> ServiceSpec:
     return ServiceSpec(name, [sys.executable, "-m", "choreograph", "agent", "run", target])
 
 
-def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`choreo ARGS...` as a user runs it: its own process, from the project root."""
-    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=ROOT, env=env, text=True,
+def choreo(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path = ROOT
+           ) -> subprocess.CompletedProcess[str]:
+    """`choreo ARGS...` as a user runs it: its own process, from the project root (or `cwd`)."""
+    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -104,14 +104,20 @@ def coordinator_run() -> None:
 
 
 @app.command()
-def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0
+def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0,
+       agent: Annotated[list[str] | None, typer.Option(
+           "--agent", metavar="MODULE:ATTR", help="run this agent (repeatable) instead of the project's")] = None,
        ) -> None:
-    """Start broker (unless configured or running), coordinator and agents, supervised, in the background."""
+    """Start broker (unless configured or running), coordinator and agents, supervised, in the background.
+
+    The agents: `--agent` options, else the project file's (choreo.toml, or [tool.choreograph] in
+    pyproject.toml), else installed packages' `choreograph.agents` entry points, else services/.
+    """
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
 
     exit_on_signals()
-    for name, pid in start_stack(timeout).items():
+    for name, pid in start_stack(timeout, agent or ()).items():
         print(f"{name}\tpid {pid}")
 
 

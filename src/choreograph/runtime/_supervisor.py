@@ -282,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="choreograph.runtime._supervisor")
     parser.add_argument("root", type=Path)
     parser.add_argument("--broker-started", action="store_true")
+    parser.add_argument("--agent", action="append", default=[], help="MODULE:ATTR (see _project)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s",
                         stream=sys.stderr)
-    supervisor = Supervisor(discover(args.root), args.root, Settings.from_env(), RestartPolicy.from_env(),
+    supervisor = Supervisor(discover(args.root, args.agent), args.root, Settings.from_env(), RestartPolicy.from_env(),
                             broker_started=args.broker_started)
     supervisor.install_signals()
     supervisor.run()
