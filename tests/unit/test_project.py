@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+from choreograph.cli._init import init
 from choreograph.errors import ConfigurationError
 from choreograph.examples.report import AGENTS
 from choreograph.runtime import discover, project_root
@@ -111,3 +112,27 @@ def test_a_bad_project_file_is_a_configuration_error(empty: Path, text: str, mes
 def test_an_agent_option_must_name_module_and_attribute(empty: Path) -> None:
     with pytest.raises(ConfigurationError, match="expected MODULE:ATTR"):
         discover(empty, ("shop.orders",))
+
+
+def test_init_writes_a_project_that_discovery_finds(empty: Path) -> None:
+    written = init(empty / "shop", "order_flow")
+    assert {str(p.relative_to(empty / "shop")) for p in written} == {
+        "choreo.toml", "conftest.py", "order_flow/__init__.py", "order_flow/_events.py", "order_flow/greet.py",
+        "order_flow/reply.py", "schemas/order_flow/goal.avsc", "schemas/order_flow/greeted.avsc",
+        "schemas/order_flow/replied.avsc", "tests/test_order_flow.py"}
+    assert "class OrderFlowGoal(Event" in (empty / "shop" / "order_flow" / "_events.py").read_text()
+    assert targets(empty / "shop") == {"order_flow.greet": "order_flow.greet:agent",
+                                       "order_flow.reply": "order_flow.reply:agent"}
+
+
+def test_init_writes_nothing_over_an_existing_file(empty: Path) -> None:
+    (empty / "choreo.toml").write_text("agents = []\n")
+    with pytest.raises(ConfigurationError, match="exists already; nothing written"):
+        init(empty)
+    assert sorted(p.name for p in empty.iterdir()) == ["choreo.toml"]
+
+
+@pytest.mark.parametrize("name", ["Hello", "1st", "with-dash", "class", ""])
+def test_init_wants_a_package_name(empty: Path, name: str) -> None:
+    with pytest.raises(ConfigurationError, match="expected a Python package name"):
+        init(empty, name)

@@ -402,3 +402,16 @@ def demo(
 
     raise typer.Exit(run_demo(keep=keep))
 
+
+
+@app.command("init")
+def init_project(
+    directory: Annotated[Path, typer.Argument(help="where to write it (made if missing)")] = Path(),
+    workflow: Annotated[str, typer.Option(help="the workflow's name, also its package's")] = "hello",
+) -> None:
+    """A starter project: one workflow, two agents, schemas, choreo.toml, a test; `choreo up` runs it."""
+    from ._init import init
+
+    for path in init(directory, workflow):
+        print(path)
+    print(f"next: cd {directory} && choreo up && choreo publish {workflow} --data '{{\"name\": \"Ada\"}}' --wait 30")
