@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -10,10 +11,12 @@ import pytest
 from helpers import ROOT
 
 from choreograph.cli._init import init
-from choreograph.errors import ConfigurationError
+from choreograph.errors import ConfigurationError, ReplayError
 from choreograph.examples.report import AGENTS
 from choreograph.runtime import discover, project_root
-from choreograph.runtime._project import ENTRY_POINT_GROUP, find_project
+from choreograph.runtime._project import ENTRY_POINT_GROUP, apply_defaults, find_project
+from choreograph.runtime._stackstate import write_state
+from choreograph.sandbox._run import agent_target
 
 COORDINATOR = [sys.executable, "-m", "choreograph", "coordinator", "run"]
 
@@ -136,3 +139,26 @@ def test_init_writes_nothing_over_an_existing_file(empty: Path) -> None:
 def test_init_wants_a_package_name(empty: Path, name: str) -> None:
     with pytest.raises(ConfigurationError, match="expected a Python package name"):
         init(empty, name)
+
+
+def test_replay_finds_an_agent_in_the_running_stack_then_in_the_project(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREO_HOME", str(empty / "home"))
+    with pytest.raises(ReplayError, match=r"no agent of report\.chart"):
+        agent_target(empty, "report", "chart")
+    (empty / "home").mkdir()
+    write_state({"services": [{"name": "coordinator", "argv": COORDINATOR},
+                              {"name": "report.chart", "argv": ["python", "-m", "choreograph", "agent", "run",
+                                                                "choreograph.examples.report.chart:agent"]}]})
+    assert agent_target(empty, "report", "chart") == "choreograph.examples.report.chart:agent"
+    (empty / "choreo.toml").write_text('agents = ["choreograph.examples.report.draft:agent"]\n')
+    assert agent_target(empty, "report", "draft") == "choreograph.examples.report.draft:agent"
+
+
+def test_the_project_files_namespace_and_broker_are_defaults_the_environment_overrides(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (empty / "choreo.toml").write_text('namespace = "shop"\nbroker = "kafka:9092"\n')
+    monkeypatch.delenv("CHOREO_NAMESPACE", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "mine:9092")
+    apply_defaults(find_project())
+    assert (os.environ["CHOREO_NAMESPACE"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]) == ("shop", "mine:9092")

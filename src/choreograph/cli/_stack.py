@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..runtime._processes import discover
-from ..runtime._project import find_project
+from ..runtime._project import apply_defaults, find_project
 from ..runtime._restarts import RestartPolicy
 from ..runtime._stackstate import children, read_state, same_process, state_path, stop_pids
 from ..runtime._supervisor import exit_text, log_tail
@@ -68,9 +68,7 @@ def up(timeout_s: float = 60.0, agents: Sequence[str] = ()) -> dict[str, int]:
             exited before it was ready, or the services were not ready in time.
     """
     project = find_project()
-    for name, value in (("CHOREO_NAMESPACE", project.namespace), ("KAFKA_BOOTSTRAP_SERVERS", project.broker)):
-        if value and not os.environ.get(name):
-            os.environ[name] = value
+    apply_defaults(project)
     check_env()  # before a broker is started: a bad setting must leave nothing running
     RestartPolicy.from_env()  # the supervisor's own settings, checked here for the same reason
     state_file = state_path()

@@ -18,6 +18,7 @@ KAFKA_BOOTSTRAP_SERVERS; the environment wins).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,13 @@ def find_project(start: Path | None = None) -> Project:
         if (candidate / "services").is_dir():
             return Project(candidate)
     return Project(here)
+
+
+def apply_defaults(project: Project) -> None:
+    """Set CHOREO_NAMESPACE and KAFKA_BOOTSTRAP_SERVERS from the project file where the environment does not."""
+    for name, value in (("CHOREO_NAMESPACE", project.namespace), ("KAFKA_BOOTSTRAP_SERVERS", project.broker)):
+        if value and not os.environ.get(name):
+            os.environ[name] = value
 
 
 def _name(target: str) -> str:

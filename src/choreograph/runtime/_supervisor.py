@@ -88,7 +88,7 @@ class Slot:
             "name": self.spec.name, "pid": self.process.pid if self.process else None, "pid_ticks": self.ticks,
             "started_at": self.started_at if self.process else None, "restarts": self.restarts.count,
             "last_exit": self.last_exit, "ready": self.ready, "ever_ready": self.ever_ready, "state": self.state,
-            "agent": self.agent, "next_start_at": self.due_at, "log": str(self.log_path),
+            "agent": self.agent, "next_start_at": self.due_at, "log": str(self.log_path), "argv": self.spec.argv,
         }
 
 

@@ -21,6 +21,7 @@ from ..events._envelope import COORDINATOR_SOURCE, agent_source
 from ..events._models import StepContract
 from ..runtime._agent import load_agent
 from ..runtime._processes import ServiceSpec, discover, project_root, spawn, wait_ready
+from ..runtime._stackstate import read_state
 from ..saga._entries import entries_of
 from ..saga._graph import Graph
 from ..saga._replay import catalog_for
@@ -67,10 +68,18 @@ def rerun_steps(graph: Graph, agents: Mapping[str, str | None] | None, from_step
     return [name for name in graph.order if name in chosen]
 
 
-def agent_target(root: Path, workflow: str, step: str) -> str:
-    """Find the agent that runs `step` of `workflow` among the agents the project at `root` runs.
+def _candidates(root: Path) -> list[str]:
+    """MODULE:ATTR of the agents the running stack runs (`choreo up`, `choreo demo --keep`), then the project's."""
+    running = [s.get("argv") or [] for s in (read_state() or {}).get("services", [])]
+    discovered = [spec.argv for spec in discover(root) if spec.name != "coordinator"]
+    return list(dict.fromkeys(argv[-1] for argv in [*running, *discovered] if argv[-3:-1] == ["agent", "run"]))
 
-    The same discovery as `choreo up` (runtime._project): a project file, entry points, services/.
+
+def agent_target(root: Path, workflow: str, step: str) -> str:
+    """Find the agent that runs `step` of `workflow` among the agents the stack or the project at `root` runs.
+
+    First those the running stack runs (as its state file records them), then the same discovery as
+    `choreo up` (runtime._project): `--agent` aside, a project file, entry points, services/.
 
     Args:
         root: The project's directory.
@@ -83,10 +92,7 @@ def agent_target(root: Path, workflow: str, step: str) -> str:
     Raises:
         ReplayError: No discovered agent runs that step.
     """
-    for spec in discover(root):
-        if spec.name == "coordinator":
-            continue
-        target = spec.argv[-1]
+    for target in _candidates(root):
         try:
             agent = load_agent(target)
         except AgentDefinitionError:
