@@ -110,7 +110,7 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
        ) -> None:
     """Start broker (unless configured or running), coordinator and agents, supervised, in the background.
 
-    The agents: `--agent` options, else the project file's (choreo.toml, or [tool.choreograph] in
+    The agents: `--agent` options, else the project file's (choreo.toml, or the tool.choreograph table in
     pyproject.toml), else installed packages' `choreograph.agents` entry points, else services/.
     """
     from ._stack import exit_on_signals
