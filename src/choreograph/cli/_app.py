@@ -117,8 +117,12 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
     from ._stack import up as start_stack
 
     exit_on_signals()
-    for name, pid in start_stack(timeout, agent or ()).items():
+    started = start_stack(timeout, agent or ())
+    for name, pid in started.items():
         print(f"{name}\tpid {pid}")
+    if list(started) == ["coordinator"]:
+        print("note: no agents found (--agent, choreo.toml, [tool.choreograph], entry points or services/); "
+              "`choreo init` writes a starter project", file=sys.stderr)
 
 
 @app.command()
