@@ -15,11 +15,13 @@ from ..errors import EventTooLarge, GoalRejected, GoalValidationError
 from ..transport._settings import Settings, check_env
 from ._agents import agents_app
 from ._asyncapi import asyncapi
+from ._broker import broker_app
 from ._dlq import dlq_app
 from ._input import (
     FAILED,
     INTERRUPTED,
     USAGE,
+    JsonFlag,
     debugging,
     duration,
     err,
@@ -40,7 +42,6 @@ T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, callback=root,
                   help="Choreographed agent workflows on Kafka.")
-broker_app = typer.Typer(no_args_is_help=True, help="A local embedded (Tansu) broker across commands.")
 agent_app = typer.Typer(no_args_is_help=True, help="Run agents.")
 coordinator_app = typer.Typer(no_args_is_help=True, help="Run the saga coordinator.")
 app.add_typer(broker_app, name="broker")
@@ -55,34 +56,6 @@ app.command("asyncapi")(asyncapi)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
-
-
-@broker_app.command("start")
-def broker_start() -> None:
-    """Start a detached embedded broker (state in .choreo/) unless one is running."""
-    from ..transport._broker import LocalBroker
-
-    print(LocalBroker().start())
-
-
-@broker_app.command("stop")
-def broker_stop() -> None:
-    """Stop the detached embedded broker."""
-    from ..transport._broker import LocalBroker
-
-    print("stopped" if LocalBroker().stop() else "not running")
-
-
-@broker_app.command("status")
-def broker_status() -> None:
-    """Print the local broker's address, or exit 1 if none runs."""
-    from ..transport._broker import LocalBroker
-
-    address = LocalBroker().status()
-    if address is None:
-        print("not running")
-        raise typer.Exit(1)
-    print(address)
 
 
 @agent_app.command("run")
@@ -104,23 +77,27 @@ def coordinator_run() -> None:
 
 
 @app.command()
-def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0
-       ) -> None:
+def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0,
+       as_json: JsonFlag = False) -> None:
     """Start broker (unless configured or running), coordinator and agents, supervised, in the background."""
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
 
     exit_on_signals()
-    for name, pid in start_stack(timeout).items():
+    started = start_stack(timeout)
+    if as_json:
+        print(orjson.dumps({"services": [{"name": n, "pid": pid} for n, pid in started.items()]}).decode())
+    for name, pid in ({} if as_json else started).items():
         print(f"{name}\tpid {pid}")
 
 
 @app.command()
-def down() -> None:
+def down(as_json: JsonFlag = False) -> None:
     """Stop everything `choreo up` started: its supervisor, the services, the broker if it started one."""
     from ._stack import down as stop_stack
 
-    print(" ".join(stop_stack()) or "nothing to stop")
+    stopped = stop_stack()
+    print(orjson.dumps({"stopped": stopped}).decode() if as_json else " ".join(stopped) or "nothing to stop")
 
 
 @app.command()
