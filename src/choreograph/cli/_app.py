@@ -14,6 +14,7 @@ import typer
 from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidationError
 from ..transport._settings import Settings, check_env
 from ._agents import agents_app
+from ._config import config
 from ._dlq import dlq_app
 from ._input import (
     REJECTED,
@@ -47,6 +48,7 @@ app.add_typer(archive_app, name="archive")
 app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
+app.command()(config)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
