@@ -148,3 +148,21 @@ def test_sasl_options_and_the_client_id_reach_every_client(monkeypatch: pytest.M
         assert client._sasl_mechanism == "SCRAM-SHA-256"
         assert (client._sasl_plain_username, client._sasl_plain_password) == ("svc", PASSWORD)
         assert client._ssl_context is None
+
+
+def test_each_service_names_its_clients() -> None:
+    """Broker-side metrics and logs name the agent, the coordinator, the archiver or the command line."""
+    from choreograph.cli._config import cli_settings
+    from choreograph.runtime import AgentRuntime, Coordinator
+    from choreograph.timetravel import Archiver
+    from choreograph.transport import MemoryLog, MemoryTransport
+    from services.report import research
+
+    settings = Settings(bootstrap_servers="memory", partitions=1)
+    transport = MemoryTransport(MemoryLog(), settings)
+    assert AgentRuntime(research.agent, settings, transport=transport).settings.client_id == \
+        f"choreo-{research.agent.name}"
+    assert Coordinator(settings, transport=transport).settings.client_id == "choreo-coordinator"
+    assert Archiver(settings, Path("unused"), transport=transport).settings.client_id == "choreo-archive"
+    assert cli_settings().client_id == "choreo-cli"
+    assert settings.client_id == "choreo", "a library's own Settings keep the default"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Annotated
 
 import orjson
@@ -10,6 +11,11 @@ import typer
 
 from ..transport._kafka_security import VARIABLES as SECURITY_VARIABLES
 from ..transport._settings import Settings, log_level, run_dir, verify_off
+
+
+def cli_settings() -> Settings:
+    """Settings.from_env for a command: its clients name themselves `choreo-cli` to the broker."""
+    return replace(Settings.from_env(), client_id="choreo-cli")
 
 
 def _source(variable: str, default: str = "default") -> str:
@@ -53,7 +59,7 @@ def effective(settings: Settings) -> list[dict[str, object]]:
 
 def config(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False) -> None:
     """Print the effective settings and where each came from (env CHOREO_X or default); secrets as ***."""
-    rows = effective(Settings.from_env())
+    rows = effective(cli_settings())
     if as_json:
         print(orjson.dumps({row["name"]: {"value": row["value"], "source": row["source"]} for row in rows}).decode())
         return

@@ -226,7 +226,7 @@ class Settings:
             default `message.max.bytes` is 1 MiB.
         security: TLS and SASL towards the cluster (CHOREO_KAFKA_*); its repr never shows a password.
         client_id: What every client names itself to the broker, so its metrics and logs name the
-            service: `choreo-<agent name>`, `choreo-coordinator`, `choreo-archive`; else `choreo`.
+            service: `choreo-<agent name>`, `choreo-coordinator`, `choreo-archive`, `choreo-cli`; else `choreo`.
     """
 
     bootstrap_servers: str
