@@ -12,10 +12,11 @@ import orjson
 import typer
 
 from ..errors import EventTooLarge, GoalRejected, GoalValidationError
-from ..transport._settings import Settings, check_env
+from ..transport._settings import check_env
 from ._agents import agents_app
 from ._asyncapi import asyncapi
 from ._broker import broker_app
+from ._config import cli_settings, config
 from ._dlq import dlq_app
 from ._input import (
     FAILED,
@@ -53,6 +54,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.command("asyncapi")(asyncapi)
+app.command()(config)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
@@ -132,7 +134,7 @@ def publish(
     rejected: list[GoalRejected] = []
 
     async def go() -> dict[str, Any]:
-        async with Client(Settings.from_env(), source="choreo://cli") as client:
+        async with Client(cli_settings(), source="choreo://cli") as client:
             goal = await client.publish(workflow, payload, deadline=within)
             result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
                                       "partition": goal.partition, "offset": goal.offset}
@@ -201,7 +203,7 @@ def history(
     timeline = Timeline(workflow_id, as_json=as_json, stream=follow)
 
     async def from_broker() -> None:
-        async with History(Settings.from_env()) as reader:
+        async with History(cli_settings()) as reader:
             async for entry in reader.entries(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
                                               since_ms=since_ms):
                 timeline.add(entry)
@@ -261,7 +263,7 @@ def record(
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
     from ..timetravel._recording import record as take
 
-    sys.stdout.buffer.write(_run(take(Settings.from_env() if from_archive is None else None, workflow_id,
+    sys.stdout.buffer.write(_run(take(cli_settings() if from_archive is None else None, workflow_id,
                                       from_archive)).dumps())
 
 
@@ -291,7 +293,7 @@ def replay(
         for item in agents.split(",") if item.strip())
 
     async def go() -> Any:
-        settings = Settings.from_env()
+        settings = cli_settings()
         recording = await take(settings, workflow_id, from_archive)
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
@@ -330,7 +332,7 @@ def archive(
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging()
     # Only a restore an operator signed is skipped as restored: a forged marker silences nothing.
-    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval, verifier=service_verifier())
+    archiver = Archiver(cli_settings(), to, flush_interval_s=flush_interval, verifier=service_verifier())
     if until_idle:
         async def once() -> None:
             async with archiver:
@@ -355,7 +357,7 @@ def archive_restore(
     """
     from ..timetravel._archive import restore
 
-    settings = Settings.from_env()
+    settings = cli_settings()
     report = _run(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
