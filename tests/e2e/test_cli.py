@@ -32,6 +32,7 @@ def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str,
 
         failing = choreo("publish", "report", "--data", '{"topic": "cli", "fail_at": "draft"}', "--wait", "60",
                          env=cli_env)
+        assert failing.returncode == 1, "exit 1: compensated, not completed"
         assert orjson.loads(failing.stdout)["status"] == "compensated"
 
         history = choreo("history", orjson.loads(failing.stdout)["workflow_id"], "--json", env=cli_env)
