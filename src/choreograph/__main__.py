@@ -1,5 +1,5 @@
 """`python -m choreograph`: the command line."""
 
-from .cli._app import main
+from .cli._main import main
 
 main()

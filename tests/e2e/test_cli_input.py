@@ -15,7 +15,7 @@ import orjson
 import pytest
 from helpers import ROOT, choreo, clean_env
 
-from choreograph import Settings
+from choreograph import OutcomeStatus, Settings, WorkflowOutcome
 from choreograph.errors import EventTooLarge, GoalRejected
 
 # Arguments as Python gives argv bytes that are not UTF-8 (the shell's $'\xff'): a lone surrogate,
@@ -228,9 +228,12 @@ class _Client:
             raise self.publish_error
         return PublishedGoal(workflow, "0190f1a2-0000-7000-8000-000000000001", 2, 17)
 
-    async def wait(self, goal: Any, timeout_s: float) -> None:
+    async def wait(self, goal: Any, timeout_s: float) -> Any:
         if self.wait_error is not None:
             raise self.wait_error
+        return self.outcome
+
+    outcome: Any = None
 
 
 def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -256,12 +259,12 @@ def test_a_goal_over_the_maximum_event_size_is_one_line_and_exit_2(
                   "bytes (CHOREO_MAX_EVENT_BYTES)\n"
 
 
-def test_a_rejected_goal_is_one_line_and_exit_3_with_its_id_on_stdout(
+def test_a_rejected_goal_is_one_line_and_exit_1_with_its_id_on_stdout(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     reason = "goal 0190f1a2-0000-7000-8000-000000000001 rejected: duplicate workflow id"
     monkeypatch.setattr(_Client, "wait_error", GoalRejected(reason))
     code, out, err = _main(monkeypatch, capsys, "publish", "report", "--data", "{}", "--wait", "5")
-    assert code == 3
+    assert code == 1
     assert orjson.loads(out) == {"workflow_id": "0190f1a2-0000-7000-8000-000000000001", "workflow": "report",
                                  "partition": 2, "offset": 17, "status": "rejected", "reason": reason}
     assert err == f"error: {reason}\n"
@@ -275,3 +278,47 @@ def test_a_service_started_directly_with_a_bad_setting_says_so_in_one_line(
                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert one_line(result).startswith(f"error: {name}={value!r}: expected ")
+
+
+@pytest.mark.parametrize(("status", "flags", "code"), [
+    ("completed", (), 0), ("compensated", (), 1), ("timed_out", (), 1), (None, (), 1),
+    ("compensated", ("--no-fail",), 0), (None, ("--no-fail",), 0)])
+def test_publish_wait_exits_1_unless_the_outcome_is_completed(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], status: str | None,
+        flags: tuple[str, ...], code: int) -> None:
+    """Before: `publish --wait` exited 0 whatever the outcome, so a script could not tell."""
+    outcome = None if status is None else WorkflowOutcome(workflow="report", status=OutcomeStatus(status),
+                                                          completed_steps=[], compensated_steps=[])
+    monkeypatch.setattr(_Client, "outcome", outcome)
+    exited, out, err = _main(monkeypatch, capsys, "publish", "report", "--data", "{}", "--wait", "5", *flags)
+    assert exited == code
+    assert orjson.loads(out)["status"] == (status or "running")
+    assert err == ""
+
+
+@pytest.mark.parametrize("args", [("history", "0190f1a2-0000-7000-8000-000000000001"),
+                                  ("state", "0190f1a2-0000-7000-8000-000000000001"),
+                                  ("publish", "report", "--data", "{}"),
+                                  ("dlq", "ls")])
+def test_an_unreachable_broker_is_one_line_and_exit_3_in_every_command(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Before: `choreo history` printed aiokafka's 60-line traceback and exited 1."""
+    env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = choreo(*args, env=env)
+    assert (result.returncode, result.stdout) == (3, ""), result.stderr
+    assert one_line(result).startswith("error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = choreo("--debug", "history", "0190f1a2-0000-7000-8000-000000000001", env=env)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_replay_errors_exit_2_as_diff_does(tmp_path: Path) -> None:
+    """diff's convention: 0 the same, 1 differences, 2 trouble (before: 1 for both)."""
+    env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = choreo("replay", "0190f1a2-0000-7000-8000-000000000001", "--sandbox", "x", env=env)
+    assert result.returncode == 2
+    assert one_line(result).startswith("error: ")

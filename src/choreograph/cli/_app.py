@@ -11,19 +11,26 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import orjson
 import typer
 
-from ..errors import ChoreographError, EventTooLarge, GoalRejected, GoalValidationError
-from ..transport._settings import Settings, check_env
+from ..errors import EventTooLarge, GoalRejected, GoalValidationError
+from ..transport._settings import check_env
 from ._agents import agents_app
+from ._asyncapi import asyncapi
+from ._broker import broker_app
+from ._config import cli_settings, config
 from ._dlq import dlq_app
 from ._input import (
-    REJECTED,
+    FAILED,
+    INTERRUPTED,
     USAGE,
+    JsonFlag,
+    debugging,
     duration,
     err,
-    exit_code,
     fail,
     goal_data,
+    one_line,
     positive_seconds,
+    root,
     seconds,
     workflow_id,
 )
@@ -34,9 +41,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, callback=root,
                   help="Choreographed agent workflows on Kafka.")
-broker_app = typer.Typer(no_args_is_help=True, help="A local embedded (Tansu) broker across commands.")
 agent_app = typer.Typer(no_args_is_help=True, help="Run agents.")
 coordinator_app = typer.Typer(no_args_is_help=True, help="Run the saga coordinator.")
 app.add_typer(broker_app, name="broker")
@@ -47,37 +53,11 @@ app.add_typer(archive_app, name="archive")
 app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
+app.command("asyncapi")(asyncapi)
+app.command()(config)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
-
-
-@broker_app.command("start")
-def broker_start() -> None:
-    """Start a detached embedded broker (state in .choreo/) unless one is running."""
-    from ..transport._broker import LocalBroker
-
-    print(LocalBroker().start())
-
-
-@broker_app.command("stop")
-def broker_stop() -> None:
-    """Stop the detached embedded broker."""
-    from ..transport._broker import LocalBroker
-
-    print("stopped" if LocalBroker().stop() else "not running")
-
-
-@broker_app.command("status")
-def broker_status() -> None:
-    """Print the local broker's address, or exit 1 if none runs."""
-    from ..transport._broker import LocalBroker
-
-    address = LocalBroker().status()
-    if address is None:
-        print("not running")
-        raise typer.Exit(1)
-    print(address)
 
 
 @agent_app.command("run")
@@ -99,23 +79,27 @@ def coordinator_run() -> None:
 
 
 @app.command()
-def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0
-       ) -> None:
+def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0,
+       as_json: JsonFlag = False) -> None:
     """Start broker (unless configured or running), coordinator and agents, supervised, in the background."""
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
 
     exit_on_signals()
-    for name, pid in start_stack(timeout).items():
+    started = start_stack(timeout)
+    if as_json:
+        print(orjson.dumps({"services": [{"name": n, "pid": pid} for n, pid in started.items()]}).decode())
+    for name, pid in ({} if as_json else started).items():
         print(f"{name}\tpid {pid}")
 
 
 @app.command()
-def down() -> None:
+def down(as_json: JsonFlag = False) -> None:
     """Stop everything `choreo up` started: its supervisor, the services, the broker if it started one."""
     from ._stack import down as stop_stack
 
-    print(" ".join(stop_stack()) or "nothing to stop")
+    stopped = stop_stack()
+    print(orjson.dumps({"stopped": stopped}).decode() if as_json else " ".join(stopped) or "nothing to stop")
 
 
 @app.command()
@@ -134,11 +118,14 @@ def publish(
     deadline: Annotated[str | None, typer.Option(
         help="the workflow's deadline from now, e.g. 30s, 10m, 1h30m: what still runs then is timed out and "
              "compensated, and the outcome is timed_out")] = None,
+    no_fail: Annotated[bool, typer.Option("--no-fail", help="with --wait: exit 0 whatever the outcome")] = False,
 ) -> None:
     """Publish a goal; print {"workflow_id": ...} (and "status" with --wait).
 
-    Exit 2 if the goal is invalid or over the maximum event size (nothing is published); exit 3,
-    with "status": "rejected", if the coordinator rejected it (e.g. a duplicate workflow id).
+    Exit 2 if the goal is invalid or over the maximum event size (nothing is published); exit 1,
+    with "status": "rejected", if the coordinator rejected it (e.g. a duplicate workflow id); with
+    --wait, exit 1 when the status is not "completed" (compensated, failed, timed_out, cancelled, or
+    still running when the wait ran out), unless --no-fail.
     """
     from ..runtime._client import Client
 
@@ -147,7 +134,7 @@ def publish(
     rejected: list[GoalRejected] = []
 
     async def go() -> dict[str, Any]:
-        async with Client(Settings.from_env(), source="choreo://cli") as client:
+        async with Client(cli_settings(), source="choreo://cli") as client:
             goal = await client.publish(workflow, payload, deadline=within)
             result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
                                       "partition": goal.partition, "offset": goal.offset}
@@ -167,15 +154,18 @@ def publish(
             return result
 
     try:
-        print(orjson.dumps(asyncio.run(go())).decode())
+        result = _run(go())
     except GoalValidationError as exc:
         raise fail(str(exc), USAGE) from exc
     except EventTooLarge as exc:
         raise fail(f"{exc} (CHOREO_MAX_EVENT_BYTES)", USAGE) from exc
     except GoalRejected as exc:  # refused as it was published: no id to print
-        raise fail(str(exc), REJECTED) from exc
+        raise fail(str(exc), FAILED) from exc
+    print(orjson.dumps(result).decode())
     if rejected:
-        raise fail(str(rejected[0]), REJECTED)
+        raise fail(str(rejected[0]), FAILED)
+    if wait is not None and not no_fail and result.get("status") != "completed":
+        raise typer.Exit(FAILED)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -183,7 +173,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
 
 
 @app.command()
@@ -213,7 +203,7 @@ def history(
     timeline = Timeline(workflow_id, as_json=as_json, stream=follow)
 
     async def from_broker() -> None:
-        async with History(Settings.from_env()) as reader:
+        async with History(cli_settings()) as reader:
             async for entry in reader.entries(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
                                               since_ms=since_ms):
                 timeline.add(entry)
@@ -273,7 +263,7 @@ def record(
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
     from ..timetravel._recording import record as take
 
-    sys.stdout.buffer.write(_run(take(Settings.from_env() if from_archive is None else None, workflow_id,
+    sys.stdout.buffer.write(_run(take(cli_settings() if from_archive is None else None, workflow_id,
                                       from_archive)).dumps())
 
 
@@ -291,7 +281,8 @@ def replay(
 ) -> None:
     """Re-run agents of a recorded workflow in a sandbox, the other agents' recorded outputs fed back.
 
-    Report where the re-run's events differ from the recorded ones (exit 1 if any do).
+    Report where the re-run's events differ from the recorded ones. Exit as diff does: 0 the same,
+    1 differences, 2 an error (bad input, no such workflow, no broker).
     """
     from ..sandbox._run import rerun
     from ..timetravel._recording import record as take
@@ -302,11 +293,16 @@ def replay(
         for item in agents.split(",") if item.strip())
 
     async def go() -> Any:
-        settings = Settings.from_env()
+        settings = cli_settings()
         recording = await take(settings, workflow_id, from_archive)
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
-    report = _run(go())
+    try:
+        report = _run(go())
+    except Exception as exc:  # every error, as diff's 2: 1 is for differences
+        if debugging():
+            raise
+        raise fail(one_line(exc), USAGE) from None
     if as_json:
         print(orjson.dumps(report.json()).decode())
     else:
@@ -336,7 +332,7 @@ def archive(
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging()
     # Only a restore an operator signed is skipped as restored: a forged marker silences nothing.
-    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval, verifier=service_verifier())
+    archiver = Archiver(cli_settings(), to, flush_interval_s=flush_interval, verifier=service_verifier())
     if until_idle:
         async def once() -> None:
             async with archiver:
@@ -361,7 +357,7 @@ def archive_restore(
     """
     from ..timetravel._archive import restore
 
-    settings = Settings.from_env()
+    settings = cli_settings()
     report = _run(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
@@ -379,14 +375,3 @@ def demo(
 
     raise typer.Exit(run_demo(keep=keep))
 
-
-def main() -> None:
-    """Run the `choreo` command line; a ChoreographError is an error line and a non-zero exit.
-
-    Exit 2 for bad settings or input (see cli._input), else 1.
-    """
-    try:
-        app()
-    except ChoreographError as exc:
-        err(str(exc))
-        sys.exit(exit_code(exc))

@@ -1,25 +1,35 @@
 """Command-line input, checked before anything runs, and the one-line errors of `choreo`.
 
-Exit statuses: 0 done; 1 failed (no broker, no such workflow, a replay that differs, ...); 2 bad
-input or settings, nothing done (a ConfigurationError other than BrokerUnavailable, a goal over the
-maximum event size); 3 a published goal the coordinator rejected (`publish --wait`); 130 Ctrl-C.
+Exit statuses, the same for every command (README, "Exit codes"): 0 done; 1 the operation failed
+or its result is not the wanted one (no such workflow, a goal the coordinator rejected, `publish
+--wait` with an outcome other than completed); 2 bad input or settings, nothing done (a
+ConfigurationError, a goal over the maximum event size); 3 the broker cannot be reached
+(BrokerUnavailable, aiokafka's connection errors); 130 Ctrl-C. `replay` follows diff instead: 0 the
+same, 1 differences, 2 an error.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import typer
 
 from ..errors import BrokerUnavailable, ChoreographError, ConfigurationError, EventTooLarge
 
+FAILED = 1
 USAGE = 2
-REJECTED = 3
+UNREACHABLE = 3
+INTERRUPTED = 130
+
+
+# `--json`: a command's output as JSON, for scripts.
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def err(message: str, label: str = "error", colour: str = "red") -> None:
@@ -36,18 +46,63 @@ def err(message: str, label: str = "error", colour: str = "red") -> None:
     Console(stderr=True, soft_wrap=True).print(f"[{colour}]{label}:[/{colour}] {escape(text)}", highlight=False)
 
 
+def _print_version(value: bool) -> None:
+    """`--version`: print `choreo <version>` (the installed distribution's) and exit 0."""
+    if value:
+        from importlib.metadata import version
+
+        print(f"choreo {version('choreograph')}")
+        raise typer.Exit()
+
+
+def root(
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                           help="print choreo's version and exit")] = False,
+) -> None:
+    """The options of `choreo` itself, before any command."""
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` as an error; return the exit to raise with `code`."""
     err(message)
     return typer.Exit(code)
 
 
-def exit_code(exc: ChoreographError) -> int:
+def exit_code(exc: BaseException) -> int:
     """The exit status of an error that ends a command (see the module's docstring)."""
-    if isinstance(exc, EventTooLarge) or (isinstance(exc, ConfigurationError)
-                                          and not isinstance(exc, BrokerUnavailable)):
+    exc = _own(exc)
+    if isinstance(exc, BrokerUnavailable):
+        return UNREACHABLE
+    if isinstance(exc, EventTooLarge | ConfigurationError):
         return USAGE
-    return 1
+    return FAILED
+
+
+def debugging() -> bool:
+    """Whether errors show their traceback (`--debug`, or CHOREO_DEBUG=1)."""
+    return os.environ.get("CHOREO_DEBUG", "") not in ("", "0")
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line `choreo` prints.
+
+    The library's own messages as they are (a broker client's error made one of them); anything
+    else with its type (the traceback: --debug).
+    """
+    exc = _own(exc)
+    if isinstance(exc, ChoreographError):
+        return str(exc)
+    text = " ".join(str(exc).split())  # one line, whatever the message held
+    return f"{type(exc).__name__}: {text} (--debug or CHOREO_DEBUG=1 shows the traceback)"
+
+
+def _own(exc: BaseException) -> BaseException:
+    """`exc`, or the library's error for a Kafka client's (transport owns aiokafka: imported only then)."""
+    if isinstance(exc, ChoreographError) or type(exc).__module__.split(".")[0] != "aiokafka":
+        return exc
+    from ..transport._kafka import as_broker_error
+
+    return as_broker_error(exc) or exc
 
 
 def _raw(text: str) -> str:

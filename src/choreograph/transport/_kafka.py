@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, ChoreographError
 from ._contiguous import Contiguity
 from ._kafka_consumer import KafkaConsumer
+from ._kafka_security import connection_options
 from ._partitioner import partition_for
 from ._port import Consumer, Producer, Record, TopicPartition, Transport
 from ._reading import read_records
@@ -52,7 +53,7 @@ class KafkaTransport:
         """
         profile = self.settings.broker
         options: dict[str, Any] = {
-            "bootstrap_servers": self.settings.bootstrap_servers, "linger_ms": profile.linger_ms,
+            **connection_options(self.settings), "linger_ms": profile.linger_ms,
             "acks": profile.acks, "enable_idempotence": profile.enable_idempotence,
             # aiokafka keeps one open batch per partition and one request in flight per broker; a
             # send that finds its batch full waits for the drain. 16 KB (the default) is ~25 of our
@@ -79,7 +80,7 @@ class KafkaTransport:
         """
         profile = self.settings.broker
         options: dict[str, Any] = {
-            "bootstrap_servers": self.settings.bootstrap_servers, "group_id": group_id,
+            **connection_options(self.settings), "group_id": group_id,
             "fetch_max_wait_ms": profile.fetch_max_wait_ms, "enable_auto_commit": False,
             "session_timeout_ms": profile.session_timeout_ms,
             "heartbeat_interval_ms": profile.heartbeat_interval_ms,
@@ -119,6 +120,14 @@ class KafkaTransport:
         """
         await consumer.stop()
 
+    def admin_client(self) -> AIOKafkaAdminClient:
+        """An admin client with the connection options, not started (`admin` starts and closes one).
+
+        Returns:
+            The client.
+        """
+        return AIOKafkaAdminClient(**connection_options(self.settings))
+
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
         """A started admin client, closed on exit.
@@ -129,7 +138,7 @@ class KafkaTransport:
         Raises:
             BrokerUnavailable: The broker cannot be reached.
         """
-        client = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+        client = self.admin_client()
         try:
             await client.start()
         except KafkaConnectionError as exc:
@@ -256,3 +265,16 @@ if TYPE_CHECKING:  # mypy proves the Kafka classes implement the port
 
     def _conforms(settings: Settings) -> tuple[Transport, Consumer]:
         return KafkaTransport(settings), KafkaTransport(settings).consumer()
+
+
+def as_broker_error(exc: BaseException) -> ChoreographError | None:
+    """The library's own error for an aiokafka one, for a one-line message; None for any other.
+
+    A connection that cannot be made is BrokerUnavailable (the command line exits 3 for it); any
+    other Kafka error a ChoreographError with Kafka's message.
+    """
+    if isinstance(exc, KafkaConnectionError):
+        return BrokerUnavailable(f"cannot reach the Kafka broker: {exc} (KAFKA_BOOTSTRAP_SERVERS)")
+    if isinstance(exc, KafkaError):
+        return ChoreographError(f"Kafka: {exc}")
+    return None

@@ -78,8 +78,16 @@ class KafkaConsumer:
             self._unknown = True
 
     async def start(self) -> None:
-        """Connect (and join the group if already subscribed)."""
-        await self.raw.start()
+        """Connect (and join the group if already subscribed); closed again if that fails.
+
+        Left open, a consumer that could not bootstrap is reported by asyncio as "Unclosed
+        AIOKafkaConsumer" when it is collected: noise after the one-line error of `choreo`.
+        """
+        try:
+            await self.raw.start()
+        except BaseException:
+            await self.raw.stop()
+            raise
 
     async def stop(self) -> None:
         """Leave the group (no revoke callback) and close."""

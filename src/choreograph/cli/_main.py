@@ -1,0 +1,32 @@
+"""`choreo`'s entry point: the command line's errors as one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from ._app import app
+from ._input import INTERRUPTED, debugging, err, exit_code, one_line
+
+
+def main() -> None:
+    """Run the `choreo` command line: every error is one line on stderr and an exit status (cli._input).
+
+    `--debug` (anywhere on the command line) or CHOREO_DEBUG=1 lets the traceback through instead.
+    """
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
+        os.environ["CHOREO_DEBUG"] = "1"
+    if not debugging():
+        # aiokafka logs each failed connection attempt at ERROR: the command's own error line says it once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        if debugging():
+            raise
+        err(one_line(exc))
+        sys.exit(exit_code(exc))
