@@ -32,6 +32,7 @@ def test_up_publish_history_down_against_a_configured_cluster(cli_env: dict[str,
 
         failing = choreo("publish", "report", "--data", '{"topic": "cli", "fail_at": "draft"}', "--wait", "60",
                          env=cli_env)
+        assert failing.returncode == 1, "exit 1: compensated, not completed"
         assert orjson.loads(failing.stdout)["status"] == "compensated"
 
         history = choreo("history", orjson.loads(failing.stdout)["workflow_id"], "--json", env=cli_env)
@@ -107,3 +108,22 @@ def test_broker_start_status_stop(tmp_path: Path) -> None:
     finally:
         assert choreo("broker", "stop", env=env).stdout.strip() == "stopped"
     assert choreo("broker", "status", env=env).returncode == 1
+
+
+def test_broker_up_and_down_print_json_for_scripts(tmp_path: Path) -> None:
+    """`--json` on the commands that print data (issue 13): broker start/status/stop, up, down."""
+    env = clean_env(tmp_path / "home")
+    status = choreo("broker", "status", "--json", env=env)
+    assert (status.returncode, orjson.loads(status.stdout)) == (1, {"running": False, "address": None})
+    started = orjson.loads(choreo("broker", "start", "--json", env=env).stdout)
+    try:
+        assert orjson.loads(choreo("broker", "status", "--json", env=env).stdout) == {
+            "running": True, "address": started["address"]}
+        up = choreo("up", "--json", env=env, timeout=180)
+        assert up.returncode == 0, up.stderr
+        names = {s["name"] for s in orjson.loads(up.stdout)["services"]}
+        assert {"coordinator", "report.research", "report.review"} <= names
+        down = orjson.loads(choreo("down", "--json", env=env).stdout)
+        assert set(down["stopped"]) >= names
+    finally:
+        assert orjson.loads(choreo("broker", "stop", "--json", env=env).stdout) == {"stopped": True}

@@ -3,6 +3,7 @@ the whole folder runs in well under 30 s (`make test-unit`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import NoReturn
@@ -33,3 +34,12 @@ def _no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail(f"a unit test started a process ({args!r}): move it to tests/e2e")
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
+
+@pytest.fixture
+def no_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No broker or choreograph variable from the outer environment; a run directory of the test's own."""
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "CHOREO_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHOREO_HOME", str(tmp_path / "home"))

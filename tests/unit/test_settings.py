@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from choreograph.transport._settings import run_dir
 SERVERS = "127.0.0.1:9092"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No broker or choreograph variable from the outer environment; a run directory of the test's own."""
-    for name in list(os.environ):
-        if name.startswith(("KAFKA_", "CHOREO_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CHOREO_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("no_settings_env")
 
 
 def _error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from ..transport._settings import Settings
+from ._config import cli_settings
 from ._input import fail
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def agents(
         return
     from ..timetravel._agents import agents_report
 
-    rows = run(agents_report(Settings.from_env(), workflow=workflow))
+    rows = run(agents_report(cli_settings(), workflow=workflow))
     if workflow is not None and not rows:
         raise fail(f"no step of workflow {workflow!r} is announced")
     if as_json:
@@ -74,7 +74,7 @@ def retire(
     """
     from ..timetravel._agents import retire_step
 
-    done = run(retire_step(Settings.from_env(), workflow, step, force=force))
+    done = run(retire_step(cli_settings(), workflow, step, force=force))
     left = ", ".join(done["steps_left"]) or "none"
     print(f"retired {workflow}/{step}: new goals of {workflow!r} run without it (its steps now: {left}); "
           "workflows already started keep their graph")

@@ -12,14 +12,17 @@ import orjson
 import typer
 
 from ..errors import EventTooLarge, GoalRejected, GoalValidationError
-from ..transport._settings import Settings, check_env
+from ..transport._settings import check_env
 from ._agents import agents_app
 from ._asyncapi import asyncapi
+from ._broker import broker_app
+from ._config import cli_settings, config
 from ._dlq import dlq_app
 from ._input import (
     FAILED,
     INTERRUPTED,
     USAGE,
+    JsonFlag,
     debugging,
     duration,
     err,
@@ -40,7 +43,6 @@ T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, callback=root,
                   help="Choreographed agent workflows on Kafka.")
-broker_app = typer.Typer(no_args_is_help=True, help="A local embedded (Tansu) broker across commands.")
 agent_app = typer.Typer(no_args_is_help=True, help="Run agents.")
 coordinator_app = typer.Typer(no_args_is_help=True, help="Run the saga coordinator.")
 app.add_typer(broker_app, name="broker")
@@ -52,37 +54,10 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.command("asyncapi")(asyncapi)
+app.command()(config)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
-
-
-@broker_app.command("start")
-def broker_start() -> None:
-    """Start a detached embedded broker (state in .choreo/) unless one is running."""
-    from ..transport._broker import LocalBroker
-
-    print(LocalBroker().start())
-
-
-@broker_app.command("stop")
-def broker_stop() -> None:
-    """Stop the detached embedded broker."""
-    from ..transport._broker import LocalBroker
-
-    print("stopped" if LocalBroker().stop() else "not running")
-
-
-@broker_app.command("status")
-def broker_status() -> None:
-    """Print the local broker's address, or exit 1 if none runs."""
-    from ..transport._broker import LocalBroker
-
-    address = LocalBroker().status()
-    if address is None:
-        print("not running")
-        raise typer.Exit(1)
-    print(address)
 
 
 @agent_app.command("run")
@@ -107,7 +82,7 @@ def coordinator_run() -> None:
 def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0,
        agent: Annotated[list[str] | None, typer.Option(
            "--agent", metavar="MODULE:ATTR", help="run this agent (repeatable) instead of the project's")] = None,
-       ) -> None:
+       as_json: JsonFlag = False) -> None:
     """Start broker (unless configured or running), coordinator and agents, supervised, in the background.
 
     The agents: `--agent` options, else the project file's (choreo.toml, or the tool.choreograph table in
@@ -118,7 +93,9 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
 
     exit_on_signals()
     started = start_stack(timeout, agent or ())
-    for name, pid in started.items():
+    if as_json:
+        print(orjson.dumps({"services": [{"name": n, "pid": pid} for n, pid in started.items()]}).decode())
+    for name, pid in ({} if as_json else started).items():
         print(f"{name}\tpid {pid}")
     if list(started) == ["coordinator"]:
         print("note: no agents found (--agent, choreo.toml, [tool.choreograph], entry points or services/); "
@@ -126,11 +103,12 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
 
 
 @app.command()
-def down() -> None:
+def down(as_json: JsonFlag = False) -> None:
     """Stop everything `choreo up` started: its supervisor, the services, the broker if it started one."""
     from ._stack import down as stop_stack
 
-    print(" ".join(stop_stack()) or "nothing to stop")
+    stopped = stop_stack()
+    print(orjson.dumps({"stopped": stopped}).decode() if as_json else " ".join(stopped) or "nothing to stop")
 
 
 @app.command()
@@ -165,7 +143,7 @@ def publish(
     rejected: list[GoalRejected] = []
 
     async def go() -> dict[str, Any]:
-        async with Client(Settings.from_env(), source="choreo://cli") as client:
+        async with Client(cli_settings(), source="choreo://cli") as client:
             goal = await client.publish(workflow, payload, deadline=within)
             result: dict[str, Any] = {"workflow_id": goal.workflow_id, "workflow": workflow,
                                       "partition": goal.partition, "offset": goal.offset}
@@ -234,7 +212,7 @@ def history(
     timeline = Timeline(workflow_id, as_json=as_json, stream=follow)
 
     async def from_broker() -> None:
-        async with History(Settings.from_env()) as reader:
+        async with History(cli_settings()) as reader:
             async for entry in reader.entries(workflow_id, to_end=to_end, follow=follow, timeout_s=timeout,
                                               since_ms=since_ms):
                 timeline.add(entry)
@@ -294,7 +272,7 @@ def record(
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
     from ..timetravel._recording import record as take
 
-    sys.stdout.buffer.write(_run(take(Settings.from_env() if from_archive is None else None, workflow_id,
+    sys.stdout.buffer.write(_run(take(cli_settings() if from_archive is None else None, workflow_id,
                                       from_archive)).dumps())
 
 
@@ -324,7 +302,7 @@ def replay(
         for item in agents.split(",") if item.strip())
 
     async def go() -> Any:
-        settings = Settings.from_env()
+        settings = cli_settings()
         recording = await take(settings, workflow_id, from_archive)
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
@@ -363,7 +341,7 @@ def archive(
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging()
     # Only a restore an operator signed is skipped as restored: a forged marker silences nothing.
-    archiver = Archiver(Settings.from_env(), to, flush_interval_s=flush_interval, verifier=service_verifier())
+    archiver = Archiver(cli_settings(), to, flush_interval_s=flush_interval, verifier=service_verifier())
     if until_idle:
         async def once() -> None:
             async with archiver:
@@ -388,7 +366,7 @@ def archive_restore(
     """
     from ..timetravel._archive import restore
 
-    settings = Settings.from_env()
+    settings = cli_settings()
     report = _run(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from ..transport._settings import Settings
 from ._agents import run
+from ._config import cli_settings
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$-]*$")
 # Plain words YAML 1.1 readers (PyYAML among them) take for booleans or null.
@@ -69,7 +69,7 @@ def asyncapi(
     """
     from ..timetravel._asyncapi import asyncapi_report
 
-    document = run(asyncapi_report(Settings.from_env(), workflow=workflow))
+    document = run(asyncapi_report(cli_settings(), workflow=workflow))
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() if as_json else to_yaml(document), end="")
     if as_json:
         print()

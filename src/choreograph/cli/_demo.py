@@ -19,7 +19,7 @@ from ..events._envelope import Kind
 from ..events._models import WorkflowOutcome
 from ..examples.report import AGENTS
 from ..runtime._client import Client, PublishedGoal
-from ..transport._settings import Settings
+from ._config import cli_settings
 from ._stack import down, exit_on_signals, ignore_signals, up
 
 GOALS: list[tuple[str, str | None]] = [
@@ -65,7 +65,7 @@ def _table(rows: list[Row], started: float) -> Table:
 
 async def _run(console: Console, timeout_s: float) -> list[Row]:
     """Publish the goals and follow them to their outcomes (or the timeout), showing the live table."""
-    async with Client(Settings.from_env(), source="choreo://demo") as client:
+    async with Client(cli_settings(), source="choreo://demo") as client:
         rows = [Row(await client.publish("report", {"topic": t, "fail_at": f}), t, f) for t, f in GOALS]
         by_id = {row.goal.workflow_id: row for row in rows}
         started = time.monotonic()

@@ -13,8 +13,8 @@ import typer
 from ..errors import ConfigurationError
 from ..events._redact import REDACTED
 from ..transport._keyring import service_verifier
-from ..transport._settings import Settings
 from ._agents import run
+from ._config import cli_settings
 from ._input import USAGE, duration_s, err, fail
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ async def _letters(workflow: str | None = None, since: int | None = None) -> lis
     from ..transport._dlq import DeadLetterBox
     from ..transport._kafka import Kafka
 
-    return await DeadLetterBox(Kafka(Settings.from_env())).read(
+    return await DeadLetterBox(Kafka(cli_settings())).read(
         since_ms=since, key=None if workflow is None else workflow.encode())
 
 
@@ -117,7 +117,7 @@ def show(
         from ..transport._registry import Registry
 
         letter = _find(await _letters(), letter_id)
-        registry = Registry(Kafka(Settings.from_env()), verifier=service_verifier())
+        registry = Registry(Kafka(cli_settings()), verifier=service_verifier())
         await registry.start()
         try:
             await registry.catch_up()
@@ -188,7 +188,7 @@ def redrive(
             chosen = [_find(letters, letter_id)]
         else:
             chosen = [x for x in letters if again or not x.redriven]
-        return await DeadLetterBox(Kafka(Settings.from_env())).redrive(chosen, dry_run=dry_run, again=again)
+        return await DeadLetterBox(Kafka(cli_settings())).redrive(chosen, dry_run=dry_run, again=again)
 
     done = run(go())
     for item in done:

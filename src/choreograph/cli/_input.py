@@ -28,6 +28,10 @@ UNREACHABLE = 3
 INTERRUPTED = 130
 
 
+# `--json`: a command's output as JSON, for scripts.
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
 def err(message: str, label: str = "error", colour: str = "red") -> None:
     """Print `label: message` on stderr; the message is plain text, never rich markup.
 

@@ -24,7 +24,8 @@ from ..runtime._restarts import RestartPolicy
 from ..runtime._stackstate import children, read_state, same_process, state_path, stop_pids
 from ..runtime._supervisor import exit_text, log_tail
 from ..transport._broker import LocalBroker
-from ..transport._settings import Settings, check_env, run_dir
+from ..transport._settings import check_env, run_dir
+from ._config import cli_settings
 
 # `down` waits this long for the supervisor, whose services have RestartPolicy.stop_grace_s (10 s)
 # after SIGTERM before it SIGKILLs them; then it SIGKILLs the supervisor and stops what is left.
@@ -82,7 +83,7 @@ def up(timeout_s: float = 60.0, agents: Sequence[str] = ()) -> dict[str, int]:
         started_broker = True
     supervisor: subprocess.Popen[bytes] | None = None
     try:
-        settings = Settings.from_env()
+        settings = cli_settings()
         logs = run_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.env(), "CHOREO_HOME": str(run_dir())}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ class AgentRuntime(ServiceBase):
         self.agent = agent
         self._clock: Clock = clock or SYSTEM_CLOCK
         self.contract = agent.contract()
-        self.settings = settings
+        # The broker's metrics and logs name the agent by its clients' id.
+        self.settings = settings = replace(settings, client_id=f"choreo-{agent.name}")
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._store: SchemaStore = framework_store()
         for event in (*agent.consumes, *(t for t in [agent.completes_with] if t)):

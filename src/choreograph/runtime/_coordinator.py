@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ class Coordinator(ServiceBase):
                  finished_capacity: int = 100_000, finished_lookback: int = 10_000, commit_interval_s: float = 0.25,
                  observe: Callable[[int, int, SagaState], None] | None = None,
                  clock: Clock | None = None, ended_capacity: int = 10_000, trust: Trust | None = None) -> None:
-        self.settings = settings
+        # The broker's metrics and logs name the coordinator by its clients' id.
+        self.settings = settings = replace(settings, client_id="choreo-coordinator")
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._kafka: Transport = transport if transport is not None else Kafka(settings)
         self._registry = Registry(self._kafka)

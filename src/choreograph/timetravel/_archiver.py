@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ArchiveError
@@ -49,7 +50,8 @@ class Archiver(ServiceBase):
     def __init__(self, settings: Settings, root: Path, *, transport: Transport | None = None,
                  flush_interval_s: float = 2.0, segment_records: int = 50_000, ready_file: Path | None = None,
                  verifier: Verifier | None = None) -> None:
-        self.settings = settings
+        # The broker's metrics and logs name the archiver by its clients' id.
+        self.settings = settings = replace(settings, client_id="choreo-archive")
         self.verifier = verifier
         self.root = root
         self.archived = 0

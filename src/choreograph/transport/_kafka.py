@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from ..errors import BrokerUnavailable, ChoreographError
 from ._contiguous import Contiguity
 from ._kafka_consumer import KafkaConsumer
+from ._kafka_security import connection_options
 from ._partitioner import partition_for
 from ._port import Consumer, Producer, Record, TopicPartition, Transport
 from ._reading import read_records
@@ -52,7 +53,7 @@ class KafkaTransport:
         """
         profile = self.settings.broker
         options: dict[str, Any] = {
-            "bootstrap_servers": self.settings.bootstrap_servers, "linger_ms": profile.linger_ms,
+            **connection_options(self.settings), "linger_ms": profile.linger_ms,
             "acks": profile.acks, "enable_idempotence": profile.enable_idempotence,
             # aiokafka keeps one open batch per partition and one request in flight per broker; a
             # send that finds its batch full waits for the drain. 16 KB (the default) is ~25 of our
@@ -79,7 +80,7 @@ class KafkaTransport:
         """
         profile = self.settings.broker
         options: dict[str, Any] = {
-            "bootstrap_servers": self.settings.bootstrap_servers, "group_id": group_id,
+            **connection_options(self.settings), "group_id": group_id,
             "fetch_max_wait_ms": profile.fetch_max_wait_ms, "enable_auto_commit": False,
             "session_timeout_ms": profile.session_timeout_ms,
             "heartbeat_interval_ms": profile.heartbeat_interval_ms,
@@ -119,6 +120,14 @@ class KafkaTransport:
         """
         await consumer.stop()
 
+    def admin_client(self) -> AIOKafkaAdminClient:
+        """An admin client with the connection options, not started (`admin` starts and closes one).
+
+        Returns:
+            The client.
+        """
+        return AIOKafkaAdminClient(**connection_options(self.settings))
+
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
         """A started admin client, closed on exit.
@@ -129,7 +138,7 @@ class KafkaTransport:
         Raises:
             BrokerUnavailable: The broker cannot be reached.
         """
-        client = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+        client = self.admin_client()
         try:
             await client.start()
         except KafkaConnectionError as exc:

@@ -16,6 +16,9 @@ from pathlib import Path
 import orjson
 
 from ..errors import BrokerUnavailable, ConfigurationError
+from ._kafka_security import KafkaSecurity
+from ._variables import env as _env
+from ._variables import shown as _shown
 
 
 @dataclass(frozen=True)
@@ -92,16 +95,6 @@ _NAMESPACE = re.compile(r"[a-zA-Z0-9._-]+")
 _SERVER = re.compile(r"(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9._-]+):([0-9]{1,5})")
 # Kafka's protocol sizes are int32.
 _INT32_MAX = 2**31 - 1
-
-
-def _shown(value: str) -> str:
-    """A variable's value as an error line quotes it: its repr, cut short if long (still one line)."""
-    return repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
-
-
-def _env(name: str) -> str | None:
-    """The variable's value; None when unset or empty (an empty variable means the default)."""
-    return os.environ.get(name) or None
 
 
 def _env_int(name: str, low: int, high: int | None = None, unit: str = "") -> int | None:
@@ -187,6 +180,7 @@ class _Env:
     session_timeout_ms: int | None
     fetch_max_wait_ms: int | None
     max_event_bytes: int | None
+    security: KafkaSecurity
 
     @classmethod
     def read(cls) -> _Env:
@@ -204,7 +198,7 @@ class _Env:
         log_level()
         verify_off()
         run_dir()
-        return cls(servers, broker, namespace, partitions, session, wait, max_bytes)
+        return cls(servers, broker, namespace, partitions, session, wait, max_bytes, KafkaSecurity.from_env())
 
 
 def check_env() -> None:
@@ -230,6 +224,9 @@ class Settings:
         partitions: How many partitions the events topic is created with.
         max_event_bytes: The largest event (key, value and headers) any producer sends; Kafka's
             default `message.max.bytes` is 1 MiB.
+        security: TLS and SASL towards the cluster (CHOREO_KAFKA_*); its repr never shows a password.
+        client_id: What every client names itself to the broker, so its metrics and logs name the
+            service: `choreo-<agent name>`, `choreo-coordinator`, `choreo-archive`, `choreo-cli`; else `choreo`.
     """
 
     bootstrap_servers: str
@@ -237,6 +234,8 @@ class Settings:
     namespace: str = "choreo"
     partitions: int = 4
     max_event_bytes: int = 1_048_576
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    client_id: str = "choreo"
 
     @property
     def events_topic(self) -> str:
@@ -273,7 +272,11 @@ class Settings:
         return f"{self.namespace}.agent.{workflow}.{step}"
 
     def env(self) -> dict[str, str]:
-        """Environment that makes a child process resolve these same settings."""
+        """Environment that makes a child process resolve these same settings.
+
+        Not the CHOREO_KAFKA_* security variables: it is written to `choreo up`'s state file, and children
+        inherit them from the environment they came from.
+        """
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "CHOREO_BROKER": self.broker.name,
             "CHOREO_NAMESPACE": self.namespace, "CHOREO_PARTITIONS": str(self.partitions),
@@ -289,7 +292,8 @@ class Settings:
         The local broker is the one `choreo broker start` or `choreo up` started (its address in
         .choreo/broker.json); its kind defaults to "tansu", any other's to "kafka". CHOREO_BROKER,
         CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS, CHOREO_FETCH_MAX_WAIT_MS and
-        CHOREO_MAX_EVENT_BYTES override the defaults; an empty variable counts as unset. Every
+        CHOREO_MAX_EVENT_BYTES override the defaults, CHOREO_KAFKA_* set TLS and SASL (see
+        `_kafka_security`); an empty variable counts as unset. Every
         variable (CHOREO_LOG_LEVEL, CHOREO_VERIFY and CHOREO_HOME too) is validated before the broker is looked for.
 
         Args:
@@ -321,7 +325,7 @@ class Settings:
             profile = replace(profile, session_timeout_ms=ms, heartbeat_interval_ms=max(100, ms // 3))
         if env.fetch_max_wait_ms is not None:
             profile = replace(profile, fetch_max_wait_ms=env.fetch_max_wait_ms)
-        defaults = cls(bootstrap_servers=servers, broker=profile, namespace=env.namespace)
+        defaults = cls(bootstrap_servers=servers, broker=profile, namespace=env.namespace, security=env.security)
         return replace(defaults, partitions=env.partitions or defaults.partitions,
                        max_event_bytes=env.max_event_bytes or defaults.max_event_bytes)
 
