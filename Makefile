@@ -23,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/choreo demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src services tests bench
-	$(BIN)/mypy src services tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src tests
 	$(BIN)/lint-imports
 
 test: lint

@@ -1,4 +1,4 @@
-"""An agent process for the chaos suite: `python -m bench._chaos_agent services.report.draft:agent`.
+"""An agent process for the chaos suite: `python -m bench._chaos_agent choreograph.examples.report.draft:agent`.
 
 It runs the agent as `choreo agent run` does, with one difference: its broker port kills the process
 at a planned crash point, once per (workflow, step), as `choreograph.testing.Crash` does in memory:
@@ -10,7 +10,7 @@ at a planned crash point, once per (workflow, step), as `choreograph.testing.Cra
   future that never resolves), so it cannot release the input, and no commit can pass it. The next
   owner must find the result in the log and not run the step again.
 
-The plan is the workflow's fault plan (services/report/_faults.py, key "crash": {step: window}).
+The plan is the workflow's fault plan (src/choreograph/examples/report/_faults.py, key "crash": {step: window}).
 Before exiting, the process appends "<pid> <window> <workflow id> <step> <time_ns>" to
 $CHAOS_KILLS_FILE and exits with CRASH_EXIT, so the harness can tell a planned death from a crash.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from choreograph import ChoreographError, ConfigurationError, Settings
+from choreograph.examples.report._faults import first_time, plan_of  # run from the project root, as services are
 from choreograph.runtime import AgentRuntime, load_agent, serve
 from choreograph.transport import Kafka, RecordMetadata
-from services.report._faults import first_time, plan_of  # run from the project root, as services are
 
 CRASH_EXIT = 86  # a planned death (EX_... codes stop at 78; 86 is ours)
 _RESULT = b"step_completed"

@@ -44,7 +44,7 @@ DOWN: Sizes = {
 
 async def agent_down(chaos: Chaos, size: dict[str, Any]) -> Scenario:
     """Every copy of `draft` stopped, first for good, then for less than its step timeout."""
-    from services.report._events import RETRY
+    from choreograph.examples.report._events import RETRY
 
     scenario = Scenario("agent_down")
     roles = chaos.fleet.roles(f"report.{STEP}.")
@@ -150,7 +150,7 @@ async def _down_briefly(chaos: Chaos, name: str, roles: list[str], size: dict[st
 
 async def _announce(chaos: Chaos, timeout_s: float, policy: RetryPolicy | None) -> None:
     """Announce `draft`'s contract with this timeout (and retry policy, if given) as its agent would."""
-    contract = load_agent(f"services.report.{STEP}:agent").contract()
+    contract = load_agent(f"choreograph.examples.report.{STEP}:agent").contract()
     update: dict[str, Any] = {"timeout_ms": int(timeout_s * 1000)}
     if policy is not None:
         update["retry"] = policy

@@ -169,7 +169,7 @@ async def _shapes(chaos: Chaos) -> dict[str, tuple[bytes | None, bytes, list[tup
 
     goal = schema.name
     bad_kind = [(n, b"bogus" if n == "ce_kind" else v) for n, v in headers(goal, Kind.GOAL)[1]]
-    from services.report._events import ResearchCompleted
+    from choreograph.examples.report._events import ResearchCompleted
 
     return {
         "no headers": (os.urandom(40), new_workflow_id().encode(), []),

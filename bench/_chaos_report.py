@@ -21,7 +21,7 @@ RERUNS = """\
 A handler run again is allowed only when the process of the run before it died (SIGKILL, or a planned
 crash point) after that run's effect and before the step's result was in the log: delivery is at least
 once, so handlers must tolerate it. Any other re-run, and any re-run that started after the step's
-result was logged, is a bug. A run is recorded once its work is done (services/report/_events.py), so a
+result was logged, is a bug. A run is recorded once its work is done (src/choreograph/examples/report/_events.py), so a
 run killed mid-work leaves no line; a failed attempt (transient, poison) raises before its effect."""
 
 

@@ -23,7 +23,7 @@ outcome or logged result, compensations exact, every handler re-run explained by
 crash window; 1 otherwise, 2 if the setup failed, 130 if interrupted. `--short --parallel` is the
 variant `make test` runs (tests/e2e/test_chaos_short.py): small sizes, the scenarios at once.
 
-Faults are planned per goal (services/report/_faults.py: transient, poison, crash, slow undo), so
+Faults are planned per goal (src/choreograph/examples/report/_faults.py: transient, poison, crash, slow undo), so
 every scenario can share one fleet; a handler's effect is a line in the effect log.
 
 Usage: python -m bench.chaos [--scenario NAME|all] [--seed K] [--short] [--parallel] [--keep]

@@ -28,7 +28,7 @@ class CodecResult:
 
 
 def run(rounds: int = 20_000) -> CodecResult:
-    from services.report._events import ResearchCompleted
+    from choreograph.examples.report._events import ResearchCompleted
 
     store = framework_store()
     store.add(ResearchCompleted.avro)

@@ -30,7 +30,7 @@ from choreograph.transport import Kafka, announce
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.report._events import (  # noqa: E402
+from choreograph.examples.report._events import (  # noqa: E402
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -85,7 +85,7 @@ async def build(settings: Settings, workflows: int, in_flight: int = 64) -> list
     await kafka.ensure_topics()
     producer = kafka.producer()
     await producer.start()
-    contracts = [load_agent(f"services.report.{s}:agent").contract() for s in STEPS]
+    contracts = [load_agent(f"choreograph.examples.report.{s}:agent").contract() for s in STEPS]
     graph = Graph.from_contracts("report", contracts)
     for contract in contracts:
         await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions, contract,

@@ -159,7 +159,7 @@ async def test_a_restored_open_saga_stays_dormant_across_a_coordinator_restart(s
     await producer.start()
     try:  # the goal's schema, as the research agent would announce it (no agent runs here)
         await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions,
-                       load_agent("services.report.research:agent").contract(), "choreo://agent/report/research")
+                       load_agent("choreograph.examples.report.research:agent").contract(), "choreo://agent/report/research")
     finally:
         await producer.stop()
     stack.start(coordinator_spec())

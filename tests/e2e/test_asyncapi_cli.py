@@ -44,7 +44,7 @@ def test_asyncapi_lists_every_type_the_running_agents_announced(stack: Stack, cl
     assert missing.stderr.strip().splitlines() == ["error: no step of workflow 'nosuch' is announced"]
 
     asyncio.run(_announce_forgeries(settings))
-    announced = {e.name for step in STEPS for c in [load_agent(f"services.report.{step}:agent").contract()]
+    announced = {e.name for step in STEPS for c in [load_agent(f"choreograph.examples.report.{step}:agent").contract()]
                  for e in [*c.consumes, c.completes_with]}
 
     done = choreo("asyncapi", env=cli_env)

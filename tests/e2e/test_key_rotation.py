@@ -47,7 +47,7 @@ async def test_keys_rotate_with_services_running_and_nothing_rejected(
     stack.kill("coordinator", signal.SIGTERM)
     stack.start(coordinator_spec())
     stack.kill("report.draft", signal.SIGTERM)
-    stack.start(agent_spec("report.draft", "services.report.draft:agent"))
+    stack.start(agent_spec("report.draft", "choreograph.examples.report.draft:agent"))
     workflows += await _publish(settings, "switched", 3)
 
     for identity in ROTATED:

@@ -14,7 +14,7 @@ from choreograph.timetravel import Recording
 # A step added to the report workflow after the recorded one started: it runs after review.
 SUMMARY = '''
 from choreograph import Agent, Event, StepContext
-from services.report._events import ReviewCompleted
+from choreograph.examples.report._events import ReviewCompleted
 
 
 class SummaryCompleted(Event, schema={"type": "record", "name": "SummaryCompleted", "namespace": "report",

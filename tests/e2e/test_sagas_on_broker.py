@@ -92,7 +92,7 @@ async def test_a_duplicate_completion_changes_nothing(stack: Stack) -> None:
         assert (await client.wait(goal, 30)) is not None
     # A restarted agent must still recognise the duplicate: its memory comes from the log.
     stack.kill("report.analyze", signal.SIGTERM)
-    stack.start(agent_spec("report.analyze", "services.report.analyze:agent"))
+    stack.start(agent_spec("report.analyze", "choreograph.examples.report.analyze:agent"))
 
     before = await history(settings, goal.workflow_id, to_end=True)
     original = next(e for e in before if e.kind == "step_completed" and e.step == "research")
@@ -128,7 +128,7 @@ async def committed(kafka: Kafka, group: str, tp: TopicPartition) -> int:
 
 FACTCHECK_AGENT = '''
 from choreograph import Agent, CompensationRequested, Event, StepContext
-from services.report._events import AnalysisCompleted
+from choreograph.examples.report._events import AnalysisCompleted
 
 class FactsChecked(Event, schema={"type": "record", "name": "FactsChecked", "namespace": "factcheck",
                                   "fields": [{"name": "checked", "type": "long"}]}):
@@ -177,7 +177,7 @@ def assigned_partitions(stack: Stack, name: str) -> set[int] | None:
 async def test_copies_of_an_agent_share_partitions_and_take_over_from_a_killed_copy(stack: Stack) -> None:
     stack.extra_env["REPORT_STEP_DELAY_MS"] = "100"
     stack.start_examples()
-    stack.start(agent_spec("report.analyze-2", "services.report.analyze:agent"))
+    stack.start(agent_spec("report.analyze-2", "choreograph.examples.report.analyze:agent"))
     everything = set(range(stack.settings.partitions))
 
     async def spread() -> bool:

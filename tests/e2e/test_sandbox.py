@@ -14,7 +14,7 @@ from choreograph.transport import Kafka
 
 CHANGED_ANALYZE = '''
 from choreograph import Agent, CompensationRequested, StepContext
-from services.report._events import RETRY, AnalysisCompleted, ResearchCompleted
+from choreograph.examples.report._events import RETRY, AnalysisCompleted, ResearchCompleted
 
 agent = Agent(workflow="report", step="analyze", retry=RETRY)  # the same contract: only the handler changed
 
@@ -50,7 +50,7 @@ async def test_sandbox_rerun_of_analyze_reproduces_a_compensated_workflow_and_re
     assert report["differences"] == []
     assert report["sandbox"] == f"{settings.namespace}.sandbox.same"
     assert report["rerun_events"] == report["recorded_events"] >= 16
-    assert report["agents"] == ["analyze=services.report.analyze:agent"]
+    assert report["agents"] == ["analyze=choreograph.examples.report.analyze:agent"]
 
     (tmp_path / "changed_analyze.py").write_text(CHANGED_ANALYZE)
     env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(tmp_path), cli_env.get("PYTHONPATH", "")])}

@@ -33,15 +33,14 @@ def env(cli_env: dict[str, str]) -> dict[str, str]:
 
 
 def make_project(path: Path, *, agents: bool = True) -> Path:
-    """A copy of this project's services/ (the coordinator, and the report agents and schemas if `agents`)."""
-    services = path / "services"
+    """A user's project: empty (the coordinator needs no file), or with a copy of the example report
+    agents as its own package `report/`, named in its choreo.toml (so a test can break one)."""
+    path.mkdir(parents=True)
     if agents:
-        shutil.copytree(ROOT / "services", services, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "schemas" / "report", path / "schemas" / "report")
-    else:
-        services.mkdir(parents=True)
-        for name in ("__init__.py", "coordinator.py"):
-            shutil.copy(ROOT / "services" / name, services / name)
+        shutil.copytree(ROOT / "src" / "choreograph" / "examples" / "report", path / "report",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        steps = ("research", "analyze", "chart", "draft", "review")
+        (path / "choreo.toml").write_text(f"agents = {[f'report.{step}:agent' for step in steps]}\n")
     return path
 
 
@@ -118,7 +117,7 @@ def test_a_killed_agent_is_restarted_a_broken_one_is_a_crash_loop_and_down_stops
         assert orjson.loads(published.stdout)["status"] == "completed", published.stderr
 
         # A module that now fails at import: every restart exits at once, until it is a crash loop.
-        chart = project / "services" / "report" / "chart.py"
+        chart = project / "report" / "chart.py"
         chart.write_text('raise RuntimeError("chart is broken on purpose")\n' + chart.read_text())
         os.kill(service(first, "report.chart")["pid"], signal.SIGKILL)
 
@@ -154,6 +153,7 @@ def test_down_stops_the_services_of_a_supervisor_that_was_sigkilled_and_the_brok
     up = run(project, "up", env=own)
     try:
         assert up.returncode == 0, up.stderr
+        assert up.stderr.startswith("note: no agents found"), up.stderr
         before = ps(project, own)
         coordinator = service(before, "coordinator")["pid"]
         assert before["broker_started"]
@@ -184,7 +184,7 @@ def test_down_stops_the_services_of_a_supervisor_that_was_sigkilled_and_the_brok
 
 def test_up_stops_everything_when_a_service_fails_before_it_is_ready(env: dict[str, str], tmp_path: Path) -> None:
     project = make_project(tmp_path / "project", agents=False)
-    (project / "services" / "broken").mkdir()
+    (project / "services" / "broken").mkdir(parents=True)  # the older services/ convention
     (project / "services" / "broken" / "__init__.py").write_text("")
     (project / "services" / "broken" / "agent.py").write_text('raise RuntimeError("broken at import")\n')
     up = run(project, "up", env=env)

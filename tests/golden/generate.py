@@ -36,7 +36,7 @@ from choreograph.events import (
     StepHeartbeat,
     derived_id,
 )
-from choreograph.runtime import ServiceSpec, discover, load_agent, spawn, wait_ready
+from choreograph.runtime import ServiceSpec, coordinator_spec, discover, load_agent, spawn, wait_ready
 from choreograph.timetravel import record
 from choreograph.transport import Kafka, announce, terminate
 
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from services.report._events import (  # noqa: E402
+from choreograph.examples.report._events import (  # noqa: E402
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -256,10 +256,10 @@ async def scripted(broker: EmbeddedBroker, workdir: Path, scripts: dict[str, Scr
     await kafka.ensure_topics()
     producer = kafka.producer()
     await producer.start()
-    pids = start(settings, [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])], workdir)
+    pids = start(settings, [coordinator_spec()], workdir)
     try:
         for step in STEPS:
-            contract = contracts(load_agent(f"services.report.{step}:agent").contract())
+            contract = contracts(load_agent(f"choreograph.examples.report.{step}:agent").contract())
             await announce(producer, settings.registry_topic, settings.events_topic, settings.partitions, contract,
                            f"choreo://agent/report/{step}")
         async with Client(settings) as client:

@@ -23,7 +23,16 @@ from typing import Any
 import pytest
 
 from choreograph import Settings
-from choreograph.runtime import AgentRuntime, Coordinator, ServiceSpec, discover, load_agent, spawn, wait_ready
+from choreograph.runtime import (
+    AgentRuntime,
+    Coordinator,
+    ServiceSpec,
+    coordinator_spec,
+    discover,
+    load_agent,
+    spawn,
+    wait_ready,
+)
 from choreograph.security import Identity
 from choreograph.transport import Producer, Trust, terminate
 
@@ -160,13 +169,10 @@ def agent_spec(name: str, target: str) -> ServiceSpec:
     return ServiceSpec(name, [sys.executable, "-m", "choreograph", "agent", "run", target])
 
 
-def coordinator_spec() -> ServiceSpec:
-    return ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])
-
-
-def choreo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`choreo ARGS...` as a user runs it: its own process, from the project root."""
-    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=ROOT, env=env, text=True,
+def choreo(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path = ROOT
+           ) -> subprocess.CompletedProcess[str]:
+    """`choreo ARGS...` as a user runs it: its own process, from the project root (or `cwd`)."""
+    return subprocess.run([sys.executable, "-m", "choreograph", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

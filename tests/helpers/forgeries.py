@@ -34,11 +34,8 @@ from choreograph.events import (
     WorkflowStarted,
     agent_source,
 )
-from choreograph.security import COORDINATOR, SIGNATURE_HEADER, Identity, KeyPair, Signer
-from choreograph.testing import SagaKit
-from choreograph.transport import MemoryLog, MemoryRecord, TopicPartition
-from services.report import analyze, chart, draft, research, review
-from services.report._events import (
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import (
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -46,6 +43,9 @@ from services.report._events import (
     ResearchCompleted,
     ReviewCompleted,
 )
+from choreograph.security import COORDINATOR, SIGNATURE_HEADER, Identity, KeyPair, Signer
+from choreograph.testing import SagaKit
+from choreograph.transport import MemoryLog, MemoryRecord, TopicPartition
 
 WORKFLOW = "report"
 STEPS = ("research", "analyze", "chart", "draft", "review")

@@ -52,9 +52,7 @@ from choreograph.events import (
     agent_source,
     new_workflow_id,
 )
-from choreograph.testing import SagaKit
-from choreograph.transport import MemoryLog, MemoryRecord, RecordTooLargeError, TopicPartition, partition_for
-from services.report._events import (
+from choreograph.examples.report._events import (
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -62,6 +60,8 @@ from services.report._events import (
     ResearchCompleted,
     ReviewCompleted,
 )
+from choreograph.testing import SagaKit
+from choreograph.transport import MemoryLog, MemoryRecord, RecordTooLargeError, TopicPartition, partition_for
 
 MiB = 1 << 20
 WORKFLOW = "report"

@@ -81,7 +81,8 @@ async def test_state_folds_only_what_the_services_believe(settings: Settings) ->
     await announcer.start()
     try:  # review's contract, as its agent would announce it: the saga waits for review
         await announce(announcer, settings.registry_topic, settings.events_topic, settings.partitions,
-                       load_agent("services.report.review:agent").contract(), agent_source("report", "review"))
+                       load_agent("choreograph.examples.report.review:agent").contract(),
+                       agent_source("report", "review"))
     finally:
         await announcer.stop()
     async with serving(*services), Client(settings) as client:

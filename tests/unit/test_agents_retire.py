@@ -10,6 +10,7 @@ import pytest
 from choreograph import OutcomeStatus, Settings
 from choreograph.errors import WorkflowError
 from choreograph.events import AgentPresence, BreakerChanged, BreakerState, StepNode
+from choreograph.examples.report import analyze, chart, draft, research, review
 from choreograph.saga import Graph, SagaState, catalog_for, fold
 from choreograph.security import Identity
 from choreograph.testing import SagaKit
@@ -18,7 +19,6 @@ from choreograph.timetravel._state import pending_steps
 from choreograph.transport import MemoryLog, MemoryTransport, Trust
 from choreograph.transport._clock import ManualClock
 from choreograph.transport._presence import LivenessWatch, Status, read_status, serving, waiting_steps
-from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 T0 = 1_700_000_000_000

@@ -25,7 +25,7 @@ SETTINGS = Settings(bootstrap_servers="broker-1:9092,broker-2:9092", namespace="
 
 @pytest.fixture(scope="module")
 def contracts() -> list[StepContract]:
-    return [load_agent(f"services.report.{step}:agent").contract() for step in STEPS]
+    return [load_agent(f"choreograph.examples.report.{step}:agent").contract() for step in STEPS]
 
 
 def named(contracts: list[StepContract]) -> set[str]:

@@ -24,13 +24,13 @@ from choreograph.events import (
     StoredRecord,
     WorkflowStarted,
 )
+from choreograph.examples.report import analyze, chart, draft, research, review
 from choreograph.saga import Fact, Graph, SagaState, catalog_for, check, fact_of, fold, handle
 from choreograph.security import Identity
 from choreograph.testing import COORDINATOR, SagaKit
 from choreograph.timetravel import Recording
 from choreograph.timetravel._recording import recording_of
 from choreograph.transport import Contracts, MemoryLog, MemoryTransport, Registry, Settings, announce
-from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 

@@ -10,6 +10,7 @@ from choreograph import OutcomeStatus, Settings
 from choreograph.events import Envelope, Kind, StepContract
 from choreograph.events._envelope import REDRIVE_HEADER
 from choreograph.events._models import EventSchema
+from choreograph.examples.report import analyze, chart, draft, research, review
 from choreograph.runtime import PublishedGoal
 from choreograph.security import Identity
 from choreograph.testing import SagaKit
@@ -17,7 +18,6 @@ from choreograph.timetravel import History
 from choreograph.transport import MemoryLog, MemoryTransport, TopicPartition, announce
 from choreograph.transport._deadletter import DeadLetters, parse_letter_id
 from choreograph.transport._dlq import DeadLetterBox
-from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 # report.ReportGoal with one more field: a writer schema nobody has announced (yet).

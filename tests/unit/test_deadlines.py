@@ -30,12 +30,12 @@ from choreograph.events import (
     StepTimedOut,
     derived_id,
 )
+from choreograph.examples.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted
 from choreograph.saga import catalog_for, check, fold
 from choreograph.security import Identity
 from choreograph.testing import COORDINATOR, SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition
 from choreograph.transport._clock import ManualClock
-from services.report._events import AnalysisCompleted, ReportGoal, ResearchCompleted
 
 PAY = "choreo://agent/trip/pay"
 

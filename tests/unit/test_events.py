@@ -56,7 +56,7 @@ def test_every_framework_schema_is_a_file_in_schemas(event: type[Event]) -> None
 
 def test_every_shipped_model_mirrors_its_schema() -> None:
     # Drift raises at class creation, so importing every model module is the check.
-    import services.report._events as report
+    import choreograph.examples.report._events as report
 
     models: list[type[Event]] = [*FRAMEWORK_EVENTS, *FAULT_EVENTS, StepContract, *(v for v in vars(report).values()
                                                                    if isinstance(v, type) and issubclass(v, Event)

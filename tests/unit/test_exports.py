@@ -90,6 +90,7 @@ EXPORTS: dict[str, list[str]] = {
         "app",
         "main",
     ],
+    "choreograph.examples": [],
     "choreograph.events": [
         "AGENT_SOURCE_PREFIX",
         "AgentPresence",
@@ -148,6 +149,7 @@ EXPORTS: dict[str, list[str]] = {
         "RateLimit",
         "ServiceSpec",
         "StepContext",
+        "coordinator_spec",
         "discover",
         "forbid",
         "load_agent",

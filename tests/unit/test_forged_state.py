@@ -56,10 +56,10 @@ from hypothesis import strategies as st
 
 from choreograph import CompensationFailed, PublishedGoal, StepFailed
 from choreograph.errors import ChoreographError
+from choreograph.examples.report._events import ResearchCompleted
 from choreograph.security import Identity
 from choreograph.testing import KitError
 from choreograph.transport import partition_for
-from services.report._events import ResearchCompleted
 
 # Where a saga fails (None: nowhere). Only where its compensations race no running step, so that a run
 # is the same every time: at research nothing ran, at analyze research is done, at review all four

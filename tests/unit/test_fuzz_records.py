@@ -60,13 +60,8 @@ from choreograph.events import (
     WorkflowStarted,
     agent_source,
 )
-from choreograph.saga import Graph
-from choreograph.security import Identity
-from choreograph.testing import COORDINATOR, KitError, SagaKit
-from choreograph.timetravel import history
-from choreograph.transport import MemoryTransport, TopicPartition, framework_store, partition_for
-from services.report import analyze, chart, draft, research, review
-from services.report._events import (
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import (
     AnalysisCompleted,
     ChartCompleted,
     DraftCompleted,
@@ -74,6 +69,11 @@ from services.report._events import (
     ResearchCompleted,
     ReviewCompleted,
 )
+from choreograph.saga import Graph
+from choreograph.security import Identity
+from choreograph.testing import COORDINATOR, KitError, SagaKit
+from choreograph.timetravel import history
+from choreograph.transport import MemoryTransport, TopicPartition, framework_store, partition_for
 
 # knobs -------------------------------------------------------------------------------------------------
 

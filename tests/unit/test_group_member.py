@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from choreograph import OutcomeStatus, PublishedGoal
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import ChartCompleted
 from choreograph.testing import Crash, SagaKit
-from services.report import analyze, chart, draft, research, review
-from services.report._events import ChartCompleted
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 SET_UP = {"end_offsets", "committed", "position", "read"}  # the awaits of a partition's set-up

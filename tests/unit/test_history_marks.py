@@ -10,6 +10,8 @@ import pytest
 from choreograph import OutcomeStatus, WorkflowOutcome
 from choreograph.cli._render import Timeline
 from choreograph.events import COORDINATOR_SOURCE, Envelope, Kind
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import DraftCompleted, ReviewCompleted
 from choreograph.runtime import PublishedGoal
 from choreograph.saga import HistoryEntry
 from choreograph.security import Identity, Verifier
@@ -17,8 +19,6 @@ from choreograph.testing import SagaKit
 from choreograph.timetravel import History
 from choreograph.timetravel._history import FROM_ENVIRONMENT, Verification
 from choreograph.transport import MemoryTransport, Record, TopicPartition
-from services.report import analyze, chart, draft, research, review
-from services.report._events import DraftCompleted, ReviewCompleted
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 PUBLISHER = Identity.parse("publisher:testing")

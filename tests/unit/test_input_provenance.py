@@ -17,11 +17,11 @@ from helpers.sagas import announce_in_kit
 
 from choreograph import OutcomeStatus
 from choreograph.events import Kind
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import ResearchCompleted, ReviewCompleted
 from choreograph.runtime import PublishedGoal
 from choreograph.testing import SagaKit
 from choreograph.transport import Record, TopicPartition
-from services.report import analyze, chart, draft, research, review
-from services.report._events import ResearchCompleted, ReviewCompleted
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 FORGED = ResearchCompleted(topic="forged", sources=["forged"])  # research's result type, sent by review

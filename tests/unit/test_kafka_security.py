@@ -153,10 +153,10 @@ def test_sasl_options_and_the_client_id_reach_every_client(monkeypatch: pytest.M
 def test_each_service_names_its_clients() -> None:
     """Broker-side metrics and logs name the agent, the coordinator, the archiver or the command line."""
     from choreograph.cli._config import cli_settings
+    from choreograph.examples.report import research
     from choreograph.runtime import AgentRuntime, Coordinator
     from choreograph.timetravel import Archiver
     from choreograph.transport import MemoryLog, MemoryTransport
-    from services.report import research
 
     settings = Settings(bootstrap_servers="memory", partitions=1)
     transport = MemoryTransport(MemoryLog(), settings)

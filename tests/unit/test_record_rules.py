@@ -23,10 +23,10 @@ from choreograph import (
     WorkflowStarted,
 )
 from choreograph.events import COORDINATOR_SOURCE, Envelope, Kind, StepNode
+from choreograph.examples.report import analyze, chart, draft, research, review
+from choreograph.examples.report._events import ChartCompleted, ReportGoal
 from choreograph.testing import SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition
-from services.report import analyze, chart, draft, research, review
-from services.report._events import ChartCompleted, ReportGoal
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 INTRUDER = "choreo://intruder"

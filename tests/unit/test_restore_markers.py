@@ -19,14 +19,14 @@ from choreograph.events import (
     StoredRecord,
     new_workflow_id,
 )
+from choreograph.examples.report import research
+from choreograph.examples.report._events import ReportGoal
 from choreograph.security import Identity, Verifier
 from choreograph.testing._keys import OPERATOR, PUBLISHER, Keys
 from choreograph.timetravel import Archive, Archiver, History, restore, write_segment
 from choreograph.timetravel._archive import segment_path
 from choreograph.transport import MemoryLog, MemoryTransport, Registry, Settings, TopicPartition, Trust, announce
 from choreograph.transport._registry import retire
-from services.report import research
-from services.report._events import ReportGoal
 
 RESEARCH = Identity.agent("report", "research")
 STORE = SchemaStore()

@@ -9,8 +9,8 @@ import pytest
 
 from choreograph import OutcomeStatus
 from choreograph.events import Kind
+from choreograph.examples.report import analyze, chart, draft, research, review
 from choreograph.testing import COORDINATOR, Crash, SagaKit
-from services.report import analyze, chart, draft, research, review
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
 

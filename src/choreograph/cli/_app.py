@@ -80,17 +80,26 @@ def coordinator_run() -> None:
 
 @app.command()
 def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", callback=seconds)] = 60.0,
+       agent: Annotated[list[str] | None, typer.Option(
+           "--agent", metavar="MODULE:ATTR", help="run this agent (repeatable) instead of the project's")] = None,
        as_json: JsonFlag = False) -> None:
-    """Start broker (unless configured or running), coordinator and agents, supervised, in the background."""
+    """Start broker (unless configured or running), coordinator and agents, supervised, in the background.
+
+    The agents: `--agent` options, else the project file's (choreo.toml, or the tool.choreograph table in
+    pyproject.toml), else installed packages' `choreograph.agents` entry points, else services/.
+    """
     from ._stack import exit_on_signals
     from ._stack import up as start_stack
 
     exit_on_signals()
-    started = start_stack(timeout)
+    started = start_stack(timeout, agent or ())
     if as_json:
         print(orjson.dumps({"services": [{"name": n, "pid": pid} for n, pid in started.items()]}).decode())
     for name, pid in ({} if as_json else started).items():
         print(f"{name}\tpid {pid}")
+    if list(started) == ["coordinator"]:
+        print("note: no agents found (--agent, choreo.toml, [tool.choreograph], entry points or services/); "
+              "`choreo init` writes a starter project", file=sys.stderr)
 
 
 @app.command()
@@ -375,3 +384,16 @@ def demo(
 
     raise typer.Exit(run_demo(keep=keep))
 
+
+
+@app.command("init")
+def init_project(
+    directory: Annotated[Path, typer.Argument(help="where to write it (made if missing)")] = Path(),
+    workflow: Annotated[str, typer.Option(help="the workflow's name, also its package's")] = "hello",
+) -> None:
+    """A starter project: one workflow, two agents, schemas, choreo.toml, a test; `choreo up` runs it."""
+    from ._init import init
+
+    for path in init(directory, workflow):
+        print(path)
+    print(f"next: cd {directory} && choreo up && choreo publish {workflow} --data '{{\"name\": \"Ada\"}}' --wait 30")

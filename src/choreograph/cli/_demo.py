@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..events._envelope import Kind
 from ..events._models import WorkflowOutcome
+from ..examples.report import AGENTS
 from ..runtime._client import Client, PublishedGoal
 from ._config import cli_settings
 from ._stack import down, exit_on_signals, ignore_signals, up
@@ -97,7 +98,7 @@ def run_demo(timeout_s: float = 90.0, keep: bool = False) -> int:
     console = Console()
     os.environ.setdefault("REPORT_STEP_DELAY_MS", "300")  # so progress is visible; the example agents read it
     console.print("[bold]starting broker, coordinator and agents...[/bold]")
-    for name, pid in up().items():
+    for name, pid in up(agents=AGENTS).items():
         console.print(f"  {name} (pid {pid})")
     stopped = False
     try:

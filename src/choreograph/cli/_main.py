@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
+from ..errors import ConfigurationError
 from ._app import app
 from ._input import INTERRUPTED, debugging, err, exit_code, one_line
+
+
+def _project_defaults() -> None:
+    """The project file's namespace and broker, for every command run in the project (the environment wins).
+
+    A project file that cannot be read is left for `choreo up` to report: other commands work without it.
+    """
+    from ..runtime._project import apply_defaults, find_project  # deferred: --help and completion stay fast
+
+    with contextlib.suppress(ConfigurationError):
+        apply_defaults(find_project())
 
 
 def main() -> None:
@@ -22,6 +35,7 @@ def main() -> None:
         # aiokafka logs each failed connection attempt at ERROR: the command's own error line says it once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
+        _project_defaults()
         app()
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)

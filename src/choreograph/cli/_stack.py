@@ -14,10 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..runtime._processes import discover, project_root
+from ..runtime._processes import discover
+from ..runtime._project import apply_defaults, find_project
 from ..runtime._restarts import RestartPolicy
 from ..runtime._stackstate import children, read_state, same_process, state_path, stop_pids
 from ..runtime._supervisor import exit_text, log_tail
@@ -47,28 +49,34 @@ def ignore_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def up(timeout_s: float = 60.0) -> dict[str, int]:
+def up(timeout_s: float = 60.0, agents: Sequence[str] = ()) -> dict[str, int]:
     """Start broker (unless configured or running) and a supervisor that runs coordinator and agents.
 
     Returns once every service is ready. The supervisor records everything in .choreo/services.json,
-    for `ps` and `down`. If anything fails, everything started is stopped again.
+    for `ps` and `down`. If anything fails, everything started is stopped again. The agents are the
+    project's (see runtime._project); the project file's namespace and broker are defaults for
+    CHOREO_NAMESPACE and KAFKA_BOOTSTRAP_SERVERS.
 
     Args:
         timeout_s: How long to wait for every service to be ready.
+        agents: MODULE:ATTR of the agents to run instead of the project's (`--agent`).
 
     Returns:
         Service name -> process id.
 
     Raises:
-        ConfigurationError: A setting is bad, the stack is already up, no services/ directory can be
-            found, a service exited before it was ready, or the services were not ready in time.
+        ConfigurationError: A setting or the project file is bad, the stack is already up, a service
+            exited before it was ready, or the services were not ready in time.
     """
+    project = find_project()
+    apply_defaults(project)
     check_env()  # before a broker is started: a bad setting must leave nothing running
     RestartPolicy.from_env()  # the supervisor's own settings, checked here for the same reason
     state_file = state_path()
     if state_file.exists():
         raise ConfigurationError("already up (see .choreo/services.json); run `choreo down` first")
-    root = project_root()
+    root = project.root
+    names = [spec.name for spec in discover(root, agents)]  # a bad --agent or project file: nothing started
     started_broker = False
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and LocalBroker().status() is None:
         LocalBroker().start()
@@ -79,12 +87,13 @@ def up(timeout_s: float = 60.0) -> dict[str, int]:
         logs = run_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.env(), "CHOREO_HOME": str(run_dir())}
-        argv = [sys.executable, "-m", "choreograph.runtime._supervisor", str(root)]
+        argv = [sys.executable, "-m", "choreograph.runtime._supervisor", str(root),
+                *(f"--agent={target}" for target in agents)]
         with open(logs / "supervisor.log", "ab") as out:
             supervisor = subprocess.Popen([*argv, *(["--broker-started"] if started_broker else [])], cwd=root,
                                           env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)
-        return _wait_ready(supervisor, [spec.name for spec in discover(root)], timeout_s)
+        return _wait_ready(supervisor, names, timeout_s)
     except BaseException:
         ignore_signals()
         _stop(supervisor.pid if supervisor else None, started_broker)

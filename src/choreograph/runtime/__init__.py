@@ -10,7 +10,7 @@ from ._breaker import Breaker
 from ._client import Client, Progress, PublishedGoal
 from ._coordinator import Coordinator
 from ._guards import forbid, max_bytes
-from ._processes import ServiceSpec, discover, project_root, spawn, wait_ready
+from ._processes import ServiceSpec, coordinator_spec, discover, project_root, spawn, wait_ready
 from ._ratelimit import RateLimit
 from ._service import run_agent, run_coordinator, serve
 
@@ -25,6 +25,7 @@ __all__ = [
     "RateLimit",
     "ServiceSpec",
     "StepContext",
+    "coordinator_spec",
     "discover",
     "forbid",
     "load_agent",

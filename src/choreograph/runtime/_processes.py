@@ -1,7 +1,7 @@
-"""Service processes: discovered by convention, spawned with a ready file, awaited until ready.
+"""Service processes: discovered, spawned with a ready file, awaited until ready.
 
-One process per service, discovered by convention: services/coordinator.py, and every public module
-of a services/<workflow>/ package is an agent (module-level `agent`). No list to edit.
+One process per service: the library's coordinator, and each instance of each agent the project
+runs (see _project: `--agent`, a project file, entry points, or services/).
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
 from ..transport._settings import Settings, run_dir
+from ._project import agents_of, find_project
 
 
 @dataclass(frozen=True)
@@ -24,24 +26,37 @@ class ServiceSpec:
     argv: list[str]
 
 
+def coordinator_spec() -> ServiceSpec:
+    """The saga coordinator's process: part of the library, so a project needs no file for it."""
+    return ServiceSpec("coordinator", [sys.executable, "-m", "choreograph", "coordinator", "run"])
+
+
 def project_root() -> Path:
-    """The directory holding services/: the current one or a parent, else this source checkout."""
-    here = Path.cwd().resolve()
-    for candidate in (here, *here.parents, Path(__file__).resolve().parents[3]):
-        if (candidate / "services" / "coordinator.py").is_file():
-            return candidate
-    raise ConfigurationError("cannot find services/coordinator.py here or in a parent directory")
+    """The project's directory: the nearest with a project file or services/, else the current one."""
+    return find_project().root
 
 
-def discover(root: Path) -> list[ServiceSpec]:
-    """The services of a project: services/coordinator.py and one agent per public module of services/<workflow>/."""
-    specs = [ServiceSpec("coordinator", [sys.executable, "-m", "services.coordinator"])]
-    for package in sorted(p for p in (root / "services").iterdir() if (p / "__init__.py").is_file()):
-        for module in sorted(package.glob("*.py")):
-            if not module.name.startswith("_"):
-                target = f"services.{package.name}.{module.stem}:agent"
-                specs.append(ServiceSpec(f"{package.name}.{module.stem}",
-                                         [sys.executable, "-m", "choreograph", "agent", "run", target]))
+def discover(root: Path, agents: Iterable[str] = ()) -> list[ServiceSpec]:
+    """The services of a project: the library's coordinator, then each agent's instances.
+
+    Args:
+        root: The project's directory (see project_root).
+        agents: MODULE:ATTR of the agents to run instead of those the project names (`--agent`).
+
+    Returns:
+        The coordinator's spec, then one per agent instance (`name`, then `name-2`, `name-3`, ...).
+
+    Raises:
+        ConfigurationError: An agent is not MODULE:ATTR, or the project file is bad.
+    """
+    for target in agents:
+        if ":" not in target:
+            raise ConfigurationError(f"agent {target!r}: expected MODULE:ATTR")
+    specs = [coordinator_spec()]
+    for entry in agents_of(find_project(root), agents):
+        for n in range(1, entry.instances + 1):
+            specs.append(ServiceSpec(entry.name if n == 1 else f"{entry.name}-{n}",
+                                     [sys.executable, "-m", "choreograph", "agent", "run", entry.target]))
     return specs
 
 

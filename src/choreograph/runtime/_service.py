@@ -75,7 +75,7 @@ def run_agent(spec: str) -> None:
 
 
 def run_coordinator() -> None:
-    """Body of `choreo coordinator run` and of services/coordinator.py."""
+    """Body of `choreo coordinator run`."""
     def main() -> None:
         configure_logging()
         asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))

@@ -88,7 +88,7 @@ class Slot:
             "name": self.spec.name, "pid": self.process.pid if self.process else None, "pid_ticks": self.ticks,
             "started_at": self.started_at if self.process else None, "restarts": self.restarts.count,
             "last_exit": self.last_exit, "ready": self.ready, "ever_ready": self.ever_ready, "state": self.state,
-            "agent": self.agent, "next_start_at": self.due_at, "log": str(self.log_path),
+            "agent": self.agent, "next_start_at": self.due_at, "log": str(self.log_path), "argv": self.spec.argv,
         }
 
 
@@ -282,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="choreograph.runtime._supervisor")
     parser.add_argument("root", type=Path)
     parser.add_argument("--broker-started", action="store_true")
+    parser.add_argument("--agent", action="append", default=[], help="MODULE:ATTR (see _project)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s",
                         stream=sys.stderr)
-    supervisor = Supervisor(discover(args.root), args.root, Settings.from_env(), RestartPolicy.from_env(),
+    supervisor = Supervisor(discover(args.root, args.agent), args.root, Settings.from_env(), RestartPolicy.from_env(),
                             broker_started=args.broker_started)
     supervisor.install_signals()
     supervisor.run()

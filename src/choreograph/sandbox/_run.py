@@ -21,6 +21,7 @@ from ..events._envelope import COORDINATOR_SOURCE, agent_source
 from ..events._models import StepContract
 from ..runtime._agent import load_agent
 from ..runtime._processes import ServiceSpec, discover, project_root, spawn, wait_ready
+from ..runtime._stackstate import read_state
 from ..saga._entries import entries_of
 from ..saga._graph import Graph
 from ..saga._replay import catalog_for
@@ -67,31 +68,38 @@ def rerun_steps(graph: Graph, agents: Mapping[str, str | None] | None, from_step
     return [name for name in graph.order if name in chosen]
 
 
+def _candidates(root: Path) -> list[str]:
+    """MODULE:ATTR of the agents the running stack runs (`choreo up`, `choreo demo --keep`), then the project's."""
+    running = [s.get("argv") or [] for s in (read_state() or {}).get("services", [])]
+    discovered = [spec.argv for spec in discover(root) if spec.name != "coordinator"]
+    return list(dict.fromkeys(argv[-1] for argv in [*running, *discovered] if argv[-3:-1] == ["agent", "run"]))
+
+
 def agent_target(root: Path, workflow: str, step: str) -> str:
-    """Find the agent that runs `step` of `workflow` among the services under `root`.
+    """Find the agent that runs `step` of `workflow` among the agents the stack or the project at `root` runs.
+
+    First those the running stack runs (as its state file records them), then the same discovery as
+    `choreo up` (runtime._project): `--agent` aside, a project file, entry points, services/.
 
     Args:
-        root: The project directory holding services/.
+        root: The project's directory.
         workflow: The workflow's name.
         step: The step's name.
 
     Returns:
-        The agent's MODULE:ATTR (`services.<package>.<module>:agent`).
+        The agent's MODULE:ATTR.
 
     Raises:
         ReplayError: No discovered agent runs that step.
     """
-    for spec in discover(root):
-        if spec.name == "coordinator":
-            continue
-        target = spec.argv[-1]
+    for target in _candidates(root):
         try:
             agent = load_agent(target)
         except AgentDefinitionError:
             continue
         if agent.workflow == workflow and agent.step == step:
             return target
-    raise ReplayError(f"no agent of {workflow}.{step} under {root / 'services'}; name one as {step}=MODULE:ATTR")
+    raise ReplayError(f"no agent of {workflow}.{step} in the project at {root}; name one as {step}=MODULE:ATTR")
 
 
 async def _seed(settings: Settings, contracts: Iterable[StepContract]) -> None:
@@ -126,10 +134,10 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
         recording: The recorded workflow.
         sandbox: The sandbox NAME: letters, digits, - and _; it must not have been used before.
         agents: The steps to re-run, each with the MODULE:ATTR of the agent to run (None: the one
-            discovered under services/); None for every step.
+            one the project runs, as `choreo up` finds it); None for every step.
         from_step: Re-run only this step and the steps that depend on it.
         timeout_s: How long to wait for the sandbox workflow's outcome.
-        root: The project directory holding services/ (default: found from the current directory).
+        root: The project's directory (default: found from the current directory).
 
     Returns:
         The report: what ran, how many events were fed, and every difference from the recording.
@@ -138,7 +146,7 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
         ReplayError: A bad sandbox name, no recorded step graph (or recorded contracts that make none),
             an unknown step, or no agent for a step.
         ArchiveError: The sandbox namespace already holds workflow events (the name was used before).
-        ConfigurationError: No `root` was given and no services/ directory can be found.
+        ConfigurationError: The project file is bad.
     """
     if not _NAME.match(sandbox):
         raise ReplayError(f"sandbox name {sandbox!r}: use letters, digits, - and _")

@@ -1,21 +1,25 @@
-"""Events of the example `report` workflow, each bound to its schema in schemas/report/."""
+"""Events of the example `report` workflow, each bound to its schema in schemas/report/.
+
+The schemas are the package's data (`choreograph/_schemas/report/` in a wheel, the repository's
+`schemas/report/` in a source checkout; see `choreograph.events.schema_root`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from choreograph import Event, NonRetryable, Retry
+from choreograph.events import schema_root
 
 from ._faults import raise_planned, undo_seconds
 
 if TYPE_CHECKING:
     from choreograph import StepContext
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "report"
+SCHEMAS = schema_root() / "report"
 
 # Every step calls something that can fail for a moment (a search API, a model, a renderer): a
 # failed attempt is retried after 0.2 s, then 0.4 s. REPORT_MAX_ATTEMPTS changes the count.
@@ -23,8 +27,11 @@ RETRY = Retry(max_attempts=int(os.environ.get("REPORT_MAX_ATTEMPTS", "3")), init
 
 
 def step_timeout(default_s: float) -> float:
-    """Seconds an attempt of a step may take (from the moment its inputs are in the log) before the
-    coordinator times it out; REPORT_STEP_TIMEOUT_S overrides the default (the chaos suite shortens it)."""
+    """Seconds an attempt of a step may take before the coordinator times it out.
+
+    Counted from the moment its inputs are in the log; REPORT_STEP_TIMEOUT_S overrides the default
+    (the chaos suite shortens it).
+    """
     return float(os.environ.get("REPORT_STEP_TIMEOUT_S", default_s))
 
 
@@ -65,8 +72,10 @@ class ReviewCompleted(Event, schema=SCHEMAS / "review_completed.avsc"):
 
 
 class DemoFailure(NonRetryable):
-    """Raised by an example agent when the goal's fail_at names its step: the step fails at once
-    (a retry would fail the same way)."""
+    """Raised by an example agent when the goal's fail_at names its step.
+
+    The step fails at once (a retry would fail the same way).
+    """
 
 
 async def work(ctx: StepContext, fail_at: str | None) -> None:
@@ -86,8 +95,10 @@ async def work(ctx: StepContext, fail_at: str | None) -> None:
 
 
 async def undo(ctx: StepContext) -> None:
-    """Stand-in for a compensation's work (as long as the chaos plan says, else none); recorded as
-    the effect of step "undo:<step>" when REPORT_EFFECTS_FILE is set."""
+    """Stand-in for a compensation's work (as long as the chaos plan says, else none).
+
+    Recorded as the effect of step "undo:<step>" when REPORT_EFFECTS_FILE is set.
+    """
     started_ns = time.time_ns()
     if seconds := undo_seconds(ctx.workflow_id):
         await asyncio.sleep(seconds)

@@ -9,6 +9,7 @@ agent = Agent(workflow="report", step="analyze", retry=RETRY)
 
 @agent.handler
 async def analyze(ctx: StepContext, research: ResearchCompleted) -> AnalysisCompleted:
+    """Turn the sources into findings."""
     await work(ctx, research.fail_at)
     findings = [f"finding from {source}" for source in research.sources]
     return AnalysisCompleted(topic=research.topic, fail_at=research.fail_at, findings=findings)
@@ -16,5 +17,6 @@ async def analyze(ctx: StepContext, research: ResearchCompleted) -> AnalysisComp
 
 @agent.compensation
 async def retract_findings(ctx: StepContext, request: CompensationRequested) -> None:
+    """Retract the findings."""
     await undo(ctx)
     ctx.log.info("analyze: retracting findings of %s", ctx.workflow_id)

@@ -11,6 +11,7 @@ agent = Agent(workflow="report", step="draft", retry=RETRY, timeout=step_timeout
 
 @agent.handler
 async def draft(ctx: StepContext, analysis: AnalysisCompleted) -> DraftCompleted:
+    """Write the report's text from the findings."""
     await work(ctx, analysis.fail_at)
     text = f"# {analysis.topic}\n" + "\n".join(f"- {f}" for f in analysis.findings)
     return DraftCompleted(topic=analysis.topic, fail_at=analysis.fail_at, text=text)
@@ -18,5 +19,6 @@ async def draft(ctx: StepContext, analysis: AnalysisCompleted) -> DraftCompleted
 
 @agent.compensation
 async def discard_draft(ctx: StepContext, request: CompensationRequested) -> None:
+    """Discard the draft."""
     await undo(ctx)
     ctx.log.info("draft: discarding draft of %s", ctx.workflow_id)

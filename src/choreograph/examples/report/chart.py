@@ -9,6 +9,7 @@ agent = Agent(workflow="report", step="chart", retry=RETRY)
 
 @agent.handler
 async def chart(ctx: StepContext, analysis: AnalysisCompleted) -> ChartCompleted:
+    """Render the findings as a chart."""
     await work(ctx, analysis.fail_at)
     return ChartCompleted(topic=analysis.topic, fail_at=analysis.fail_at,
                           chart_uri=f"charts/{ctx.workflow_id}.svg")
@@ -16,5 +17,6 @@ async def chart(ctx: StepContext, analysis: AnalysisCompleted) -> ChartCompleted
 
 @agent.compensation
 async def delete_chart(ctx: StepContext, request: CompensationRequested) -> None:
+    """Delete the chart."""
     await undo(ctx)
     ctx.log.info("chart: deleting charts/%s.svg", ctx.workflow_id)

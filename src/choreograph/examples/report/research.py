@@ -9,6 +9,7 @@ agent = Agent(workflow="report", step="research", retry=RETRY)
 
 @agent.handler
 async def research(ctx: StepContext, goal: ReportGoal) -> ResearchCompleted:
+    """Gather sources on the goal's topic."""
     await work(ctx, goal.fail_at)
     sources = [f"https://example.org/{goal.topic.replace(' ', '-')}/{i}" for i in range(3)]
     return ResearchCompleted(topic=goal.topic, fail_at=goal.fail_at, sources=sources)
@@ -16,5 +17,6 @@ async def research(ctx: StepContext, goal: ReportGoal) -> ResearchCompleted:
 
 @agent.compensation
 async def discard_sources(ctx: StepContext, request: CompensationRequested) -> None:
+    """Discard the gathered sources."""
     await undo(ctx)
     ctx.log.info("research: discarding sources of %s (%s failed)", ctx.workflow_id, request.failed_step)

@@ -1,0 +1,164 @@
+"""Which agents `choreo up` runs: --agent, then a project file, then entry points, then services/."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+from choreograph.cli._init import init
+from choreograph.errors import ConfigurationError, ReplayError
+from choreograph.examples.report import AGENTS
+from choreograph.runtime import discover, project_root
+from choreograph.runtime._project import ENTRY_POINT_GROUP, apply_defaults, find_project
+from choreograph.runtime._stackstate import write_state
+from choreograph.sandbox._run import agent_target
+
+COORDINATOR = [sys.executable, "-m", "choreograph", "coordinator", "run"]
+
+
+def targets(root: Path, agents: tuple[str, ...] = ()) -> dict[str, str]:
+    specs = discover(root, agents)
+    assert (specs[0].name, specs[0].argv) == ("coordinator", COORDINATOR)
+    return {spec.name: spec.argv[-1] for spec in specs[1:]}
+
+
+@pytest.fixture
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake installed distribution declaring one agent in the choreograph.agents entry points."""
+    site = tmp_path / "site"
+    info = site / "plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbilling = plugin.billing:agent\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert [ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)] == ["plugin.billing:agent"]
+    return site
+
+
+@pytest.fixture
+def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return directory
+
+
+def test_the_coordinator_needs_no_file_and_an_empty_directory_is_a_project(empty: Path) -> None:
+    assert project_root() == empty.resolve()
+    assert targets(empty) == {}
+
+
+def test_entry_points_of_installed_packages(empty: Path, installed: Path) -> None:
+    assert targets(empty) == {"billing": "plugin.billing:agent"}
+
+
+def test_a_project_file_wins_over_entry_points(empty: Path, installed: Path) -> None:
+    (empty / "choreo.toml").write_text('agents = ["shop.orders:agent", "shop.refunds:worker"]\n'
+                                       'instances = {"shop.orders" = 2}\n')
+    assert targets(empty) == {"shop.orders": "shop.orders:agent", "shop.orders-2": "shop.orders:agent",
+                              "shop.refunds.worker": "shop.refunds:worker"}
+
+
+def test_agent_options_win_over_everything(empty: Path, installed: Path) -> None:
+    (empty / "choreo.toml").write_text('agents = ["shop.orders:agent"]\n')
+    assert targets(empty, ("mine.a:agent",)) == {"mine.a": "mine.a:agent"}
+
+
+def test_pyproject_tool_table_found_from_a_subdirectory(empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (empty / "pyproject.toml").write_text('[project]\nname = "shop"\n\n[tool.choreograph]\n'
+                                          'agents = ["shop.orders:agent"]\nnamespace = "shop"\n')
+    (empty / "src").mkdir()
+    monkeypatch.chdir(empty / "src")
+    project = find_project()
+    assert (project.root, project.namespace, project.broker) == (empty.resolve(), "shop", None)
+    assert targets(project.root) == {"shop.orders": "shop.orders:agent"}
+
+
+def test_a_pyproject_without_the_table_is_not_a_project_file(empty: Path, installed: Path) -> None:
+    (empty / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    assert find_project().file is None
+    assert targets(empty) == {"billing": "plugin.billing:agent"}
+
+
+def test_the_older_services_convention_still_works(empty: Path) -> None:
+    (empty / "services" / "shop").mkdir(parents=True)
+    for name in ("__init__.py", "orders.py", "_shared.py"):
+        (empty / "services" / "shop" / name).write_text("")
+    assert targets(empty) == {"shop.orders": "services.shop.orders:agent"}
+
+
+def test_this_repository_runs_the_example_agents_through_its_pyproject() -> None:
+    assert list(targets(ROOT).values()) == list(AGENTS)
+    assert list(targets(ROOT)) == [f"report.{step}" for step in ("research", "analyze", "chart", "draft", "review")]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("agents = [\"no_colon\"]\n", "agents must be a list"),
+    ("agents = \"a:b\"\n", "agents must be a list"),
+    ("instances = {x = 0}\n", "instances must map"),
+    ("namespace = 3\n", "namespace must be a string"),
+    ("agent = []\n", "unknown setting(s) ['agent']"),
+    ("agents = [\n", "not TOML"),
+])
+def test_a_bad_project_file_is_a_configuration_error(empty: Path, text: str, message: str) -> None:
+    (empty / "choreo.toml").write_text(text)
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("(", r"\(")
+                       .replace(")", r"\)").replace("]", r"\]")):
+        discover(project_root())
+
+
+def test_an_agent_option_must_name_module_and_attribute(empty: Path) -> None:
+    with pytest.raises(ConfigurationError, match="expected MODULE:ATTR"):
+        discover(empty, ("shop.orders",))
+
+
+def test_init_writes_a_project_that_discovery_finds(empty: Path) -> None:
+    written = init(empty / "shop", "order_flow")
+    assert {str(p.relative_to(empty / "shop")) for p in written} == {
+        "choreo.toml", "conftest.py", "order_flow/__init__.py", "order_flow/_events.py", "order_flow/greet.py",
+        "order_flow/reply.py", "schemas/order_flow/goal.avsc", "schemas/order_flow/greeted.avsc",
+        "schemas/order_flow/replied.avsc", "tests/test_order_flow.py"}
+    assert "class OrderFlowGoal(Event" in (empty / "shop" / "order_flow" / "_events.py").read_text()
+    assert targets(empty / "shop") == {"order_flow.greet": "order_flow.greet:agent",
+                                       "order_flow.reply": "order_flow.reply:agent"}
+
+
+def test_init_writes_nothing_over_an_existing_file(empty: Path) -> None:
+    (empty / "choreo.toml").write_text("agents = []\n")
+    with pytest.raises(ConfigurationError, match="exists already; nothing written"):
+        init(empty)
+    assert sorted(p.name for p in empty.iterdir()) == ["choreo.toml"]
+
+
+@pytest.mark.parametrize("name", ["Hello", "1st", "with-dash", "class", ""])
+def test_init_wants_a_package_name(empty: Path, name: str) -> None:
+    with pytest.raises(ConfigurationError, match="expected a Python package name"):
+        init(empty, name)
+
+
+def test_replay_finds_an_agent_in_the_running_stack_then_in_the_project(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREO_HOME", str(empty / "home"))
+    with pytest.raises(ReplayError, match=r"no agent of report\.chart"):
+        agent_target(empty, "report", "chart")
+    (empty / "home").mkdir()
+    write_state({"services": [{"name": "coordinator", "argv": COORDINATOR},
+                              {"name": "report.chart", "argv": ["python", "-m", "choreograph", "agent", "run",
+                                                                "choreograph.examples.report.chart:agent"]}]})
+    assert agent_target(empty, "report", "chart") == "choreograph.examples.report.chart:agent"
+    (empty / "choreo.toml").write_text('agents = ["choreograph.examples.report.draft:agent"]\n')
+    assert agent_target(empty, "report", "draft") == "choreograph.examples.report.draft:agent"
+
+
+def test_the_project_files_namespace_and_broker_are_defaults_the_environment_overrides(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (empty / "choreo.toml").write_text('namespace = "shop"\nbroker = "kafka:9092"\n')
+    monkeypatch.delenv("CHOREO_NAMESPACE", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "mine:9092")
+    apply_defaults(find_project())
+    assert (os.environ["CHOREO_NAMESPACE"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]) == ("shop", "mine:9092")
