@@ -50,6 +50,44 @@ def test_config_prints_each_setting_its_value_and_source_with_secrets_redacted(t
         assert PASSWORD not in output
 
 
+def test_config_names_the_project_file_a_setting_came_from_and_the_environment_wins(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    (project / "deploy").mkdir(parents=True)
+    (project / "choreo.toml").write_text('namespace = "shop"\n[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                                         'sasl_mechanism = "SCRAM-SHA-256"\nsasl_username = "file-user"\n')
+    env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "CHOREO_KAFKA_SASL_USERNAME": "env-user", "CHOREO_KAFKA_SASL_PASSWORD": PASSWORD}
+    env.pop("CHOREO_NAMESPACE", None)
+    result = choreo("config", "--json", env=env, cwd=project / "deploy")  # from a subdirectory too
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    source = f"file {project / 'choreo.toml'}"
+    assert shown["namespace"] == {"value": "shop", "source": source}
+    assert shown["security_protocol"] == {"value": "SASL_PLAINTEXT", "source": source}
+    assert shown["sasl_mechanism"] == {"value": "SCRAM-SHA-256", "source": source}
+    assert shown["sasl_username"] == {"value": "env-user", "source": "env CHOREO_KAFKA_SASL_USERNAME"}
+    assert shown["sasl_password"] == {"value": "***", "source": "env CHOREO_KAFKA_SASL_PASSWORD"}
+    assert PASSWORD not in result.stdout + result.stderr
+
+    # A password in the project file is refused, in one line that does not quote it.
+    (project / "choreo.toml").write_text(f'[kafka]\nsasl_password = "{PASSWORD}"\n')
+    refused = choreo("config", env=env, cwd=project)
+    assert refused.returncode == 2
+    assert "kafka.sasl_password: passwords are not read from the project file" in one_line(refused)
+    assert PASSWORD not in refused.stderr
+
+
+def test_config_without_a_broker_still_prints_every_other_setting(tmp_path: Path) -> None:
+    env = clean_env(tmp_path / "home")  # no KAFKA_BOOTSTRAP_SERVERS, no local broker running
+    result = choreo("config", "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    assert shown["bootstrap_servers"]["value"] is None
+    assert shown["bootstrap_servers"]["source"].startswith("none: no KAFKA_BOOTSTRAP_SERVERS")
+    assert shown["broker"]["value"] == "tansu", "what `choreo up` would start"
+    assert shown["partitions"] == {"value": 4, "source": "default"}
+
+
 def test_a_bad_security_protocol_is_one_line_exit_2_and_nothing_is_published(
         cli_env: dict[str, str], settings: Settings) -> None:
     bad = {**cli_env, "CHOREO_KAFKA_SECURITY_PROTOCOL": "TLS"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import yaml
 from helpers import ROOT
 
@@ -46,3 +48,22 @@ def test_compose_archives_every_event_to_a_volume() -> None:
     assert archive["command"][:3] == ["choreo", "archive", "--to"]  # type: ignore[index]
     directory = archive["command"][3]  # type: ignore[index]
     assert any(str(v).endswith(f":{directory}") for v in archive["volumes"])  # type: ignore[attr-defined]
+
+
+def test_kafka_keeps_its_cluster_id_and_its_log_on_a_volume() -> None:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    kafka = document["services"]["kafka"]
+    cluster_id = kafka["environment"]["CLUSTER_ID"]
+    # What `kafka-storage.sh random-uuid` prints: 16 bytes, base64url without padding.
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    (volume,) = [v for v in kafka["volumes"] if v.endswith(f":{log_dirs}")]
+    assert volume.split(":")[0] in document["volumes"], "a named volume, so the log survives `docker compose down`"
+
+
+def test_one_image_is_built_once_for_every_choreograph_service() -> None:
+    services = compose()
+    ours = {name: s for name, s in services.items() if name != "kafka"}
+    builders = [name for name, s in ours.items() if "build" in s]
+    assert builders == ["coordinator"]
+    assert {s["image"] for s in ours.values()} == {ours["coordinator"]["image"]}

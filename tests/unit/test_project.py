@@ -14,7 +14,7 @@ from choreograph.cli._init import init
 from choreograph.errors import ConfigurationError, ReplayError
 from choreograph.examples.report import AGENTS
 from choreograph.runtime import discover, project_root
-from choreograph.runtime._project import ENTRY_POINT_GROUP, apply_defaults, find_project
+from choreograph.runtime._project import ENTRY_POINT_GROUP, apply_defaults, find_project, from_file
 from choreograph.runtime._stackstate import write_state
 from choreograph.sandbox._run import agent_target
 
@@ -162,3 +162,36 @@ def test_the_project_files_namespace_and_broker_are_defaults_the_environment_ove
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "mine:9092")
     apply_defaults(find_project())
     assert (os.environ["CHOREO_NAMESPACE"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]) == ("shop", "mine:9092")
+
+
+def test_the_project_files_kafka_table_gives_the_security_variables_defaults(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (empty / "choreo.toml").write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+                                       'sasl_username = "shop"\nssl_cafile = "certs/ca.pem"\n')
+    for name in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SSL_CAFILE"):
+        monkeypatch.delenv(f"CHOREO_KAFKA_{name}", raising=False)
+    monkeypatch.setenv("CHOREO_KAFKA_SASL_USERNAME", "me")
+    apply_defaults(find_project())
+    assert os.environ["CHOREO_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert os.environ["CHOREO_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert os.environ["CHOREO_KAFKA_SASL_USERNAME"] == "me", "the environment wins"
+    # A relative file is the project's, whichever directory a command runs from.
+    assert os.environ["CHOREO_KAFKA_SSL_CAFILE"] == str(empty / "certs" / "ca.pem")
+    assert from_file("CHOREO_KAFKA_SASL_MECHANISM") == empty / "choreo.toml"
+    assert from_file("CHOREO_KAFKA_SASL_USERNAME") is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[kafka]\nsasl_password = "hunter2"\n', "kafka.sasl_password: passwords are not read from the project file"),
+    ('[kafka]\nssl_key_password = "x"\n', "set CHOREO_KAFKA_SSL_KEY_PASSWORD"),
+    ('[kafka]\nprotocol = "SSL"\n', "unknown kafka setting(s) ['protocol']"),
+    ('[kafka]\nsasl_username = 3\n', "kafka settings must be strings"),
+    ('kafka = "SSL"\n', "kafka must be a table"),
+])
+def test_a_bad_kafka_table_is_a_configuration_error_that_never_quotes_a_password(
+        empty: Path, text: str, message: str) -> None:
+    (empty / "choreo.toml").write_text(text)
+    with pytest.raises(ConfigurationError) as raised:
+        find_project()
+    assert message in str(raised.value)
+    assert "hunter2" not in str(raised.value)

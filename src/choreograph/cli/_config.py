@@ -9,8 +9,13 @@ from typing import Annotated
 import orjson
 import typer
 
+from ..errors import BrokerUnavailable
+from ..runtime._project import apply_defaults, find_project, from_file
 from ..transport._kafka_security import VARIABLES as SECURITY_VARIABLES
 from ..transport._settings import Settings, log_level, run_dir, verify_off
+
+# What `choreo config` shows as the address when there is none yet.
+_NO_BROKER = "none: no KAFKA_BOOTSTRAP_SERVERS and no local broker running (`choreo up` starts one)"
 
 
 def cli_settings() -> Settings:
@@ -19,24 +24,29 @@ def cli_settings() -> Settings:
 
 
 def _source(variable: str, default: str = "default") -> str:
-    # Same rule as the settings: an empty variable is unset. A later project-file source adds
-    # "file <path>" here, between the environment and the default.
+    # Same rule as the settings: an empty variable is unset. The environment wins over the project file.
+    if (path := from_file(variable)) is not None:
+        return f"file {path}"
     return f"env {variable}" if os.environ.get(variable) else default
 
 
-def effective(settings: Settings) -> list[dict[str, object]]:
+def effective(settings: Settings, *, broker_found: bool = True) -> list[dict[str, object]]:
     """Every setting a service resolves here: name, value (secrets `***`) and source.
 
     Args:
         settings: The settings, from Settings.from_env (so already validated).
+        broker_found: False when no broker is configured or running: the address is shown as none.
 
     Returns:
         One row per setting, in README's order.
     """
     profile = settings.broker
-    rows: list[tuple[str, object, str]] = [
+    servers: tuple[str, object, str] = (
         ("bootstrap_servers", settings.bootstrap_servers,
-         _source("KAFKA_BOOTSTRAP_SERVERS", f"local broker ({run_dir() / 'broker.json'})")),
+         _source("KAFKA_BOOTSTRAP_SERVERS", f"local broker ({run_dir() / 'broker.json'})"))
+        if broker_found else ("bootstrap_servers", None, _NO_BROKER))
+    rows: list[tuple[str, object, str]] = [
+        servers,
         ("broker", profile.name, _source("CHOREO_BROKER")),
         ("namespace", settings.namespace, _source("CHOREO_NAMESPACE")),
         ("partitions", settings.partitions, _source("CHOREO_PARTITIONS")),
@@ -58,8 +68,18 @@ def effective(settings: Settings) -> list[dict[str, object]]:
 
 
 def config(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False) -> None:
-    """Print the effective settings and where each came from (env CHOREO_X or default); secrets as ***."""
-    rows = effective(cli_settings())
+    """Print the effective settings and where each came from (env, project file or default); secrets as ***."""
+    # Unlike other commands, a project file that cannot be used is an error here: this command is
+    # how one finds out why a setting is not what the file says.
+    apply_defaults(find_project())
+    try:
+        rows = effective(cli_settings())
+    except BrokerUnavailable:
+        # Still useful before `choreo up`: every other setting is what services would resolve. The
+        # broker kind is what `choreo up` would start unless CHOREO_BROKER says otherwise.
+        placeholder = Settings.from_env(bootstrap_servers="localhost:9092", broker=os.environ.get("CHOREO_BROKER")
+                                        or "tansu")
+        rows = effective(replace(placeholder, client_id="choreo-cli"), broker_found=False)
     if as_json:
         print(orjson.dumps({row["name"]: {"value": row["value"], "source": row["source"]} for row in rows}).decode())
         return

@@ -13,7 +13,9 @@ names any:
 The first source that names agents is the whole list: a project file is how a project says exactly
 what runs, whatever else is installed. The project file may also set `instances` (copies per agent,
 by agent name or MODULE:ATTR), `namespace` and `broker` (defaults for CHOREO_NAMESPACE and
-KAFKA_BOOTSTRAP_SERVERS; the environment wins).
+KAFKA_BOOTSTRAP_SERVERS), and a `kafka` table of TLS and SASL settings (defaults for the
+CHOREO_KAFKA_* variables; file paths relative to the project file). The environment always wins.
+Passwords are refused in the file: a project file is committed, and a password there would be too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from ..errors import ConfigurationError
 
 ENTRY_POINT_GROUP = "choreograph.agents"
 PROJECT_FILE = "choreo.toml"
+# The project file's [kafka] keys: each is the default of CHOREO_KAFKA_<KEY> (transport._kafka_security).
+KAFKA_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_KAFKA_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_KAFKA_SECRETS = ("sasl_password", "ssl_key_password")
+_SETTINGS = ("agents", "instances", "namespace", "broker", "kafka")
+# Variable -> the project file that set it in this process (apply_defaults), for `choreo config`.
+_applied: dict[str, tuple[Path, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,13 @@ class Project:
     instances: Mapping[str, int] = field(default_factory=dict)
     namespace: str | None = None
     broker: str | None = None
+    kafka: Mapping[str, str] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, str]:
+        """The environment variables this project file gives a default for: name -> value."""
+        values = {"CHOREO_NAMESPACE": self.namespace, "KAFKA_BOOTSTRAP_SERVERS": self.broker}
+        values.update({f"CHOREO_KAFKA_{key.upper()}": value for key, value in self.kafka.items()})
+        return {name: value for name, value in values.items() if value}
 
 
 def _table(path: Path) -> dict[str, Any] | None:
@@ -74,11 +90,27 @@ def _strings(path: Path, key: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _kafka(root: Path, path: Path, table: object) -> dict[str, str]:
+    """The [kafka] table, checked: known keys, string values, files relative to the project's directory."""
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: kafka must be a table of {', '.join(KAFKA_KEYS)}")
+    secrets = sorted(set(table) & set(_KAFKA_SECRETS))
+    if secrets:
+        raise ConfigurationError(f"{path}: kafka.{secrets[0]}: passwords are not read from the project file "
+                                 f"(it is committed); set CHOREO_KAFKA_{secrets[0].upper()}")
+    unknown = sorted(set(table) - set(KAFKA_KEYS))
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown kafka setting(s) {unknown}; known: {', '.join(KAFKA_KEYS)}")
+    if not all(isinstance(value, str) for value in table.values()):
+        raise ConfigurationError(f"{path}: kafka settings must be strings")
+    return {key: str(root / value) if key in _KAFKA_FILES else value for key, value in table.items()}
+
+
 def _project(root: Path, path: Path, table: Mapping[str, Any]) -> Project:
     """The project described by a project file's settings, checked."""
-    unknown = sorted(set(table) - {"agents", "instances", "namespace", "broker"})
+    unknown = sorted(set(table) - set(_SETTINGS))
     if unknown:
-        raise ConfigurationError(f"{path}: unknown setting(s) {unknown}; known: agents, instances, namespace, broker")
+        raise ConfigurationError(f"{path}: unknown setting(s) {unknown}; known: {', '.join(_SETTINGS)}")
     instances = table.get("instances", {})
     if not isinstance(instances, dict) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in instances.values()):
@@ -87,7 +119,7 @@ def _project(root: Path, path: Path, table: Mapping[str, Any]) -> Project:
         if not isinstance(table.get(key, ""), str):
             raise ConfigurationError(f"{path}: {key} must be a string")
     return Project(root, path, _strings(path, "agents", table.get("agents", [])), instances,
-                   table.get("namespace"), table.get("broker"))
+                   table.get("namespace"), table.get("broker"), _kafka(root, path, table.get("kafka", {})))
 
 
 def find_project(start: Path | None = None) -> Project:
@@ -114,10 +146,20 @@ def find_project(start: Path | None = None) -> Project:
 
 
 def apply_defaults(project: Project) -> None:
-    """Set CHOREO_NAMESPACE and KAFKA_BOOTSTRAP_SERVERS from the project file where the environment does not."""
-    for name, value in (("CHOREO_NAMESPACE", project.namespace), ("KAFKA_BOOTSTRAP_SERVERS", project.broker)):
-        if value and not os.environ.get(name):
+    """Set the variables the project file gives defaults for (see Project.defaults) where the environment does not.
+
+    Services `choreo up` starts inherit them; `choreo config` names the file as their source (from_file).
+    """
+    for name, value in project.defaults().items():
+        if not os.environ.get(name) and project.file is not None:
             os.environ[name] = value
+            _applied[name] = (project.file, value)
+
+
+def from_file(variable: str) -> Path | None:
+    """The project file that set `variable` in this process (apply_defaults), if one did."""
+    path, value = _applied.get(variable, (None, None))
+    return path if value is not None and os.environ.get(variable) == value else None
 
 
 def _name(target: str) -> str:

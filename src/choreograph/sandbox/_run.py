@@ -25,7 +25,6 @@ from ..runtime._stackstate import read_state
 from ..saga._entries import entries_of
 from ..saga._graph import Graph
 from ..saga._replay import catalog_for
-from ..security._verify import Rejected
 from ..timetravel._archive import refuse_unless_empty
 from ..timetravel._history import History
 from ..timetravel._recording import Recording
@@ -161,9 +160,8 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     root = root or project_root()
     targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}
     sources = {agent_source(recording.workflow, s) for s in steps} | {COORDINATOR_SOURCE}
-    verifier = service_verifier()  # what the services would refuse is not fed
-    fed = {e.event_id for r, e in events if e.source not in sources and (
-        verifier is None or not isinstance(verifier.admit_record(r.key, r.value, r.headers, r.timestamp), Rejected))}
+    # What the services would refuse is not fed.
+    fed = {e.event_id for _, e in recording.believed(service_verifier()) if e.source not in sources}
     box = replace(settings, namespace=f"{settings.namespace}.sandbox.{sandbox}")
     kafka = Kafka(box)
     await kafka.ensure_topics()

@@ -22,6 +22,7 @@ from ..events._records import StoredRecord
 from ..saga._entries import HistoryEntry, entries_of, entry_of
 from ..saga._graph import Graph
 from ..saga._replay import Mismatch, catalog_for, check, fold
+from ..security._verify import Rejected, Verifier
 from ..transport._registry import framework_store
 from ..transport._settings import Settings
 from ._history import History
@@ -70,6 +71,15 @@ class Recording:
     def entries(self) -> list[HistoryEntry]:
         """The decoded events (see events)."""
         return [e for _, e in self.events()]
+
+    def believed(self, verifier: Verifier | None) -> list[tuple[StoredRecord, HistoryEntry]]:
+        """The events the services would act on: those `verifier` admits (all of them without one).
+
+        Args:
+            verifier: The policy's verifier (None: CHOREO_VERIFY=off, nothing is checked).
+        """
+        return [(r, e) for r, e in self.events() if verifier is None
+                or not isinstance(verifier.admit_record(r.key, r.value, r.headers, r.timestamp), Rejected)]
 
     def catalog(self) -> dict[str, Graph]:
         """The workflow's step graph: made from its contracts, else as its WorkflowStarted recorded it.

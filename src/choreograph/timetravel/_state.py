@@ -15,7 +15,6 @@ from typing import Any
 from ..saga._entries import HistoryEntry
 from ..saga._replay import Point, catalog_for, fold
 from ..saga._replay import diff as state_diff
-from ..security._verify import Rejected
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._groups import group_members
 from ..transport._keyring import service_verifier
@@ -50,9 +49,7 @@ async def state_report(workflow_id: str, *, settings: Settings | None = None, at
     settings = settings or (None if archive is not None else Settings.from_env())
     recording = await record(settings, workflow_id, archive)
     # Folded as the coordinator folds: without the records the services refuse (forged, unsigned).
-    verifier = service_verifier()
-    entries = [e for r, e in recording.events() if verifier is None
-               or not isinstance(verifier.admit_record(r.key, r.value, r.headers, r.timestamp), Rejected)]
+    entries = [e for _, e in recording.believed(service_verifier())]
     catalog = catalog_for(entries, recording.catalog())
     if diff is None:
         report = fold(entries, catalog, at).json()
