@@ -120,6 +120,7 @@ async def _completes() -> None:
         goal = await kit.given_goal("$wf", {"name": "Ada"})
         await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
         (replied,) = await kit.emitted(goal, kind="step_completed", step="reply")
+        assert replied.data is not None  # None only for an event that could not be decoded
         assert replied.data["reply"] == "Hi! (Ada)"
 
 
