@@ -41,6 +41,19 @@ def bootstrap() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(autouse=True)
+def settings_variables_restored() -> Iterator[None]:
+    """choreograph's variables (CHOREO_*, KAFKA_*) as they were before each test: a test that sets one
+    directly (as `choreo`'s main() applies a project file's defaults in process) cannot leak it into
+    later tests, which under pytest-xdist would be whichever ran next on the same worker."""
+    prefixes = ("CHOREO_", "KAFKA_")
+    before = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    yield
+    for name in [k for k in os.environ if k.startswith(prefixes) and k not in before]:
+        del os.environ[name]
+    os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test has its own CHOREO_HOME, so its services, its `choreo` commands and its in-process
     clients share one local development policy and its keys (signing is on by default), and no

@@ -5,6 +5,7 @@ Run in process through the real entry point (`cli._main.main`), for every comman
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,12 @@ def commands() -> list[tuple[str, ...]]:
 
     walk(typer.main.get_command(app), ())
     return sorted(found)
+
+
+@pytest.fixture(autouse=True)
+def outside_any_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() applies a project file's defaults to this process's environment: run where there is none."""
+    monkeypatch.chdir(tmp_path)
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:

@@ -158,7 +158,7 @@ def test_replay_finds_an_agent_in_the_running_stack_then_in_the_project(
 def test_the_project_files_namespace_and_broker_are_defaults_the_environment_overrides(
         empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (empty / "choreo.toml").write_text('namespace = "shop"\nbroker = "kafka:9092"\n')
-    monkeypatch.delenv("CHOREO_NAMESPACE", raising=False)
+    monkeypatch.setenv("CHOREO_NAMESPACE", "")  # unset to apply_defaults, and restored after the test
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "mine:9092")
     apply_defaults(find_project())
     assert (os.environ["CHOREO_NAMESPACE"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]) == ("shop", "mine:9092")
@@ -169,7 +169,8 @@ def test_the_project_files_kafka_table_gives_the_security_variables_defaults(
     (empty / "choreo.toml").write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
                                        'sasl_username = "shop"\nssl_cafile = "certs/ca.pem"\n')
     for name in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SSL_CAFILE"):
-        monkeypatch.delenv(f"CHOREO_KAFKA_{name}", raising=False)
+        # Empty is unset to apply_defaults; setenv (unlike delenv of an absent variable) restores it after.
+        monkeypatch.setenv(f"CHOREO_KAFKA_{name}", "")
     monkeypatch.setenv("CHOREO_KAFKA_SASL_USERNAME", "me")
     apply_defaults(find_project())
     assert os.environ["CHOREO_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
