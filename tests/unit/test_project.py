@@ -155,6 +155,16 @@ def test_replay_finds_an_agent_in_the_running_stack_then_in_the_project(
     assert agent_target(empty, "report", "draft") == "choreograph.examples.report.draft:agent"
 
 
+def test_replay_imports_the_projects_agents_from_its_directory_wherever_it_runs(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the services import them (they run in the project's directory), not from the current one."""
+    monkeypatch.setenv("CHOREO_HOME", str(empty / "home"))
+    init(empty / "shop", "replayed_shop")
+    monkeypatch.chdir(empty / "shop" / "tests")
+    before = list(sys.path)
+    assert agent_target(project_root(), "replayed_shop", "reply") == "replayed_shop.reply:agent"
+    assert sys.path == before
+
 def test_the_project_files_namespace_and_broker_are_defaults_the_environment_overrides(
         empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (empty / "choreo.toml").write_text('namespace = "shop"\nbroker = "kafka:9092"\n')

@@ -74,11 +74,18 @@ def _candidates(root: Path) -> list[str]:
     return list(dict.fromkeys(argv[-1] for argv in [*running, *discovered] if argv[-3:-1] == ["agent", "run"]))
 
 
+def _stack_root() -> Path | None:
+    """The directory the running stack's services run in (where `choreo up` found its project); None if none is up."""
+    root = (read_state() or {}).get("root")
+    return Path(root) if isinstance(root, str) and root else None
+
+
 def agent_target(root: Path, workflow: str, step: str) -> str:
     """Find the agent that runs `step` of `workflow` among the agents the stack or the project at `root` runs.
 
     First those the running stack runs (as its state file records them), then the same discovery as
-    `choreo up` (runtime._project): `--agent` aside, a project file, entry points, services/.
+    `choreo up` (runtime._project): `--agent` aside, a project file, entry points, services/. The
+    project's modules are imported from `root`, as its services import them (they run there).
 
     Args:
         root: The project's directory.
@@ -91,13 +98,20 @@ def agent_target(root: Path, workflow: str, step: str) -> str:
     Raises:
         ReplayError: No discovered agent runs that step.
     """
-    for target in _candidates(root):
-        try:
-            agent = load_agent(target)
-        except AgentDefinitionError:
-            continue
-        if agent.workflow == workflow and agent.step == step:
-            return target
+    added = str(root) not in sys.path
+    if added:
+        sys.path.insert(0, str(root))
+    try:
+        for target in _candidates(root):
+            try:
+                agent = load_agent(target)
+            except AgentDefinitionError:
+                continue
+            if agent.workflow == workflow and agent.step == step:
+                return target
+    finally:
+        if added:
+            sys.path.remove(str(root))
     raise ReplayError(f"no agent of {workflow}.{step} in the project at {root}; name one as {step}=MODULE:ATTR")
 
 
@@ -136,7 +150,8 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
             one the project runs, as `choreo up` finds it); None for every step.
         from_step: Re-run only this step and the steps that depend on it.
         timeout_s: How long to wait for the sandbox workflow's outcome.
-        root: The project's directory (default: found from the current directory).
+        root: The project's directory, where the agents run (default: the running stack's, else the
+            one found from the current directory).
 
     Returns:
         The report: what ran, how many events were fed, and every difference from the recording.
@@ -157,7 +172,7 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
     if graph.refused is not None:
         raise ReplayError(f"{recording.workflow_id}: {graph.refused}")
     steps = rerun_steps(graph, agents, from_step)
-    root = root or project_root()
+    root = root or _stack_root() or project_root()
     targets = {s: (agents or {}).get(s) or agent_target(root, recording.workflow, s) for s in steps}
     sources = {agent_source(recording.workflow, s) for s in steps} | {COORDINATOR_SOURCE}
     # What the services would refuse is not fed.
