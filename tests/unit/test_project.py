@@ -206,3 +206,24 @@ def test_a_bad_kafka_table_is_a_configuration_error_that_never_quotes_a_password
         find_project()
     assert message in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_project_files_stack_is_found_from_its_subdirectories(empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (empty / "choreo.toml").write_text('agents = ["shop.orders:agent"]\n')
+    (empty / "shop" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(empty / "shop" / "deep")
+    monkeypatch.setenv("CHOREO_HOME", "")  # unset to apply_defaults, and restored after the test
+    apply_defaults(find_project())
+    assert os.environ["CHOREO_HOME"] == str(empty / ".choreo")
+    assert from_file("CHOREO_HOME") == empty / "choreo.toml"
+
+    monkeypatch.setenv("CHOREO_HOME", "/elsewhere")
+    apply_defaults(find_project())
+    assert os.environ["CHOREO_HOME"] == "/elsewhere", "the environment wins"
+
+
+def test_without_a_project_file_choreo_home_stays_the_current_directorys(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREO_HOME", "")
+    apply_defaults(find_project())
+    assert os.environ["CHOREO_HOME"] == ""

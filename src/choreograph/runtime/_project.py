@@ -63,8 +63,13 @@ class Project:
     kafka: Mapping[str, str] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, str]:
-        """The environment variables this project file gives a default for: name -> value."""
-        values = {"CHOREO_NAMESPACE": self.namespace, "KAFKA_BOOTSTRAP_SERVERS": self.broker}
+        """The environment variables this project file gives a default for: name -> value.
+
+        CHOREO_HOME is the project's `.choreo` (as `git` finds its repository from a subdirectory):
+        `choreo ps`, `publish`, `replay` and `down` find the project's stack from anywhere inside it.
+        """
+        values = {"CHOREO_NAMESPACE": self.namespace, "KAFKA_BOOTSTRAP_SERVERS": self.broker,
+                  "CHOREO_HOME": str(self.root / ".choreo") if self.file is not None else None}
         values.update({f"CHOREO_KAFKA_{key.upper()}": value for key, value in self.kafka.items()})
         return {name: value for name, value in values.items() if value}
 
