@@ -20,11 +20,10 @@ def commands() -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
 
     def walk(command: Any, path: tuple[str, ...]) -> None:  # typer's click Command, or a Group of them
-        if hasattr(command, "commands"):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
-        else:
+        if path:  # a group too: `choreo agents --bogus` is as wrong as `choreo agents retire --bogus`
             found.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
 
     walk(typer.main.get_command(app), ())
     return sorted(found)
