@@ -191,7 +191,7 @@ async def rerun(settings: Settings, recording: Recording, sandbox: str, *,
         rerun_entries = entries_of([r async for r in reader.records(recording.workflow_id, to_end=True)],
                                    reader.store)
     return ReplayReport(recording.workflow_id, box.namespace, [f"{s}={t}" for s, t in targets.items()], sent,
-                        entries, rerun_entries, compare(entries, rerun_entries))
+                        entries, rerun_entries, compare(entries, rerun_entries, graph))
 
 
 def _start(settings: Settings, root: Path, sandbox: str, targets: Mapping[str, str | None]
