@@ -100,7 +100,9 @@ async def test_forgeries_of_saga_records_are_dead_lettered_and_change_no_saga(
         stack: Stack, cli_env: dict[str, str], tmp_path: Path) -> None:
     """Forgeries 1, 2, 3 and 5 and three of our own, on one stack at once; then a sentinel on each partition."""
     assert cli_env["CHOREO_HOME"] == os.environ["CHOREO_HOME"], "the CLI must share the services' keys"
-    stack.extra_env.update(REPORT_STEP_DELAY_MS="400", REPORT_EFFECTS_FILE=str(tmp_path / "effects.log"))
+    # Each step takes 1 s, so forgeries written right after a goal land before its real results: at
+    # 400 ms, five signed writes took longer than research and analyze on a loaded machine (load 10).
+    stack.extra_env.update(REPORT_STEP_DELAY_MS="1000", REPORT_EFFECTS_FILE=str(tmp_path / "effects.log"))
     stack.start_examples()  # every service has made and trusted its key now
     keys = {who: key_of(who) for who in (COORDINATOR, PUBLISHER, OPERATOR, *map(agent, STEPS))}
     keys[NARROW] = trusted_publisher(NARROW, goals=("billing",))
