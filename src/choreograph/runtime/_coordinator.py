@@ -42,6 +42,7 @@ from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
+from ..transport._logs import LogContext, enter, leave
 from ..transport._member import GroupMember
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._presence import LivenessWatch, waiting_steps
@@ -183,6 +184,21 @@ class Coordinator(ServiceBase):
         history = progress.is_history(record.timestamp)
         try:
             envelope = Envelope.from_record(record.key, record.headers)
+        except DecodeError as exc:
+            if not history:  # restored: dead-lettered when it was first read, and restored with the rest
+                await self._dead_letter(record, str(exc))
+            return
+        # Whatever is logged while the record is handled names its workflow (reset after: the
+        # loop's next record, its timers and its commits are not this workflow's).
+        context = enter(LogContext("coordinator", envelope))
+        try:
+            await self._on_envelope(part, record, envelope, history)
+        finally:
+            leave(context)
+
+    async def _on_envelope(self, part: Partition, record: Record, envelope: Envelope, history: bool) -> None:
+        progress = part.progress
+        try:
             if isinstance(signer := self._gate.check(record, envelope), Rejected):
                 if not history:  # forged, unsigned or by a party not allowed to say it: never folded
                     await self._dead_letter(record, signer)
