@@ -57,6 +57,7 @@ def env(tmp_path: Path) -> dict[str, str]:
      "CHOREO_MAX_EVENT_BYTES='1k': expected an integer from 1024 to 2147483647 (bytes)"),
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "KAFKA_BOOTSTRAP_SERVERS='localhost': expected host:port[,host:port...]"),
     ("CHOREO_BROKER", "redpanda", "CHOREO_BROKER='redpanda': expected one of: kafka, tansu"),
+    ("CHOREO_LOG_FORMAT", "yaml", "CHOREO_LOG_FORMAT='yaml': expected one of: text, json"),
 ])
 def test_a_bad_setting_is_one_line_and_exit_2(env: dict[str, str], name: str, value: str, message: str) -> None:
     result = choreo("publish", "report", "--data", "{}", env={**env, name: value})
@@ -271,7 +272,8 @@ def test_a_rejected_goal_is_one_line_and_exit_1_with_its_id_on_stdout(
     assert err == f"error: {reason}\n"
 
 
-@pytest.mark.parametrize(("name", "value"), [("CHOREO_PARTITIONS", "abc"), ("CHOREO_LOG_LEVEL", "verbose")])
+@pytest.mark.parametrize(("name", "value"), [("CHOREO_PARTITIONS", "abc"), ("CHOREO_LOG_LEVEL", "verbose"),
+                                             ("CHOREO_LOG_FORMAT", "yaml")])
 def test_a_service_started_directly_with_a_bad_setting_says_so_in_one_line(
         tmp_path: Path, name: str, value: str) -> None:
     env = {**clean_env(tmp_path / "home"), "KAFKA_BOOTSTRAP_SERVERS": "localhost:1", name: value}

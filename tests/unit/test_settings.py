@@ -53,6 +53,7 @@ def _error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
     ("CHOREO_BROKER", "redpanda", "CHOREO_BROKER='redpanda': expected one of: kafka, tansu"),
     ("CHOREO_LOG_LEVEL", "debug",
      "CHOREO_LOG_LEVEL='debug': expected one of: DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("CHOREO_LOG_FORMAT", "JSON", "CHOREO_LOG_FORMAT='JSON': expected one of: text, json"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable_and_what_is_expected(
         monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
@@ -99,7 +100,7 @@ def test_good_values_at_their_bounds_are_taken(monkeypatch: pytest.MonkeyPatch) 
 def test_unset_and_empty_variables_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", SERVERS)
     for name in ("CHOREO_BROKER", "CHOREO_NAMESPACE", "CHOREO_PARTITIONS", "CHOREO_SESSION_TIMEOUT_MS",
-                 "CHOREO_FETCH_MAX_WAIT_MS", "CHOREO_MAX_EVENT_BYTES", "CHOREO_LOG_LEVEL"):
+                 "CHOREO_FETCH_MAX_WAIT_MS", "CHOREO_MAX_EVENT_BYTES", "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT"):
         monkeypatch.setenv(name, "")
     assert Settings.from_env() == Settings(SERVERS)
     assert Settings(SERVERS).max_event_bytes == 1_048_576

@@ -338,8 +338,8 @@ def archive(
     from ..timetravel._archiver import Archiver
     from ..transport._keyring import service_verifier
 
-    check_env()  # before logging is configured from CHOREO_LOG_LEVEL
-    configure_logging()
+    check_env()  # before logging is configured from CHOREO_LOG_LEVEL and CHOREO_LOG_FORMAT
+    configure_logging("archive")
     # Only a restore an operator signed is skipped as restored: a forged marker silences nothing.
     archiver = Archiver(cli_settings(), to, flush_interval_s=flush_interval, verifier=service_verifier())
     if until_idle:

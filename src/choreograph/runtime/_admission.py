@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from ..events._envelope import Envelope, Kind
+from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
+from ..events._envelope import DEADLINE_HEADER, Envelope, Kind
 from ..saga._check import contradiction, impostor
-from ..saga._facts import LATE_KINDS, Fact, SagaState
+from ..saga._facts import LATE_KINDS, Fact, SagaState, deadline_of, fact_of
 from ..security._identity import Identity
-from ..transport._registry import Contracts
+from ..transport._port import Record
+from ..transport._registry import Contracts, Registry
 from ._coordinator_state import Partition
 from ._tracking import Done
 
@@ -88,3 +90,36 @@ def refusal_of(part: Partition, finished: Done, ignored: Counter[str], state: Sa
         log.debug("ignoring %s of %s: no goal read", envelope.kind.value, workflow_id)
         return ""
     return contradiction(state, fact)
+
+
+async def read_fact(envelope: Envelope, record: Record, registry: Registry, signer: Identity | None) -> Fact:
+    """Validate the payload against its writer schema and extract what the saga needs.
+
+    Raises:
+        DecodeError: The record is not a workflow event this coordinator can read (no key, a
+            tombstone, a body that is not the type its ce_type names, an invalid payload), or
+            its signer may not say what it says (see forged).
+    """
+    if not envelope.workflow_id:
+        raise DecodeError("no key: a workflow event is keyed by its workflow id")
+    value = record.value
+    if value is None:
+        raise DecodeError("tombstone (null value): not an event")
+    store = registry.store
+    try:
+        data = store.decode(value)
+    except UnknownSchemaError:
+        await registry.catch_up()
+        data = store.decode(value)
+    if (written := store.writer_of(value).name) != envelope.type:
+        raise DecodeError(f"ce_type is {envelope.type} but the body is a {written}")
+    try:
+        deadline = None
+        if envelope.kind is Kind.GOAL:
+            deadline = deadline_of(next((v for k, v in record.headers if k == DEADLINE_HEADER), None))
+        fact = fact_of(envelope, data, record.timestamp, deadline)
+    except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
+        raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
+    if (reason := forged(envelope, fact, registry, signer)) is not None:
+        raise DecodeError(reason)
+    return fact

@@ -52,7 +52,8 @@ class StepContext:
         workflow_id: The workflow instance.
         step: The step.
         cause: The envelope of the input that completed the step's inputs (or of the request to undo).
-        log: A logger.
+        log: A logger. Its lines, and any other logger's during the run, carry the workflow id, step,
+            event id, trace id and span id (CHOREO_LOG_FORMAT=json shows them; see transport._logs).
         emitted: Side events to publish before the result.
         attempt: Which attempt of the step (or of its compensation) this run is, from 1.
     """

@@ -25,18 +25,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import DecodeError, InvalidPayloadError, UnknownSchemaError, WorkflowError
+from ..errors import DecodeError
 from ..events._envelope import (
     COORDINATOR_SOURCE,
-    DEADLINE_HEADER,
     GOAL_ID_HEADER,
     RESTORE_SOURCE,
     Envelope,
     Kind,
 )
 from ..events._models import OutcomeStatus, StepContract
-from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, fact_of, handle, settle, tick
-from ..saga._facts import deadline_of
+from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, handle, settle, tick
 from ..saga._timers import expire, timed
 from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
@@ -44,6 +42,7 @@ from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
+from ..transport._logs import LogContext, enter, leave
 from ..transport._member import GroupMember
 from ..transport._port import Consumer, Producer, Record, TopicPartition, Transport
 from ..transport._presence import LivenessWatch, waiting_steps
@@ -51,7 +50,7 @@ from ..transport._registry import Registry
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ..transport._trust import Trust
-from ._admission import forged, refusal_of
+from ._admission import read_fact, refusal_of
 from ._coordinator_state import Partition, look_back
 from ._gate import Gate
 from ._tracking import Done
@@ -185,6 +184,21 @@ class Coordinator(ServiceBase):
         history = progress.is_history(record.timestamp)
         try:
             envelope = Envelope.from_record(record.key, record.headers)
+        except DecodeError as exc:
+            if not history:  # restored: dead-lettered when it was first read, and restored with the rest
+                await self._dead_letter(record, str(exc))
+            return
+        # Whatever is logged while the record is handled names its workflow (reset after: the
+        # loop's next record, its timers and its commits are not this workflow's).
+        context = enter(LogContext("coordinator", envelope))
+        try:
+            await self._on_envelope(part, record, envelope, history)
+        finally:
+            leave(context)
+
+    async def _on_envelope(self, part: Partition, record: Record, envelope: Envelope, history: bool) -> None:
+        progress = part.progress
+        try:
             if isinstance(signer := self._gate.check(record, envelope), Rejected):
                 if not history:  # forged, unsigned or by a party not allowed to say it: never folded
                     await self._dead_letter(record, signer)
@@ -195,7 +209,7 @@ class Coordinator(ServiceBase):
                 if not on_marker(progress, marker, record.value, record.offset, envelope.source.encode()):
                     raise DecodeError(f"a restore marker not from {RESTORE_SOURCE}, or unreadable")
                 return
-            fact = await self._fact(envelope, record, signer)
+            fact = await read_fact(envelope, record, self._registry, signer)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
                 await self._dead_letter(record, str(exc))
@@ -325,38 +339,6 @@ class Coordinator(ServiceBase):
             self._finished.add(workflow_id, part.goal_ids.pop(workflow_id, None))
         if state.outcome is not OutcomeStatus.COMPLETED:
             part.ended.keep(state)
-
-    async def _fact(self, envelope: Envelope, record: Record, signer: Identity | None) -> Fact:
-        """Validate the payload against its writer schema and extract what the saga needs.
-
-        Raises:
-            DecodeError: The record is not a workflow event this coordinator can read (no key, a
-                tombstone, a body that is not the type its ce_type names, an invalid payload), or
-                its signer may not say what it says (see _admission.forged).
-        """
-        if not envelope.workflow_id:
-            raise DecodeError("no key: a workflow event is keyed by its workflow id")
-        value = record.value
-        if value is None:
-            raise DecodeError("tombstone (null value): not an event")
-        store = self._registry.store
-        try:
-            data = store.decode(value)
-        except UnknownSchemaError:
-            await self._registry.catch_up()
-            data = store.decode(value)
-        if (written := store.writer_of(value).name) != envelope.type:
-            raise DecodeError(f"ce_type is {envelope.type} but the body is a {written}")
-        try:
-            deadline = None
-            if envelope.kind is Kind.GOAL:
-                deadline = deadline_of(next((v for k, v in record.headers if k == DEADLINE_HEADER), None))
-            fact = fact_of(envelope, data, record.timestamp, deadline)
-        except (ValueError, WorkflowError) as exc:  # pydantic: a framework event that fails its model
-            raise InvalidPayloadError(f"{envelope.type} fails validation: {exc}") from exc
-        if (reason := forged(envelope, fact, self._registry, signer)) is not None:
-            raise DecodeError(reason)
-        return fact
 
     async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
         event_id = decision_id(state.workflow_id, decision)

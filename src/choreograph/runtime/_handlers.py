@@ -29,6 +29,7 @@ from ..events._envelope import Kind
 from ..events._faults import BreakerState, StepAttemptFailed, StepHeartbeat
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
 from ..transport._clock import Clock
+from ..transport._logs import ContextFilter, LogContext, enter, leave
 from ._agent import Agent, StepContext
 from ._attempts import Attempt, State
 from ._breaker import CircuitBreaker
@@ -37,6 +38,9 @@ from ._ratelimit import TokenBucket
 from ._results import Results
 
 log = logging.getLogger("choreograph.agent")
+# ctx.log's lines name their workflow wherever they go (a service's handler has the filter too;
+# pytest's caplog, under the test kit, has not).
+log.addFilter(ContextFilter())
 
 
 class Runner:
@@ -177,7 +181,12 @@ class Runner:
     # one run -----------------------------------------------------------------------------------------
 
     async def _run(self, attempt: Attempt) -> None:
-        """One attempt's task; it gives its slot back itself (a done callback costs ~1.3 us a run)."""
+        """One attempt's task; it gives its slot back itself (a done callback costs ~1.3 us a run).
+
+        Every line logged during the run names its workflow, step and cause (the log context, set
+        once in this task's own copy of the context: it cannot reach the consumer loop).
+        """
+        context = enter(LogContext(self._agent.name, attempt.cause, self._agent.step))
         try:
             if attempt.state is State.QUEUED:  # else dropped before it started
                 attempt.state = State.RUNNING
@@ -189,6 +198,8 @@ class Runner:
         except BaseException as exc:  # the handler's errors are its attempt's record: this is a publish failure
             self.fatal = self.fatal or exc
         finally:
+            # Before pump: a task created here copies this context, and the next attempt is not this one.
+            leave(context)
             self.runs.discard(attempt.task)  # set before the task's first step
             self.tasks.discard(attempt.task)
             if self.queue:

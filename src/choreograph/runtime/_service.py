@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import signal
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ChoreographError, ConfigurationError
-from ..transport._settings import Settings, log_level
+from ..transport._logs import configure, name_service
+from ..transport._settings import Settings
 from ._agent import load_agent
 from ._agent_runtime import AgentRuntime
 from ._coordinator import Coordinator
@@ -47,9 +47,9 @@ async def serve(service: Service) -> None:
         await service.stop()
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+def configure_logging(service: str) -> None:
+    """The one set-up of a service's logs: CHOREO_LOG_LEVEL, CHOREO_LOG_FORMAT, lines naming their workflow."""
+    configure(service)
 
 
 def _as_process(main: Callable[[], None]) -> None:
@@ -68,8 +68,9 @@ def _as_process(main: Callable[[], None]) -> None:
 def run_agent(spec: str) -> None:
     """Body of `choreo agent run MODULE:ATTR`."""
     def main() -> None:
-        configure_logging()
+        configure_logging("agent")  # before the user's module is imported: its import may log
         agent = load_agent(spec)
+        name_service(agent.name)
         asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
     _as_process(main)
 
@@ -77,6 +78,6 @@ def run_agent(spec: str) -> None:
 def run_coordinator() -> None:
     """Body of `choreo coordinator run`."""
     def main() -> None:
-        configure_logging()
+        configure_logging("coordinator")
         asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))
     _as_process(main)

@@ -22,13 +22,13 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..transport._logs import configure
 from ..transport._settings import Settings, run_dir
 from ._processes import ServiceSpec, discover, spawn
 from ._restarts import CRASH_LOOP, RESTARTING, RUNNING, STOPPED, RestartPolicy, Restarts
@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--broker-started", action="store_true")
     parser.add_argument("--agent", action="append", default=[], help="MODULE:ATTR (see _project)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s",
-                        stream=sys.stderr)
+    # INFO whatever CHOREO_LOG_LEVEL says: restarts and exits are what its log is for.
+    configure("supervisor", "%(asctime)s %(levelname)s supervisor: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
     supervisor = Supervisor(discover(args.root, args.agent), args.root, Settings.from_env(), RestartPolicy.from_env(),
                             broker_started=args.broker_started)
     supervisor.install_signals()

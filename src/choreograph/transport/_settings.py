@@ -169,6 +169,21 @@ def log_level() -> str:
     return value
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """CHOREO_LOG_FORMAT (default text): `text` for people, `json` (one object per line) for log shippers.
+
+    Raises:
+        ConfigurationError: The value is neither.
+    """
+    value = _env("CHOREO_LOG_FORMAT") or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigurationError(f"CHOREO_LOG_FORMAT={_shown(value)}: expected one of: {', '.join(LOG_FORMATS)}")
+    return value
+
+
 @dataclass(frozen=True)
 class _Env:
     """Every choreograph environment variable from_env uses, validated (None: unset, the default)."""
@@ -196,6 +211,7 @@ class _Env:
         wait = _env_int("CHOREO_FETCH_MAX_WAIT_MS", 0, 30_000, "milliseconds")
         max_bytes = _env_int("CHOREO_MAX_EVENT_BYTES", 1024, _INT32_MAX, "bytes")
         log_level()
+        log_format()
         verify_off()
         run_dir()
         return cls(servers, broker, namespace, partitions, session, wait, max_bytes, KafkaSecurity.from_env())
@@ -293,8 +309,8 @@ class Settings:
         .choreo/broker.json); its kind defaults to "tansu", any other's to "kafka". CHOREO_BROKER,
         CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS, CHOREO_FETCH_MAX_WAIT_MS and
         CHOREO_MAX_EVENT_BYTES override the defaults, CHOREO_KAFKA_* set TLS and SASL (see
-        `_kafka_security`); an empty variable counts as unset. Every
-        variable (CHOREO_LOG_LEVEL, CHOREO_VERIFY and CHOREO_HOME too) is validated before the broker is looked for.
+        `_kafka_security`); an empty variable counts as unset. Every variable (CHOREO_LOG_LEVEL,
+        CHOREO_LOG_FORMAT, CHOREO_VERIFY and CHOREO_HOME too) is validated before the broker is looked for.
 
         Args:
             bootstrap_servers: The broker's address, instead of KAFKA_BOOTSTRAP_SERVERS.
