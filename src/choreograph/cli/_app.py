@@ -16,6 +16,7 @@ from ..transport._settings import check_env
 from ._agents import agents_app
 from ._asyncapi import asyncapi
 from ._broker import broker_app
+from ._cancel import cancel
 from ._config import cli_settings, config
 from ._dlq import dlq_app
 from ._input import (
@@ -55,6 +56,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.command("asyncapi")(asyncapi)
 app.command()(config)
+app.command()(cancel)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
@@ -383,7 +385,6 @@ def demo(
     from ._demo import run_demo
 
     raise typer.Exit(run_demo(keep=keep))
-
 
 
 @app.command("init")
