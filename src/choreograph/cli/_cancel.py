@@ -9,7 +9,7 @@ import typer
 
 from ..errors import EventTooLarge, GoalRejected, WorkflowError, WorkflowFinished
 from ._config import cli_settings
-from ._input import FAILED, USAGE, JsonFlag, fail, seconds, workflow_id
+from ._input import FAILED, USAGE, JsonFlag, fail, run_async, seconds, workflow_id
 
 # The reason given when --reason is not (runtime._client.CANCELLED_ON_REQUEST; not imported here: the
 # runtime would be imported for every command's --help).
@@ -31,7 +31,6 @@ def cancel(
     cancellation refused, or still running when the wait ran out).
     """
     from ..runtime._client import Client
-    from ._app import _run
 
     refused: list[GoalRejected] = []
 
@@ -53,7 +52,7 @@ def cancel(
             return result
 
     try:
-        result = _run(go())
+        result = run_async(go())
     except WorkflowFinished as exc:
         raise fail(str(exc), FAILED) from exc
     except EventTooLarge as exc:
