@@ -79,6 +79,14 @@ async def test_choreo_cancel_ends_a_running_saga_cancelled_and_refuses_it_again(
     assert entries[-1].kind == "outcome"
     assert (entries[-1].data or {}).get("status") == "cancelled"
 
+    table = choreo("history", wid, env=cli_env)
+    assert table.returncode == 0, table.stderr
+    assert "CANCEL: changed my mind" in table.stdout
+    state = choreo("state", wid, "--json", env=cli_env)
+    assert state.returncode == 0, state.stderr
+    folded = orjson.loads(state.stdout)
+    assert (folded["status"], folded["cancelled"], folded["compensated"]) == ("cancelled", "changed my mind", COMPLETED)
+
     before = len(await history(stack.settings, wid, to_end=True))
     again = choreo("cancel", wid, "--reason", "again", env=cli_env)
     assert (again.returncode, again.stdout) == (1, ""), again
