@@ -1,5 +1,6 @@
 """`choreo cancel` on a real broker, every service its own process (issue 14): a running saga is cancelled,
-what completed is compensated in reverse dependency order, and a second cancel publishes nothing."""
+what completed is compensated in reverse dependency order, a second cancel publishes nothing, the late
+result of the step that ran is compensated, and the sandbox re-runs the cancelled workflow identically."""
 
 from __future__ import annotations
 
@@ -105,3 +106,8 @@ async def test_choreo_cancel_ends_a_running_saga_cancelled_and_refuses_it_again(
     late = [(e.kind, e.step) for e in (await history(stack.settings, wid, to_end=True))[before:]]
     assert late == [("step_completed", "review"), ("compensation_requested", "review"),
                     ("compensation_completed", "review")], late
+
+    # The sandbox re-runs chart against the recording, the cancellation fed back with the rest.
+    replayed = choreo("replay", wid, "--sandbox", "cancelled", "--agents", "chart", "--json", env=cli_env)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert orjson.loads(replayed.stdout)["identical"]
