@@ -162,7 +162,7 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
         return f"{identity} may publish only goals of {allowed} ({said})"
     if type == STEP_CONTRACT and kind is Kind.OTHER:
         return None  # a retirement's marker (`choreo agents retire`); its value is checked by may_announce
-    return f"{identity} may publish only restore markers, contract retirements and redrives ({said})"
+    return f"{identity} may publish only restore markers, contract retirements, redrives and cancellations ({said})"
 
 
 def _may_cancel(identity: Identity, type: str, kind: Kind, source: str, workflow: str, goals: Collection[str],
