@@ -26,8 +26,10 @@ from .errors import (
     SetUpError,
     UnknownSchemaError,
     WorkflowError,
+    WorkflowFinished,
 )
 from .events import (
+    CancellationRequested,
     CompensationCompleted,
     CompensationFailed,
     CompensationRequested,
@@ -113,6 +115,7 @@ __all__ = [
     "Breaker",
     "BrokerProfile",
     "BrokerUnavailable",
+    "CancellationRequested",
     "ChoreographError",
     "Client",
     "CompensationCompleted",
@@ -158,6 +161,7 @@ __all__ = [
     "StepTimedOut",
     "UnknownSchemaError",
     "WorkflowError",
+    "WorkflowFinished",
     "WorkflowOutcome",
     "WorkflowStarted",
     "__version__",

@@ -12,7 +12,8 @@ The hierarchy::
     │   └── InvalidPayloadError     decoded, but fails the model's validation
     ├── WorkflowError               a workflow cannot be started or is malformed
     │   ├── GoalValidationError     goal data does not fit the workflow's goal schema
-    │   └── GoalRejected            the coordinator refused a published goal (dead-lettered)
+    │   ├── GoalRejected            the coordinator refused a published goal (dead-lettered)
+    │   └── WorkflowFinished        a workflow asked to change (cancel) has its outcome already
     ├── EventTooLarge               an event over the namespace's maximum event size
     ├── SetUpError                  a service could not set up its assigned partitions
     ├── NonRetryable                raised by a handler: fail the step now, no retry
@@ -67,6 +68,21 @@ class GoalValidationError(WorkflowError):
 
 class GoalRejected(WorkflowError):
     """The coordinator dead-lettered a published goal (e.g. a duplicate workflow id): it never runs."""
+
+
+class WorkflowFinished(WorkflowError):
+    """A workflow asked to change (Client.cancel) has its outcome already: nothing was published.
+
+    Attributes:
+        workflow_id: The workflow instance's id.
+        status: Its outcome's status (an OutcomeStatus value).
+    """
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        """Say which workflow ended, and how."""
+        super().__init__(f"{workflow_id} is already {status}; nothing published")
+        self.workflow_id = workflow_id
+        self.status = status
 
 
 class EventTooLarge(ChoreographError):

@@ -6,7 +6,9 @@ and `reordered` with the agents' events played by this script in a fixed order (
 agents' contracts and event models), so the coordinator meets duplicates and unusual orders for
 certain. `retry`, `timeout`, `late_result` and `deadline` play agents that fail attempts, fall
 silent and answer late, against the example contracts given timeouts and retry policies, on the
-coordinator's real clock: what it decided when a deadline passed is in the recording.
+coordinator's real clock: what it decided when a deadline passed is in the recording. `cancelled`
+is cancelled by `Client.cancel` while draft runs: what completed is undone, and draft's result, after
+the outcome, too.
 The golden tests (tests/unit/test_replay.py) fold each through the current coordinator code.
 Regenerate only when a change of decisions is intended, and say so in the commit; name the
 recordings to regenerate (all by default), so the others stay as they were.
@@ -167,6 +169,19 @@ async def undo(p: Player, *steps: str) -> None:
         await p.emit(step, Kind.COMPENSATION_COMPLETED, CompensationCompleted(step=step), request)
 
 
+async def cancelled(p: Player) -> None:
+    # research, analyze and chart completed, draft still running: the cancellation undoes chart, then
+    # analyze, then research, and ends the workflow cancelled without waiting for draft, whose result
+    # comes after the outcome and is undone too.
+    done = await p.forward(("research", "analyze", "chart"))
+    async with Client(p.settings) as client:
+        await client.cancel(p.workflow_id, "changed my mind")
+    await undo(p, "chart", "analyze", "research")
+    await p.wait(Kind.OUTCOME)
+    await p.emit("draft", Kind.STEP_COMPLETED, completed("draft", "t"), done["analyze"])
+    await undo(p, "draft")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -275,8 +290,8 @@ async def scripted(broker: EmbeddedBroker, workdir: Path, scripts: dict[str, Scr
 
 async def main(names: set[str]) -> None:
     runs: list[tuple[dict[str, Script], Contracts, float | None]] = [
-        ({"failed_compensation": failed_compensation, "duplicated": duplicated, "reordered": reordered},
-         lambda c: c, None),
+        ({"failed_compensation": failed_compensation, "duplicated": duplicated, "reordered": reordered,
+          "cancelled": cancelled}, lambda c: c, None),
         ({"retry": retry, "timeout": timeout}, timed, None),
         ({"late_result": late_result}, no_retry, None),
         ({"deadline": deadline}, lambda c: c, 2.0),

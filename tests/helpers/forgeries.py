@@ -18,6 +18,7 @@ from choreograph import Agent, CompensationRequested, PublishedGoal, StepContext
 from choreograph.events import (
     COORDINATOR_SOURCE,
     RESTORE_SOURCE,
+    CancellationRequested,
     CompensationCompleted,
     CompensationFailed,
     Envelope,
@@ -108,6 +109,8 @@ KINDS: dict[str, tuple[Callable[[str], Event], Kind, str, bool]] = {
     "step_contract": (_contract, Kind.OTHER, _AGENT, True),
     "restore_started": (lambda s: RestoreStarted(restore_id="forged", archive="/nowhere", records=0,
                                                  until_timestamp=2**62), Kind.OTHER, RESTORE_SOURCE, False),
+    "cancel_requested": (lambda s: CancellationRequested(reason="forged"), Kind.CANCEL_REQUESTED, KIT_SOURCE,
+                         False),
 }
 
 
@@ -116,6 +119,12 @@ def rightful(what: str, step: str) -> Identity:
     source = KINDS[what][2]
     return {KIT_SOURCE: PUBLISHER, COORDINATOR_SOURCE: COORDINATOR, RESTORE_SOURCE: OPERATOR}.get(
         source, Identity.agent(WORKFLOW, step))
+
+
+def allowed(what: str, step: str) -> set[Identity]:
+    """Every party that may publish a record of kind `what` about `step`: the rightful one, and for a
+    cancellation an operator too (security.may_publish): neither forges it."""
+    return {rightful(what, step), *((OPERATOR,) if what == "cancel_requested" else ())}
 
 
 def parties() -> list[Identity]:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import GOLDEN as GOLDEN_DIR
 
-from choreograph import ConfigurationError, ReplayError
+from choreograph import ConfigurationError, Kind, ReplayError
 from choreograph.events import StepNode
-from choreograph.saga import Point, SagaState, diff, fold
+from choreograph.saga import Point, SagaState, diff, fact_of, fold
 from choreograph.saga import _decide as saga  # the mutation tests patch the decision module itself
+from choreograph.saga import _ticks as ticks
 from choreograph.saga import _timers as timers
 from choreograph.timetravel import Recording
 
@@ -23,13 +24,14 @@ GOLDEN = sorted(GOLDEN_DIR.glob("*.jsonl"))
 
 def test_the_golden_set_covers_the_cases_we_promise() -> None:
     assert {p.stem for p in GOLDEN} >= {"happy", "compensated", "failed_compensation", "duplicated", "reordered",
-                                        "retry", "timeout", "late_result", "deadline"}
+                                        "retry", "timeout", "late_result", "deadline", "cancelled"}
     statuses = {p.stem: Recording.load(p).final_state["status"] for p in GOLDEN}  # type: ignore[index]
     assert statuses["happy"] == statuses["retry"] == "completed"
     assert statuses["failed_compensation"] == "failed"
     assert statuses["compensated"] == statuses["duplicated"] == statuses["reordered"] == "compensated"
     assert statuses["timeout"] == statuses["late_result"] == "compensated"
     assert statuses["deadline"] == "timed_out"
+    assert statuses["cancelled"] == "cancelled"
 
 
 def kinds(name: str) -> list[tuple[str, str | None, str]]:
@@ -56,6 +58,34 @@ def test_the_fault_recordings_hold_what_they_are_named_for() -> None:
     [timed_out] = [e for e in deadline.entries() if e.kind == "step_timed_out"]
     assert timed_out.data is not None
     assert timed_out.data["reason"].startswith("workflow deadline")
+
+
+def test_the_cancelled_recording_holds_what_it_is_named_for() -> None:
+    # Cancelled (Client.cancel) while draft ran: chart, analyze, research undone in that order, the
+    # outcome with no wait for draft, whose result came after it and was undone too.
+    cancelled = kinds("cancelled")
+    asked_at = cancelled.index(("cancel_requested", None, "client"))
+    outcome_at = cancelled.index(("outcome", None, "coordinator"))
+    assert ("step_completed", "draft", "draft") not in cancelled[:outcome_at]
+    assert [step for kind, step, _ in cancelled[asked_at:outcome_at] if kind == "compensation_requested"] == [
+        "chart", "analyze", "research"]
+    assert cancelled[outcome_at + 1:] == [("step_completed", "draft", "draft"),
+                                          ("compensation_requested", "draft", "coordinator"),
+                                          ("compensation_completed", "draft", "draft")]
+    [outcome] = [e for e in Recording.load(GOLDEN_DIR / "cancelled.jsonl").entries() if e.kind == "outcome"]
+    assert outcome.data is not None
+    assert (outcome.data["status"], outcome.data["reason"]) == ("cancelled", "changed my mind")
+
+
+def test_ignoring_cancellations_fails_the_golden_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deliberate bug: a cancellation read as an event of no consequence.
+    def blind(*args: object, **kwargs: object) -> saga.Fact:
+        fact = fact_of(*args, **kwargs)  # type: ignore[arg-type]
+        return fact._replace(kind=Kind.OTHER) if fact.kind is Kind.CANCEL_REQUESTED else fact
+
+    monkeypatch.setattr(ticks, "fact_of", blind)
+    failing = {p.stem for p in GOLDEN if Recording.load(p).check()}
+    assert failing == {"cancelled"}
 
 
 def test_a_change_to_when_a_deadline_passes_fails_the_golden_replay(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,11 +14,11 @@ from ..transport._settings import check_env
 from ._agents import agents_app
 from ._asyncapi import asyncapi
 from ._broker import broker_app
+from ._cancel import cancel
 from ._config import cli_settings, config
 from ._dlq import dlq_app
 from ._input import (
     FAILED,
-    INTERRUPTED,
     USAGE,
     JsonFlag,
     debugging,
@@ -31,6 +29,7 @@ from ._input import (
     one_line,
     positive_seconds,
     root,
+    run_async,
     seconds,
     workflow_id,
 )
@@ -38,8 +37,6 @@ from ._keys import keys_app
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
-
-T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, callback=root,
                   help="Choreographed agent workflows on Kafka.")
@@ -55,6 +52,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.command("asyncapi")(asyncapi)
 app.command()(config)
+app.command()(cancel)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]
@@ -163,7 +161,7 @@ def publish(
             return result
 
     try:
-        result = _run(go())
+        result = run_async(go())
     except GoalValidationError as exc:
         raise fail(str(exc), USAGE) from exc
     except EventTooLarge as exc:
@@ -175,14 +173,6 @@ def publish(
         raise fail(str(rejected[0]), FAILED)
     if wait is not None and not no_fail and result.get("status") != "completed":
         raise typer.Exit(FAILED)
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, with Ctrl-C as a quiet exit 130 (`--follow` is usually ended that way)."""
-    try:
-        return asyncio.run(coroutine)
-    except KeyboardInterrupt:
-        raise typer.Exit(INTERRUPTED) from None
 
 
 @app.command()
@@ -226,7 +216,7 @@ def history(
         for problem in archive.problems:
             err(problem, "warning", "yellow")
 
-    _run(from_broker() if from_archive is None else from_dir(from_archive))
+    run_async(from_broker() if from_archive is None else from_dir(from_archive))
     timeline.done()
     if not timeline.entries:
         raise fail(f"no events of workflow {workflow_id!r}")
@@ -253,7 +243,7 @@ def state(
     """
     from ..timetravel._state import state_report
 
-    report = _run(state_report(workflow_id, at=None if at is None else _point(at),
+    report = run_async(state_report(workflow_id, at=None if at is None else _point(at),
                                diff=None if diff is None else (_point(diff[0]), _point(diff[1])),
                                archive=from_archive))
     if as_json:
@@ -272,7 +262,7 @@ def record(
     """Write the workflow's recording (JSON lines, replayable: tests/golden/) to stdout."""
     from ..timetravel._recording import record as take
 
-    sys.stdout.buffer.write(_run(take(cli_settings() if from_archive is None else None, workflow_id,
+    sys.stdout.buffer.write(run_async(take(cli_settings() if from_archive is None else None, workflow_id,
                                       from_archive)).dumps())
 
 
@@ -307,7 +297,7 @@ def replay(
         return await rerun(settings, recording, sandbox, agents=chosen, from_step=from_step, timeout_s=timeout)
 
     try:
-        report = _run(go())
+        report = run_async(go())
     except Exception as exc:  # every error, as diff's 2: 1 is for differences
         if debugging():
             raise
@@ -347,10 +337,10 @@ def archive(
             async with archiver:
                 await archiver.run(until_idle=True)
 
-        _run(once())
+        run_async(once())
         print(orjson.dumps({"archived": archiver.archived, "to": str(to)}).decode())
     else:
-        _run(serve(archiver))
+        run_async(serve(archiver))
 
 
 @archive_app.command("restore")
@@ -367,7 +357,7 @@ def archive_restore(
     from ..timetravel._archive import restore
 
     settings = cli_settings()
-    report = _run(restore(settings, directory, force=force))
+    report = run_async(restore(settings, directory, force=force))
     print(orjson.dumps(report.json()).decode())
     for problem in report.problems:
         err(problem)
@@ -383,7 +373,6 @@ def demo(
     from ._demo import run_demo
 
     raise typer.Exit(run_demo(keep=keep))
-
 
 
 @app.command("init")

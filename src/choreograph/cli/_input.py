@@ -10,18 +10,21 @@ same, 1 differences, 2 an error.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
 
 from ..errors import BrokerUnavailable, ChoreographError, ConfigurationError, EventTooLarge
 
+T = TypeVar("T")
 FAILED = 1
 USAGE = 2
 UNREACHABLE = 3
@@ -60,6 +63,14 @@ def root(
                                            help="print choreo's version and exit")] = False,
 ) -> None:
     """The options of `choreo` itself, before any command."""
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with Ctrl-C as a quiet exit 130 (`--follow` is usually ended that way)."""
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from ..sandbox._compare import ReplayReport
 
 _STYLE = {"compensation_requested": "yellow", "compensation_completed": "yellow", "compensation_failed": "red",
-          "step_failed": "red", "outcome": "bold", "goal": "bold", "dead_letter": "red"}
+          "step_failed": "red", "outcome": "bold", "goal": "bold", "dead_letter": "red",
+          "cancel_requested": "bold yellow"}
 _MARK = {"compensation_requested": "↺", "compensation_completed": "↺", "compensation_failed": "↺✗",
-         "step_failed": "✗", "outcome": "■", "goal": "▶", "dead_letter": "☠"}
+         "step_failed": "✗", "outcome": "■", "goal": "▶", "dead_letter": "☠", "cancel_requested": "⊘"}
 
 
 def detail(entry: HistoryEntry) -> str:
@@ -40,7 +41,12 @@ def _fact(entry: HistoryEntry) -> str:
     if entry.kind in ("step_failed", "compensation_failed"):
         return f"{data.get('error_type', '')}: {data.get('reason', '')}"
     if entry.kind == "compensation_requested":
-        return f"because {data.get('failed_step')} failed"
+        # No failed step: the workflow was cancelled (or had ended), as its reason says.
+        if data.get("failed_step"):
+            return f"because {data.get('failed_step')} failed"
+        return f"because {data.get('reason', '')}"
+    if entry.kind == "cancel_requested":
+        return f"CANCEL: {data.get('reason', '')}"
     if entry.type.endswith("WorkflowStarted"):
         return "graph: " + ", ".join(s["name"] for s in data.get("steps", ()))
     return entry.type.rsplit(".", 1)[-1]
@@ -135,8 +141,8 @@ def print_state(report: dict[str, Any]) -> None:
     at = report.get("at") or {}
     console.print(f"[bold]{report['workflow']} {report['workflow_id']}[/bold] at offset {at.get('offset')} "
                   f"({at.get('time')}): [bold]{report['status']}[/bold], {report['events_folded']} events folded")
-    for name in ("completed", "failed", "compensation_requested", "compensated", "compensation_failed"):
-        if report[name]:
+    for name in ("cancelled", "completed", "failed", "compensation_requested", "compensated", "compensation_failed"):
+        if report.get(name):
             console.print(f"  {name}: {report[name]}")
     for decision in report["decided"]:
         console.print(f"  decided here: {decision['kind']} {decision['step'] or ''}")

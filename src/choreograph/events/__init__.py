@@ -31,6 +31,7 @@ from ._faults import (
 )
 from ._models import (
     FRAMEWORK_EVENTS,
+    CancellationRequested,
     CompensationCompleted,
     CompensationFailed,
     CompensationRequested,
@@ -66,6 +67,7 @@ __all__ = [
     "AvroSchema",
     "BreakerChanged",
     "BreakerState",
+    "CancellationRequested",
     "CompensationCompleted",
     "CompensationFailed",
     "CompensationRequested",

@@ -52,6 +52,7 @@ class Kind(enum.StrEnum):
     STEP_ATTEMPT_FAILED = "step_attempt_failed"
     STEP_TIMED_OUT = "step_timed_out"
     HEARTBEAT = "heartbeat"
+    CANCEL_REQUESTED = "cancel_requested"
     OTHER = "other"
 
 

@@ -233,12 +233,33 @@ class WorkflowStarted(Event, schema=_framework("workflow_started")):
 
 
 class OutcomeStatus(enum.StrEnum):
-    """How a workflow instance ended: completed, compensated after a failure, failed, or timed out (its deadline)."""
+    """How a workflow instance ended: completed, compensated, failed, timed out, or cancelled.
+
+    Compensated after a step failed; timed out at its deadline; cancelled by a CancellationRequested
+    (its completed steps compensated).
+    """
 
     COMPLETED = "completed"
     COMPENSATED = "compensated"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class CancellationRequested(Event, schema=_framework("cancellation_requested")):
+    """A request to cancel a running workflow (`choreo cancel`, Client.cancel), keyed by its workflow id.
+
+    Believed only from a publisher the policy lets publish the workflow's goals, or an operator (see
+    security.may_publish). Who asked is its signer (its ce_keyid header) and its ce_source, as for a
+    goal: a name in the body would be a claim nobody checks. The coordinator ends the workflow as a
+    failure would: completed steps compensated in reverse dependency order, results of steps still
+    running compensated when they arrive, and the outcome `cancelled` with `reason` (saga._decide).
+
+    Attributes:
+        reason: Why; the outcome's reason.
+    """
+
+    reason: str
 
 
 class WorkflowOutcome(Event, schema=_framework("workflow_outcome")):
@@ -333,5 +354,5 @@ class RestoreCompleted(Event, schema=_framework("restore_completed")):
 
 FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
     StepFailed, CompensationRequested, CompensationCompleted, CompensationFailed,
-    WorkflowStarted, WorkflowOutcome, RestoreStarted, RestoreCompleted,
+    WorkflowStarted, WorkflowOutcome, RestoreStarted, RestoreCompleted, CancellationRequested,
 )

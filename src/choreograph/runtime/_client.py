@@ -1,8 +1,9 @@
-"""What users and the CLI call: publish a goal, and wait for a workflow's outcome.
+"""What users and the CLI call: publish a goal, wait for a workflow's outcome, cancel a workflow.
 
 A goal is validated against the workflow's goal schema, as its entry agents announced it, and may
 carry a deadline for the whole workflow (the coordinator times out what still runs then, compensates,
-and ends the workflow `timed_out`).
+and ends the workflow `timed_out`). A cancellation is published only for a workflow whose goal is
+in the log and that has no outcome yet (see Client.cancel).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from fastavro.validation import ValidationError, validate
 
-from ..errors import DecodeError, EventTooLarge, GoalRejected, GoalValidationError, WorkflowError
+from ..errors import DecodeError, EventTooLarge, GoalRejected, GoalValidationError, WorkflowError, WorkflowFinished
 from ..events._avro import AvroSchema
 from ..events._envelope import (
     CLIENT_SOURCE,
@@ -27,9 +28,10 @@ from ..events._envelope import (
     new_workflow_id,
     text_of,
 )
-from ..events._models import WorkflowOutcome
+from ..events._models import CancellationRequested, WorkflowOutcome
 from ..events._policy import millis
 from ..saga._graph import goal_types
+from ..security._identity import may_publish
 from ..security._verify import Rejected, Verifier
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
@@ -40,16 +42,21 @@ from ..transport._registry import Registry
 from ..transport._settings import Settings
 from ..transport._sizes import record_size
 from ..transport._trust import Trust
+from ._lookup import standing
 
 log = logging.getLogger("choreograph.client")
+CANCELLED_ON_REQUEST = "cancelled on request"  # a cancellation's reason when none is given
+
 
 @dataclass(frozen=True)
 class PublishedGoal:
-    """Where a published goal landed: its workflow, workflow id, partition and offset.
+    """Where a published goal (or a cancellation, see Client.cancel) landed: workflow, workflow id, partition, offset.
 
     `event_id` (the goal's ce_id) and `published_ms` (wall time just before it was sent) let a wait
     tell this goal's outcome from another goal's with the same workflow id, and find its dead letter.
-    `deadline_ms` is the workflow's deadline (Unix ms) if the goal gave one.
+    `deadline_ms` is the workflow's deadline (Unix ms) if the goal gave one. `read_from` is where a
+    wait starts reading, if not at `offset`: a cancellation's wait reads from where its check of the
+    workflow stopped, so an outcome logged just before the cancellation is not missed.
     """
     workflow: str
     workflow_id: str
@@ -58,6 +65,7 @@ class PublishedGoal:
     event_id: str = ""
     published_ms: int = 0
     deadline_ms: int | None = None
+    read_from: int | None = None
 
 
 class Client:
@@ -160,6 +168,52 @@ class Client:
         return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset, envelope.id, published_ms,
                              deadline_ms)
 
+    async def cancel(self, workflow_id: str, reason: str = CANCELLED_ON_REQUEST) -> PublishedGoal:
+        """Ask the coordinator to cancel a running workflow: publish a CancellationRequested keyed by its id.
+
+        The workflow's partition is read first: nothing is published for an id with no goal in the log,
+        or for a workflow with an outcome. The coordinator then compensates its completed steps in
+        reverse dependency order (and the results of steps still running, when they come), and ends it
+        `cancelled` with `reason`. It believes the request only from a publisher the policy lets
+        publish the workflow's goals, or an operator (security.may_publish); this client checks that
+        first against its own policy.
+
+        Args:
+            workflow_id: The workflow instance's id.
+            reason: Why; the outcome's reason.
+
+        Returns:
+            Where the cancellation landed, as a goal to wait on (`wait`): its `event_id` is the
+            workflow's goal's, its `offset` the cancellation's.
+
+        Raises:
+            WorkflowFinished: The workflow has an outcome already.
+            WorkflowError: No goal of `workflow_id` is in the log, or this client's identity may not
+                cancel the workflow.
+            EventTooLarge: The cancellation (its reason) is larger than the maximum event size.
+        """
+        topic = self.settings.events_topic
+        found = await standing(self._kafka, topic, workflow_id, self._registry.store, self._verifier)
+        if found.goal_id is None and found.outcome is None:
+            raise WorkflowError(f"no workflow {workflow_id!r}: no goal of it is in the log; nothing published")
+        if found.outcome is not None:
+            raise WorkflowFinished(workflow_id, found.outcome.status.value)
+        event = CancellationRequested(reason=reason or CANCELLED_ON_REQUEST)
+        envelope = Envelope.new(type=event.type_name(), source=self._source, workflow=found.workflow,
+                                workflow_id=workflow_id, kind=Kind.CANCEL_REQUESTED)
+        if (trust := self._trust) is not None and (me := trust.identity) is not None and trust.verifier is not None:
+            refusal = may_publish(me, type=envelope.type, kind=envelope.kind, source=envelope.source,
+                                  workflow=found.workflow, step=None, goals=trust.verifier.policy.goals(me))
+            if refusal is not None:
+                raise WorkflowError(f"{refusal}; nothing published")
+        value, headers = event.encode(), envelope.headers()
+        if (size := record_size(envelope.key, value, headers)) > (limit := self.settings.max_event_bytes):
+            raise EventTooLarge(f"the cancellation of {workflow_id}", size, limit)
+        published_ms = time.time_ns() // 1_000_000
+        meta = await self._producer.send_and_wait(topic, value=value, key=envelope.key, headers=headers)
+        return PublishedGoal(found.workflow, workflow_id, meta.partition, meta.offset, found.goal_id or "",
+                             published_ms, read_from=found.end)
+
     async def wait(self, goal: PublishedGoal, timeout_s: float) -> WorkflowOutcome | None:
         """The workflow's outcome, or None if it has none within `timeout_s`.
 
@@ -193,7 +247,8 @@ class Client:
         start: dict[TopicPartition, int] = {}
         for g in goals:
             tp = TopicPartition(self.settings.events_topic, g.partition)
-            start[tp] = min(start.get(tp, g.offset), g.offset)
+            at = g.offset if g.read_from is None else g.read_from
+            start[tp] = min(start.get(tp, at), at)
         by_id = {g.workflow_id: g for g in goals}
         watch = _Rejections(self.settings, goals)
         async with self._kafka.reader([*start, *watch.partitions]) as consumer:

@@ -7,6 +7,14 @@ reach the same final state, and a decision is taken once because taking it is it
 Time is a fact too: each fact carries its record's timestamp, and the coordinator feeds clock facts
 (`tick`) while the log is silent. Deadlines that time has passed are decided before the fact that
 shows it is folded, so a result logged after its step's deadline is late wherever it is replayed.
+
+A cancellation (issue 14) is a failure of the workflow as a whole, with its reason. Its decisions are
+a step failure's: completed steps compensated in reverse dependency order. Unlike a step failure it
+waits for no step still running (nothing is timed out either): the outcome `cancelled`, with the
+cancellation's reason, comes once the completed steps are undone, and a step that completes after it
+is a late result, compensated (_late_requests). A failed compensation ends it `failed`, as it ends a
+step failure, its reason naming the cancellation too. A cancellation after the outcome, or a second
+one, decides nothing (saga._facts.evolve does not fold it).
 """
 
 from __future__ import annotations
@@ -83,24 +91,17 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
         return _late_requests(state, catalog)
     graph = state.graph
     if graph is None:
-        if not state.goal_seen:
-            return []
-        found = catalog.get(state.workflow)
-        if found is not None and found.refused is not None:  # its contracts make no graph
-            return [_outcome(state, OutcomeStatus.FAILED, None,
-                             f"workflow {state.workflow!r} cannot start: {found.refused}")]
-        if found is None or not found.nodes:
-            return [_outcome(state, OutcomeStatus.FAILED, None,
-                             f"no agent has announced a step of workflow {state.workflow!r}")]
-        return [_started(state, found)]
+        return _start(state, catalog) if state.goal_seen else []
     if timeouts := due(state):
         return timeouts
     steps = graph.nodes
     completed = state.completed & steps.keys()
-    if not state.failed:
+    cancelled = state.cancelled
+    if not state.failed and cancelled is None:
         return [_outcome(state, OutcomeStatus.COMPLETED, None, None)] if completed == steps.keys() else []
 
-    live = graph.live(completed, state.failed)
+    # Cancelled: no step is waited for; one that completes still is compensated when its result comes.
+    live = graph.live(completed, state.failed) if cancelled is None else frozenset()
 
     requests = [
         _request(state, step)
@@ -112,15 +113,39 @@ def _next_decisions(state: SagaState, catalog: Mapping[str, Graph]) -> list[Deci
     outstanding = state.compensation_requested - state.compensated - state.compensation_failed.keys()
     if live or outstanding:
         return []
-    failed_step = min(state.failed)
+    return [_ending(state)]
+
+
+def _start(state: SagaState, catalog: Mapping[str, Graph]) -> list[Decision]:
+    """The decision a workflow whose goal was read and that has no graph yet calls for: its graph, or its outcome."""
+    if state.cancelled is not None:  # cancelled before it started: nothing ran, nothing to undo
+        return [_outcome(state, OutcomeStatus.CANCELLED, None, state.cancelled)]
+    found = catalog.get(state.workflow)
+    if found is not None and found.refused is not None:  # its contracts make no graph
+        return [_outcome(state, OutcomeStatus.FAILED, None,
+                         f"workflow {state.workflow!r} cannot start: {found.refused}")]
+    if found is None or not found.nodes:
+        return [_outcome(state, OutcomeStatus.FAILED, None,
+                         f"no agent has announced a step of workflow {state.workflow!r}")]
+    return [_started(state, found)]
+
+
+def _ending(state: SagaState) -> Decision:
+    """The outcome of a workflow that failed or was cancelled, once nothing runs and nothing is being undone."""
+    cancelled = state.cancelled
+    failed_step = min(state.failed, default=None)
     if state.compensation_failed:
         step = min(state.compensation_failed)
         reason = f"compensation of {step!r} failed: {state.compensation_failed[step]}"
-        return [_outcome(state, OutcomeStatus.FAILED, failed_step, reason)]
+        if cancelled is not None:
+            reason = f"{reason} (cancelled: {cancelled})"
+        return _outcome(state, OutcomeStatus.FAILED, failed_step, reason)
+    if cancelled is not None or failed_step is None:  # no failed step: only a cancellation ends it here
+        return _outcome(state, OutcomeStatus.CANCELLED, failed_step, cancelled or "")
     # Timed out: no step had failed before the workflow's deadline (the failures are its timeouts).
     status = (OutcomeStatus.TIMED_OUT if state.deadline_ms is not None and state.failed_since_ms is not None
               and state.failed_since_ms >= state.deadline_ms else OutcomeStatus.COMPENSATED)
-    return [_outcome(state, status, failed_step, state.failed[failed_step])]
+    return _outcome(state, status, failed_step, state.failed[failed_step])
 
 
 def _late_requests(state: SagaState, catalog: Mapping[str, Graph]) -> list[Decision]:
@@ -157,8 +182,13 @@ def _started(state: SagaState, graph: Graph) -> Decision:
 
 def _request(state: SagaState, step: str) -> Decision:
     """The decision to ask the agent of `step` to undo it (CompensationRequested)."""
-    failed_step = min(state.failed, default="")  # none: a late result after a workflow failed to start
-    reason = state.failed[failed_step] if state.failed else f"the workflow ended {state.outcome}"
+    failed_step = min(state.failed, default="")  # none: cancelled, or a late result after it failed to start
+    if state.failed:
+        reason = state.failed[failed_step]
+    elif state.cancelled is not None:
+        reason = f"cancelled: {state.cancelled}"
+    else:
+        reason = f"the workflow ended {state.outcome}"
     event = CompensationRequested(step=step, failed_step=failed_step, reason=reason)
     return Decision(Kind.COMPENSATION_REQUESTED, step, event,
                     Fact(Kind.COMPENSATION_REQUESTED, state.workflow, step=step))

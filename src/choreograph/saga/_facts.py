@@ -3,6 +3,10 @@
 Pure, like the decisions (saga._decide): the coordinator, `choreo state` and the golden replayer
 read events through `fact_of` and fold them with `evolve`. Every fact carries its record's log
 timestamp, and a clock fact (`clock`) carries time alone: deadlines are a function of the log.
+
+A cancellation (CancellationRequested, kind cancel_requested) folds into `SagaState.cancelled`: its
+reason, from the first one believed after the goal and before the outcome. A later one, or one after
+the outcome, changes nothing (see saga._decide for what it decides).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..events._envelope import Envelope, Kind, derived_id
 from ..events._faults import StepAttemptFailed, StepHeartbeat, StepTimedOut
 from ..events._models import (
+    CancellationRequested,
     CompensationFailed,
     Event,
     OutcomeStatus,
@@ -42,7 +47,7 @@ class Fact(NamedTuple):
         kind: The event's kind; Kind.OTHER for WorkflowStarted (then `graph` is set) and for a clock fact.
         workflow: The workflow's name ("" for a clock fact).
         step: The step the event is about, if any.
-        reason: Why a step, an attempt or a compensation failed.
+        reason: Why a step, an attempt or a compensation failed, or why the workflow is cancelled.
         graph: The step graph a WorkflowStarted fixed.
         status: The outcome's status (OUTCOME).
         time_ms: The record's log timestamp (Unix ms); for a clock fact, the time it says has come.
@@ -102,6 +107,7 @@ class SagaState(NamedTuple):
         heartbeats: (step, attempt) -> the latest heartbeat's time.
         compensation_retries: Step -> the highest failed attempt of its compensation.
         outcome_completed: The steps its outcome listed as completed: a result of any other step is late.
+        cancelled: The reason of the cancellation believed before its outcome; None: not cancelled.
     """
 
     workflow_id: str
@@ -124,6 +130,7 @@ class SagaState(NamedTuple):
     heartbeats: Mapping[tuple[str, int], int] = _EMPTY
     compensation_retries: Mapping[str, int] = _EMPTY
     outcome_completed: frozenset[str] = frozenset()
+    cancelled: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -230,6 +237,9 @@ def fact_of(envelope: Envelope, record: Mapping[str, Any], time_ms: int = 0, dea
         case Kind.HEARTBEAT:
             beat = StepHeartbeat.model_validate(record)
             return Fact(kind, workflow, step=beat.step, time_ms=time_ms, attempt=beat.attempt)
+        case Kind.CANCEL_REQUESTED:
+            request = CancellationRequested.model_validate(record)
+            return Fact(kind, workflow, reason=request.reason, time_ms=time_ms)
     return Fact(kind, workflow, step=envelope.step, time_ms=time_ms)
 
 
@@ -244,9 +254,10 @@ def _earliest(current: int | None, value: int) -> bool:
 def evolve(state: SagaState, fact: Fact) -> SagaState:  # noqa: C901  # one case per kind, flat on purpose
     """Fold one fact into the state. Idempotent: applying a fact twice changes nothing.
 
-    A failure keeps its first reason, a graph and an outcome their first value. After its outcome,
-    a workflow that did not complete folds only late results and their compensations (LATE_KINDS);
-    one that completed, nothing.
+    A failure keeps its first reason, a graph, an outcome and a cancellation their first value. After
+    its outcome, a workflow that did not complete folds only late results and their compensations
+    (LATE_KINDS); one that completed, nothing. A cancellation before the goal is not folded: the
+    coordinator ignores every event of a workflow whose goal it has not read.
     """
     if state.outcome is not None and (state.outcome is OutcomeStatus.COMPLETED or fact.kind not in LATE_KINDS):
         return state
@@ -301,6 +312,8 @@ def evolve(state: SagaState, fact: Fact) -> SagaState:  # noqa: C901  # one case
             changes["compensated"] = state.compensated | {step}
         case Kind.COMPENSATION_FAILED if step not in state.compensation_failed:
             changes["compensation_failed"] = _put(state.compensation_failed, step, fact.reason or "")
+        case Kind.CANCEL_REQUESTED if state.cancelled is None and state.goal_seen:
+            changes["cancelled"] = fact.reason or ""
         case Kind.OUTCOME if state.outcome is None:
             changes["outcome"] = fact.status
             changes["outcome_completed"] = frozenset(fact.steps)

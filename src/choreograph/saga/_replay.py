@@ -101,9 +101,10 @@ class Snapshot:
     def json(self) -> dict[str, Any]:
         """The snapshot as `choreo state --json` prints it (status "running" or "unknown" before an outcome).
 
-        `deadline` (the workflow's, Unix ms) and `attempts` (per step: its latest attempt, the
-        failed and timed-out ones, see saga._timers.attempts_json) are there only when the
-        workflow has them, so the state of a workflow without either reads as it always did.
+        `deadline` (the workflow's, Unix ms), `attempts` (per step: its latest attempt, the
+        failed and timed-out ones, see saga._timers.attempts_json) and `cancelled` (the reason of
+        its cancellation) are there only when the workflow has them, so the state of a workflow
+        without any reads as it always did.
         """
         s = self.state
         status = s.outcome.value if s.outcome is not None else "running" if s.goal_seen else "unknown"
@@ -124,6 +125,8 @@ class Snapshot:
             found["deadline"] = s.deadline_ms
         if attempts := attempts_json(s):
             found["attempts"] = attempts
+        if s.cancelled is not None:
+            found["cancelled"] = s.cancelled
         return found
 
 

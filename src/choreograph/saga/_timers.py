@@ -65,9 +65,13 @@ TIMEOUT, HEARTBEAT, DEADLINE = "timeout", "heartbeat", "deadline"
 
 
 def timed(state: SagaState) -> bool:
-    """Whether the workflow may have a timer: open, with a graph, and a step timeout or a workflow deadline."""
+    """Whether the workflow may have a timer: open, not cancelled, with a graph, and a step timeout or a deadline.
+
+    A cancelled workflow awaits no step (what completes later is compensated), so none is timed out.
+    """
     graph = state.graph
-    return state.outcome is None and graph is not None and (graph.timed or state.deadline_ms is not None)
+    return (state.outcome is None and graph is not None and (graph.timed or state.deadline_ms is not None)
+            and state.cancelled is None)
 
 
 def seconds(ms: int) -> str:

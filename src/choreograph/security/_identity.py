@@ -4,8 +4,9 @@ An identity is one of:
 - `coordinator`: decides graphs (WorkflowStarted), compensation requests, timeouts and outcomes.
 - `agent:<workflow>/<step>`: every copy of one step's agent; publishes that step's results,
   attempts, heartbeats, compensations, its contract and its presence, and nothing else.
-- `publisher:<name>`: publishes goals, of the workflows the policy allows it (see Policy).
-- `operator:<name>`: a person's tools: restore markers and redrives.
+- `publisher:<name>`: publishes goals, of the workflows the policy allows it (see Policy), and
+  cancellations of those workflows.
+- `operator:<name>`: a person's tools: restore markers, redrives and cancellations of any workflow.
 
 `may_publish` is the rule, a pure function of the identity and what a record says it is (its
 envelope headers); checks that need the payload or the workflow's contracts (a StepFailed naming
@@ -28,7 +29,7 @@ from ..events._envelope import (
     agent_source,
 )
 from ..events._faults import AgentPresence, BreakerChanged
-from ..events._models import RestoreCompleted, RestoreStarted, StepContract, WorkflowStarted
+from ..events._models import CancellationRequested, RestoreCompleted, RestoreStarted, StepContract, WorkflowStarted
 
 
 class Role(enum.StrEnum):
@@ -116,6 +117,7 @@ WORKFLOW_STARTED = WorkflowStarted.type_name()
 STEP_CONTRACT = StepContract.type_name()
 AGENT_STATUS = frozenset({AgentPresence.type_name(), BreakerChanged.type_name()})
 RESTORE_MARKERS = frozenset({RestoreStarted.type_name(), RestoreCompleted.type_name()})
+CANCELLATION = CancellationRequested.type_name()
 
 
 def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workflow: str,
@@ -136,6 +138,8 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
     """
     role = identity.role
     said = f"{kind.value} ({type}) from {source!r} for {workflow}/{step or '-'}"
+    if kind is Kind.CANCEL_REQUESTED or type == CANCELLATION:
+        return _may_cancel(identity, type, kind, source, workflow, goals, said)
     if type in RESTORE_MARKERS:
         return None if role is Role.OPERATOR and source == RESTORE_SOURCE else \
             f"{identity} may not publish restore markers: only an operator does ({said})"
@@ -158,7 +162,24 @@ def may_publish(identity: Identity, *, type: str, kind: Kind, source: str, workf
         return f"{identity} may publish only goals of {allowed} ({said})"
     if type == STEP_CONTRACT and kind is Kind.OTHER:
         return None  # a retirement's marker (`choreo agents retire`); its value is checked by may_announce
-    return f"{identity} may publish only restore markers, contract retirements and redrives ({said})"
+    return f"{identity} may publish only restore markers, contract retirements, redrives and cancellations ({said})"
+
+
+def _may_cancel(identity: Identity, type: str, kind: Kind, source: str, workflow: str, goals: Collection[str],
+                said: str) -> str | None:
+    """Why `identity` may not ask to cancel a workflow of `workflow`; None if it may.
+
+    Whoever may start a workflow may stop it: a publisher of its goals (the policy's `goals`), and an
+    operator for any workflow; never under a service's source, and only as a CancellationRequested of
+    kind cancel_requested (the kind and the type go together).
+    """
+    role = identity.role
+    reserved = source in (COORDINATOR_SOURCE, RESTORE_SOURCE) or source.startswith(AGENT_SOURCE_PREFIX)
+    allowed = role is Role.OPERATOR or (role is Role.PUBLISHER and ("*" in goals or workflow in goals))
+    if allowed and not reserved and kind is Kind.CANCEL_REQUESTED and type == CANCELLATION:
+        return None
+    return (f"{identity} may not cancel a {workflow!r} workflow: only a publisher of its goals or an operator "
+            f"may, with a CancellationRequested of kind cancel_requested ({said})")
 
 
 def may_announce(identity: Identity, workflow: str, step: str, *, retire: bool = False) -> str | None:

@@ -95,7 +95,9 @@ def pending_steps(entries: Sequence[HistoryEntry], snapshot: dict[str, Any], now
     completed, failed = set(snapshot["completed"]), set(snapshot["failed"])
     live: set[str] = set()
     waiting: list[tuple[str, bool, int | None]] = []
-    for node in snapshot["graph"]:  # in graph order: a step's dependencies come before it
+    # A cancelled workflow waits for no step, only for the compensations it asked for.
+    graph = () if "cancelled" in snapshot else snapshot["graph"]
+    for node in graph:  # in graph order: a step's dependencies come before it
         step, deps = node["step"], node["depends_on"]
         if step in completed or step in failed or not all(d in completed or d in live for d in deps):
             continue
