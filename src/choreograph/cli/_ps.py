@@ -58,8 +58,9 @@ async def _lags(state: dict[str, Any]) -> dict[str, int | None]:
 
     services = state["services"]
     return await service_lags(_settings(state["settings"]),
-                              {s["name"]: s.get("agent") for s in services if s["name"] != "coordinator"},
-                              coordinators=[s["name"] for s in services if s["name"] == "coordinator"])
+                              {s["name"]: s.get("agent") for s in services if s["name"] not in ("coordinator", "index")},
+                              coordinators=[s["name"] for s in services if s["name"] == "coordinator"],
+                              indexes=[s["name"] for s in services if s["name"] == "index"])
 
 
 def _duration(seconds: float | None) -> str:
