@@ -4,7 +4,8 @@ Only what the services would act on is folded (`Verifier.admit_record`, as `chor
 CHOREO_VERIFY=off every record). The envelope comes from the headers; a payload is decoded only for
 the framework events whose fields the summary reads (WorkflowStarted, failures, timeouts,
 compensation requests, outcomes), with the framework's schemas: an agent's own events are never
-decoded, so the index needs no registry reader. Restore markers are not a workflow's events.
+decoded, so the index needs no registry reader. Restore markers and step contracts (announced on the
+events topic too) are no workflow's events.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 from ..errors import DecodeError
 from ..events._avro import SchemaStore
 from ..events._envelope import Envelope
+from ..events._models import StepContract
 from ..security._verify import Rejected, Verifier
 from ..transport._restore import MARKER_TYPES
 from ._summary import WORKFLOW_STARTED, IndexedEvent
 
 # Kinds whose payload the summary reads (see _summary._apply); others are folded from their headers.
 _DECODED_KINDS = frozenset(("step_failed", "step_timed_out", "compensation_requested", "outcome"))
+# Records on the events topic that are no workflow's: keyed by "workflow/step" or by partition.
+_NOT_WORKFLOWS = frozenset((StepContract.type_name(), *(t.decode() for t in MARKER_TYPES)))
 
 
 class Skip(enum.Enum):
@@ -33,8 +37,8 @@ class Skip(enum.Enum):
     """A payload the summary needs could not be decoded."""
     REFUSED = "refused"
     """The services refuse it: unsigned, badly signed, or its signer may not say it."""
-    MARKER = "marker"
-    """A restore marker, or another record that belongs to no workflow."""
+    NOT_A_WORKFLOW = "not_a_workflow"
+    """A record of no workflow: a restore marker, a step contract announced (or retired) on the topic."""
 
 
 def indexed_event(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], timestamp: int,
@@ -56,8 +60,8 @@ def indexed_event(key: bytes | None, value: bytes | None, headers: Sequence[tupl
         envelope = Envelope.from_record(key, headers)
     except DecodeError:
         return Skip.NOT_AN_EVENT
-    if envelope.type.encode() in MARKER_TYPES or not envelope.workflow_id:
-        return Skip.MARKER
+    if envelope.type in _NOT_WORKFLOWS or not envelope.workflow_id:
+        return Skip.NOT_A_WORKFLOW
     if verifier is not None and isinstance(
             verifier.admit(envelope, key, value, headers, timestamp), Rejected):
         return Skip.REFUSED
