@@ -33,9 +33,10 @@ from choreograph.testing import SagaKit
 from choreograph.transport import MemoryTransport, Record, TopicPartition, framework_store
 
 REPORT = (research.agent, analyze.agent, chart.agent, draft.agent, review.agent)
-GRAPH = {"steps": [{"name": "research", "depends_on": []}, {"name": "analyze", "depends_on": ["research"]},
-                   {"name": "chart", "depends_on": ["analyze"]}, {"name": "draft", "depends_on": ["analyze"]},
-                   {"name": "review", "depends_on": ["chart", "draft"]}]}
+GRAPH: dict[str, object] = {"steps": [
+    {"name": "research", "depends_on": []}, {"name": "analyze", "depends_on": ["research"]},
+    {"name": "chart", "depends_on": ["analyze"]}, {"name": "draft", "depends_on": ["analyze"]},
+    {"name": "review", "depends_on": ["chart", "draft"]}]}
 
 
 def event(kind: str, at: int, step: str | None = None, data: dict[str, object] | None = None,
@@ -112,7 +113,9 @@ def _events(kit: SagaKit) -> list[Record]:
 
 
 def _rows(records: list[Record], verifier: Verifier | None) -> tuple[dict[str, Summary], dict[Skip, int]]:
-    store, rows, skipped = framework_store(), {}, {}
+    store = framework_store()
+    rows: dict[str, Summary] = {}
+    skipped: dict[Skip, int] = {}
     for r in records:
         e = indexed_event(r.key, r.value, r.headers, r.timestamp, store, verifier)
         if isinstance(e, Skip):
