@@ -67,7 +67,8 @@ def ls(
     if status is not None and status not in KNOWN_STATUSES and not listing.rows and not _held(path, status):
         raise fail(f"--status {status!r}: expected one of: {', '.join(KNOWN_STATUSES)}", USAGE)
     if as_json:
-        print("\n".join(orjson.dumps(row).decode() for row in listing.rows))
+        for row in listing.rows:
+            print(orjson.dumps(row).decode())
     else:
         _print_table(listing.rows)
     if not _indexer_alive(namespace, listing.updated_ms):
