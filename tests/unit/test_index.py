@@ -6,11 +6,14 @@ tests/integration/test_index.py, and `choreo ls`: tests/e2e/test_ls.py."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from choreograph import OutcomeStatus
+from choreograph.cli._main import main
 from choreograph.events import Envelope, Kind
 from choreograph.examples.report import analyze, chart, draft, research, review
 from choreograph.examples.report._events import DraftCompleted
@@ -23,6 +26,7 @@ from choreograph.index import (
     Skip,
     Summary,
     fold,
+    index_path,
     indexed_event,
     list_workflows,
 )
@@ -269,3 +273,40 @@ async def test_the_indexer_resumes_from_its_file_and_rebuilds_for_another_log(tm
         await rebuilt.stop()
         assert rebuilt.rebuilt
         assert {r["workflow_id"]: r["status"] for r in list_workflows(path).rows} == statuses
+
+
+# `choreo ls` over a file, in process through the real entry point ------------------------------------------
+
+
+def choreo_ls(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+              ) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["choreo", "ls", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), out, err
+
+
+def test_ls_without_an_index_with_a_bad_status_and_with_no_indexer_running(
+        own_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no project file here: the namespace is the default one
+    code, out, err = choreo_ls([], capsys, monkeypatch)
+    path = index_path(own_home.resolve(), "choreo")
+    assert (code, out) == (1, "")
+    assert err == f"error: no workflow index here ({path}); `choreo up` runs one (or `choreo index run`)\n"
+    store = IndexStore(path)
+    store.fold_batch("choreo.events", _batch())
+    store._db.execute("UPDATE meta SET value = '0' WHERE key = 'updated_ms'")  # last written long ago
+    store.close()
+    code, out, err = choreo_ls([], capsys, monkeypatch)
+    assert code == 0
+    assert out.splitlines()[1].split()[:3] == ["wf-1", "report", "running"]
+    assert out.splitlines()[1].endswith("analyze")
+    assert err.startswith("warning: the indexer is not running (last update "), err
+    assert "the index may be behind the log" in err
+    code, out, err = choreo_ls(["--status", "bogus"], capsys, monkeypatch)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: --status 'bogus': expected one of: running, compensating, completed")
+    code, out, _ = choreo_ls(["--status", "running", "--json"], capsys, monkeypatch)
+    assert [orjson.loads(line)["workflow_id"] for line in out.splitlines()] == ["wf-1"]
