@@ -143,6 +143,11 @@ async def test_real_sagas_fold_to_their_outcomes_and_forged_records_change_nothi
         verifier = kit.trust(Identity.parse("publisher:testing")).verifier
         before, _ = _rows(_events(kit), verifier)
         assert before[happy.workflow_id].status == "completed"
+        # The graph came from the coordinator's WorkflowStarted: every step ran, with its times.
+        runs = before[happy.workflow_id].runs.values()
+        assert {r.step for r in runs if r.status == "completed"} == {"research", "analyze", "chart", "draft", "review"}
+        assert all(r.started_ms is not None and r.finished_ms is not None and r.started_ms <= r.finished_ms
+                   for r in runs)
         assert (before[failing.workflow_id].status, before[failing.workflow_id].failed_step) == ("compensated",
                                                                                                  "review")
         assert before[failing.workflow_id].workflow == "report"

@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS workflows (
     workflow_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
     started_ms INTEGER NOT NULL, last_event_ms INTEGER NOT NULL, last_kind TEXT NOT NULL,
     current_steps TEXT NOT NULL, failed_step TEXT, reason TEXT, events INTEGER NOT NULL, state TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS workflows_by_started ON workflows (started_ms);
-CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, started_ms);
-CREATE INDEX IF NOT EXISTS workflows_by_workflow ON workflows (workflow, started_ms);
+CREATE INDEX IF NOT EXISTS workflows_by_started ON workflows (started_ms, workflow_id);
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, started_ms, workflow_id);
+CREATE INDEX IF NOT EXISTS workflows_by_workflow ON workflows (workflow, started_ms, workflow_id);
 CREATE TABLE IF NOT EXISTS steps (
     workflow_id TEXT NOT NULL, workflow TEXT NOT NULL, step TEXT NOT NULL, compensation INTEGER NOT NULL,
     status TEXT NOT NULL, started_ms INTEGER, finished_ms INTEGER,
