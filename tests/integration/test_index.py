@@ -73,3 +73,16 @@ async def test_a_store_of_another_log_is_rebuilt_from_the_start(settings: Settin
         await indexer.stop()
     assert indexer.rebuilt
     assert [(r["workflow_id"], r["status"]) for r in list_workflows(path).rows] == [(goal.workflow_id, "completed")]
+    # As a store of a log that now holds more records than this one read: offsets within the end, but
+    # another record at each last offset read (an archive restored into a cluster with more in it).
+    store = IndexStore(path)
+    store._db.execute("UPDATE offsets SET next_offset = 1, last_record = '0/another log'")
+    store.close()
+    again = Indexer(settings, path)
+    await again.start()
+    try:
+        await eventually(lambda: _caught_up(again), 30, "the index rebuilt again to reach the log's end")
+    finally:
+        await again.stop()
+    assert again.rebuilt
+    assert [(r["workflow_id"], r["status"]) for r in list_workflows(path).rows] == [(goal.workflow_id, "completed")]

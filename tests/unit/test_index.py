@@ -270,6 +270,15 @@ async def test_the_indexer_resumes_from_its_file_and_rebuilds_for_another_log(tm
         statuses = {r["workflow_id"]: r["status"] for r in list_workflows(path).rows}
         assert statuses == {happy.workflow_id: "completed", failing.workflow_id: "compensated",
                             third.workflow_id: "completed"}
+        # Offsets within the log, but another record at the last one read: another log. Rebuilt.
+        store = IndexStore(path)
+        assert all(store.last_records(kit.settings.events_topic).values())
+        store._db.execute("UPDATE offsets SET last_record = '0/another'")
+        store.close()
+        other = await _index(kit, path, verifier)
+        await other.stop()
+        assert other.rebuilt
+        assert {r["workflow_id"]: r["status"] for r in list_workflows(path).rows} == statuses
         # Offsets beyond the log's end: another log (a fresh broker, a restored archive). Rebuilt.
         store = IndexStore(path)
         store.fold_batch(kit.settings.events_topic, [(0, 10_000_000, Skip.NOT_A_WORKFLOW)])

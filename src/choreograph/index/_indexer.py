@@ -4,9 +4,10 @@ It reads `<ns>.events` in its own group (`<ns>.index`), folds every believed rec
 workflow (see _summary) and writes the rows a batch changed with each partition's next offset in one
 SQLite transaction (see _store). On a new assignment it seeks each partition to the offset stored
 with the rows, not to the group's committed one: the group's commits are kept for `choreo ps`'s lag
-only. A stored offset beyond a partition's end means the log is not the one indexed (a fresh broker,
-or an archive restored into a new cluster at new offsets): the store is dropped and rebuilt from the
-log's start, logged at WARNING.
+only. A stored offset beyond a partition's end, or another record than the one read last at the
+offset before it (its timestamp and event id are stored), means the log is not the one indexed (a
+fresh broker, or an archive restored into a new cluster at new offsets): the store is dropped and
+rebuilt from the log's start, logged at WARNING.
 
 One indexer per namespace and CHOREO_HOME: a second member of the group would take some partitions
 and leave the first one's rows of them stale.
@@ -30,7 +31,7 @@ from ..transport._port import Consumer, TopicPartition, Transport
 from ..transport._registry import framework_store
 from ..transport._settings import Settings, run_dir
 from ._decode import indexed_event
-from ._store import Indexed, IndexStore, index_path
+from ._store import Indexed, IndexStore, index_path, record_mark
 
 log = logging.getLogger("choreograph.index")
 
@@ -112,8 +113,11 @@ class Indexer(ServiceBase):
     async def step(self, timeout_ms: int = 200) -> int:
         """Fetch one batch and fold it; returns how many believed events it folded."""
         indexed: list[Indexed] = []
+        marks: dict[int, str] = {}
         async with self._member.batch(timeout_ms=timeout_ms, max_records=self._max_records) as batch:
-            for _, progress, records in batch:
+            for tp, progress, records in batch:
+                if records:
+                    marks[tp.partition] = record_mark(records[-1].timestamp, records[-1].headers)
                 for r in records:
                     progress.seen(r.offset)
                     indexed.append((r.partition, r.offset, indexed_event(
@@ -121,7 +125,7 @@ class Indexer(ServiceBase):
                     if len(indexed) % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # let the group's heartbeats through
         store = self.store
-        folded = store.fold_batch(self.settings.events_topic, indexed) if indexed else 0
+        folded = store.fold_batch(self.settings.events_topic, indexed, marks) if indexed else 0
         self.folded += folded
         if not indexed and self._touch_due():
             store.touch()  # caught up and alive: `choreo ls` does not call it behind
@@ -140,14 +144,18 @@ class Indexer(ServiceBase):
     async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
             TopicPartition, tuple[int, PartitionProgress]]:
         store = self.store
-        stored = store.offsets(self.settings.events_topic)
+        topic = self.settings.events_topic
+        stored = store.offsets(topic)
         ends = await self._kafka.end_offsets(assigned)
         beyond = {tp.partition: (stored[tp.partition], end) for tp, end in ends.items()
                   if stored.get(tp.partition, 0) > end}
-        if beyond:
-            log.warning("index %s: stored offsets beyond the log's end (partition: (stored, end) %s): not the log "
-                        "indexed (a fresh broker or a restored archive); rebuilding the index from the start",
-                        self.path, dict(sorted(beyond.items())))
+        other = [] if beyond else await self._other_records(
+            [tp for tp in assigned if stored.get(tp.partition, 0) > 0], stored, store.last_records(topic))
+        if beyond or other:
+            what = (f"stored offsets beyond the log's end (partition: (stored, end) {dict(sorted(beyond.items()))})"
+                    if beyond else f"another record at the last offset read of partitions {sorted(other)}")
+            log.warning("index %s: %s: not the log indexed (a fresh broker or a restored archive); rebuilding the "
+                        "index from the start", self.path, what)
             store.reset()
             self.rebuilt = True
             stored = {}
@@ -159,3 +167,23 @@ class Indexer(ServiceBase):
                 position = await consumer.position(tp)
             states[tp] = (position, PartitionProgress(position, tp.partition))
         return states
+
+    async def _other_records(self, tps: list[TopicPartition], stored: dict[int, int],
+                             marks: dict[int, str | None]) -> list[int]:
+        """The partitions whose record before the stored offset is not the one read then (another log).
+
+        A partition whose mark is unknown, or whose record is gone (retention), is taken as the same log.
+        """
+        wanted = [tp for tp in tps if marks.get(tp.partition)]
+        if not wanted:
+            return []
+        other = []
+        async with self._kafka.reader(wanted) as reader:
+            for tp in wanted:
+                at = stored[tp.partition] - 1
+                reader.seek(tp, at)
+                batch = await reader.getmany(tp, timeout_ms=2000)
+                found = next((r for r in batch.get(tp, ()) if r.offset == at), None)
+                if found is not None and record_mark(found.timestamp, found.headers) != marks[tp.partition]:
+                    other.append(tp.partition)
+        return other

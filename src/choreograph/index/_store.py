@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (workflow_id, step, compensation));
 CREATE INDEX IF NOT EXISTS steps_by_step ON steps (workflow, step, finished_ms);
 CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition));
+    last_record TEXT, PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -44,6 +44,16 @@ _COLUMNS = ("workflow_id, workflow, status, started_ms, last_event_ms, last_kind
 
 Indexed = tuple[int, int, IndexedEvent | Skip]
 """One record of a batch: (partition, offset, the event or why it is skipped)."""
+
+
+def record_mark(timestamp: int, headers: Sequence[tuple[str, bytes]]) -> str:
+    """What tells a record from the one at the same offset of another log: its timestamp and event id.
+
+    A restore into a new cluster keeps both but moves records to other offsets, so the record at a
+    stored offset of the old log is another one in the new.
+    """
+    event_id = next((v for k, v in headers if k == "ce_id"), b"")
+    return f"{timestamp}/{event_id.decode(errors='replace')}"
 
 
 def index_path(home: Path, namespace: str) -> Path:
@@ -74,6 +84,10 @@ class IndexStore:
         """Each partition's next offset to read, as last committed."""
         return dict(self._db.execute("SELECT partition, next_offset FROM offsets WHERE topic = ?", (topic,)))
 
+    def last_records(self, topic: str) -> dict[int, str | None]:
+        """Each partition's last record read (see record_mark), to tell this log from another at set-up."""
+        return dict(self._db.execute("SELECT partition, last_record FROM offsets WHERE topic = ?", (topic,)))
+
     def meta(self) -> dict[str, str]:
         """The store's bookkeeping: `updated_ms` (last commit), `skipped_<reason>` counts, `rebuilt_ms`."""
         return dict(self._db.execute("SELECT key, value FROM meta"))
@@ -88,7 +102,7 @@ class IndexStore:
                 found[row[0]] = _summary_of(row)
         return found
 
-    def fold_batch(self, topic: str, batch: Sequence[Indexed]) -> int:
+    def fold_batch(self, topic: str, batch: Sequence[Indexed], marks: Mapping[int, str] | None = None) -> int:
         """Fold a batch of records into the rows, and store the offsets past it, in one transaction.
 
         A record below its partition's stored offset was folded before (a batch read again after a
@@ -97,6 +111,7 @@ class IndexStore:
         Args:
             topic: The topic the records were read from.
             batch: The records, in log order per partition.
+            marks: Each partition's last record of the batch (record_mark), stored with its offset.
 
         Returns:
             How many records were folded (believed events, not seen before).
@@ -124,8 +139,8 @@ class IndexStore:
             db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?)",
                            [(w, rows[w].workflow, r.step, int(r.compensation), r.status, r.started_ms, r.finished_ms)
                             for w in touched for r in rows[w].runs.values()])
-            db.executemany("INSERT OR REPLACE INTO offsets VALUES (?,?,?)",
-                           [(topic, p, n) for p, n in nexts.items()])
+            db.executemany("INSERT OR REPLACE INTO offsets VALUES (?,?,?,?)",
+                           [(topic, p, n, (marks or {}).get(p)) for p, n in nexts.items()])
             db.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                            "value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
                            [(f"skipped_{k}", str(v)) for k, v in skipped.items()])
