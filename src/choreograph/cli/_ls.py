@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from ..transport._settings import _env_namespace, check_env, run_dir
+from ..transport._settings import Settings, _env_namespace, check_env, run_dir
 from ._input import USAGE, err, fail, since_ms
 
 index_app = typer.Typer(no_args_is_help=True, help="The workflow index `choreo ls` reads.")
@@ -25,9 +25,8 @@ STALE_MS = 15_000
 @index_app.command("run")
 def index_run() -> None:
     """Run the workflow indexer in this process until SIGTERM (`choreo up` runs it as `index`)."""
-    from ..index._indexer import Indexer
+    from ..index._indexer import Indexer  # deferred: only this command runs a service
     from ..runtime._service import configure_logging, ready_file, serve
-    from ..transport._settings import Settings
     from ._agents import run
 
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
@@ -49,7 +48,7 @@ def ls(
     Read from the workflow index (`<CHOREO_HOME>/index/<namespace>.sqlite`) that the `index` service of
     `choreo up` (or `choreo index run`) keeps; no broker is asked.
     """
-    import sqlite3
+    import sqlite3  # deferred, as every command's own imports: `choreo --help` stays fast
 
     from ..index._query import list_workflows
     from ..index._store import index_path
@@ -80,7 +79,7 @@ def ls(
 
 def _held(path: Path, status: str) -> bool:
     """Whether any row of the index has this status (a status a newer outcome introduced)."""
-    import sqlite3
+    import sqlite3  # deferred: only for a --status not known here
 
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -91,7 +90,7 @@ def _held(path: Path, status: str) -> bool:
 
 def _indexer_alive(namespace: str, updated_ms: int | None) -> bool:
     """A running `index` service of this namespace (as `choreo ps` sees it), or a recent update of the file."""
-    from ..runtime._stackstate import read_state, same_process
+    from ..runtime._stackstate import read_state, same_process  # deferred: only when the file is stale
 
     if updated_ms is not None and time.time_ns() // 1_000_000 - updated_ms < STALE_MS:
         return True
