@@ -1,7 +1,7 @@
 """`make bench`: every scenario on one broker in one run; a table, bench/results/latest.json, and
 a last line holding the headline figures as one JSON object.
 
-Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history]
+Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history,index]
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import orjson
 
 from choreograph.transport import PROFILES, EmbeddedBroker, Settings
 
-from . import codec, history, relay, saga
+from . import codec, history, index, relay, saga
 from .report import headline, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ALL = ("codec", "relay", "saga", "scale", "history")
+ALL = ("codec", "relay", "saga", "scale", "history", "index")
 # Where a service would find another key, policy or CHOREO_VERIFY than the run's own (see _own_home).
 _KEY_SETTINGS = ("CHOREO_POLICY", "CHOREO_KEY", "CHOREO_KEY_FILE", "CHOREO_KEYS_DIR", "CHOREO_VERIFY",
                  "CHOREO_PUBLISHER", "CHOREO_OPERATOR")
@@ -90,13 +90,17 @@ def main() -> int:
         with _broker(workdir / "history") as broker:
             results["history"] = asdict(history.run(_settings(broker, "history"), workflows=int(5000 * scale)))
         _progress("history", results["history"])
+    if "index" in only:
+        with _broker(workdir / "index") as broker:
+            results["index"] = asdict(index.run(_settings(broker, "index"), workflows=int(5000 * scale)))
+        _progress("index", results["index"])
     shutil.rmtree(workdir, ignore_errors=True)  # logs are kept only when a scenario fails
     results["seconds"] = round(time.time() - started, 1)
     latest = RESULTS / "latest.json"
     if only != set(ALL) and latest.exists():
         # A partial run updates its scenarios in the last full run's results.
         merged = orjson.loads(latest.read_bytes())
-        for key in (k for k in ("codec", "relay", "saga", "history") if k in results):
+        for key in (k for k in ("codec", "relay", "saga", "history", "index") if k in results):
             if isinstance(merged.get(key), dict) and isinstance(results[key], dict):
                 merged[key].update(results[key])  # e.g. saga runs, keeping scale-out from before
             else:

@@ -77,6 +77,19 @@ def await_groups_caught_up(env: dict[str, str], timeout_s: float = 60) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def listed(env: dict[str, str], expected: dict[str, str], timeout_s: float = 60) -> None:
+    """Until `choreo ls --json` lists these workflows with these statuses (and maybe others)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = choreo("ls", "--json", "--limit", "1000", env=env)
+        assert shown.returncode == 0, shown.stderr
+        rows = {r["workflow_id"]: r["status"] for r in map(orjson.loads, shown.stdout.splitlines())}
+        if {w: rows.get(w) for w in expected} == expected:
+            return
+        assert time.monotonic() < deadline, f"choreo ls shows {rows}, not {expected}"
+        time.sleep(0.5)
+
+
 def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
     env = {**clean_env(tmp_path / "home"), "REPORT_STEP_DELAY_MS": "20"}
     archive_dir = tmp_path / "archive"
@@ -90,6 +103,8 @@ def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
         assert len(goals) == 6
         before = histories(env, goals)
         assert all(h[-1]["kind"] == "outcome" for h in before.values())
+        statuses = {w: str(h[-1]["data"]["status"]) for w, h in before.items()}  # type: ignore[index]
+        listed(env, statuses)
         # Running again resumes from its committed position: nothing new, nothing written twice.
         again = choreo("archive", "--to", str(archive_dir), "--until-idle", env=env)
         assert orjson.loads(again.stdout)["archived"] == 0
@@ -108,6 +123,10 @@ def test_archive_round_trip_across_down_and_up(tmp_path: Path) -> None:
             # restore's opening marker); ids, order, keys, headers, payloads and timestamps do not.
             assert without_offsets(after[workflow_id]) == without_offsets(before[workflow_id])
         assert histories(env, goals, "--from-archive", str(archive_dir)) == before
+        # The workflow index survived the broker: its file's offsets were beyond the fresh log's end, so
+        # the indexer rebuilt it from the start, restored records included.
+        listed(env, statuses)
+        assert "rebuilding the index from the start" in (tmp_path / "home" / "logs" / "index.log").read_text()
 
         # Running services took the restored events as history: once every group has read past the
         # restore, the log holds the announcements, the restored records and the markers, nothing else.

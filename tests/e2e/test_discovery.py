@@ -149,8 +149,8 @@ def test_up_with_agent_runs_only_that_agent_though_a_package_offers_another(
     env = on_path(cli_env, code.lib, code.site)
     anywhere = directory(tmp_path / "anywhere")  # no project file, an entry point installed
     try:
-        assert up(env, anywhere, "--agent", "pingpong.pong:agent") == ["coordinator", "pingpong.pong"]
-        assert running(env, anywhere) == ["coordinator", "pingpong.pong"]
+        assert up(env, anywhere, "--agent", "pingpong.pong:agent") == ["coordinator", "index", "pingpong.pong"]
+        assert running(env, anywhere) == ["coordinator", "index", "pingpong.pong"]
         completes("ping", {"name": "Ada"}, env, anywhere)
     finally:
         down(env, anywhere)
@@ -165,8 +165,8 @@ def test_a_project_file_is_the_whole_list_with_its_instances_and_replay_finds_th
     env = on_path(cli_env, code.site)  # the entry point's package is installed, yet not started here
     inside = directory(project / "docs")  # the project is found from a directory below it
     try:
-        assert up(env, inside) == ["coordinator", "pingpong.pong", "pingpong.pong-2"]
-        assert running(env, inside) == ["coordinator", "pingpong.pong", "pingpong.pong-2"]
+        assert up(env, inside) == ["coordinator", "index", "pingpong.pong", "pingpong.pong-2"]
+        assert running(env, inside) == ["coordinator", "index", "pingpong.pong", "pingpong.pong-2"]
         deadline = time.monotonic() + 30
         while (live := live_instances(env, inside, "pong")) != 2:
             assert time.monotonic() < deadline, f"choreo agents: {live} live instance(s) of ping.pong, not 2"
@@ -194,8 +194,8 @@ def test_up_where_there_is_no_project_runs_the_installed_entry_points(
     env = on_path(cli_env, code.site)
     empty = directory(tmp_path / "empty")
     try:
-        assert up(env, empty) == ["coordinator", "shipping"]  # the entry point's name is the service's
-        assert running(env, empty) == ["coordinator", "shipping"]
+        assert up(env, empty) == ["coordinator", "index", "shipping"]  # the entry point's name is the service's
+        assert running(env, empty) == ["coordinator", "index", "shipping"]
         completes("ship", {"item": "boat"}, env, empty)
     finally:
         down(env, empty)

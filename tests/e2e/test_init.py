@@ -25,7 +25,7 @@ def test_a_starter_project_runs_its_workflow_and_its_test(cli_env: dict[str, str
     up = choreo("up", env=cli_env, cwd=project)
     try:
         assert up.returncode == 0, up.stderr
-        assert up.stdout.split()[::3] == ["coordinator", "orders.greet", "orders.reply"], up.stdout
+        assert up.stdout.split()[::3] == ["coordinator", "index", "orders.greet", "orders.reply"], up.stdout
         done = choreo("publish", "orders", "--data", '{"name": "Ada"}', "--wait", "60", env=cli_env, cwd=project)
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout)["status"] == "completed"

@@ -160,7 +160,7 @@ def test_a_starter_project_runs_its_workflow_and_the_report_agents_and_replays(
     try:
         assert up.returncode == 0, up.stderr
         names = up.stdout.split()[::3]
-        assert names == ["coordinator", f"{WORKFLOW}.greet", f"{WORKFLOW}.reply", "report.research",
+        assert names == ["coordinator", "index", f"{WORKFLOW}.greet", f"{WORKFLOW}.reply", "report.research",
                          "report.analyze", "report.chart", "report.draft", "report.review"], up.stdout
 
         greeted = venv.choreo("publish", WORKFLOW, "--data", '{"name": "Ada"}', "--wait", "60", cwd=project, env=env)

@@ -140,7 +140,7 @@ def test_a_killed_agent_is_restarted_a_broken_one_is_a_crash_loop_and_down_stops
     finally:
         down = run(project, "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.split()[:2] == ["supervisor", "coordinator"]
+    assert down.stdout.split()[:3] == ["supervisor", "coordinator", "index"]
     assert [pid for pid in seen if alive(pid)] == []
     assert processes_in(project) == []
     assert not (tmp_path / "home" / "services.json").exists()
@@ -159,6 +159,7 @@ def test_down_stops_the_services_of_a_supervisor_that_was_sigkilled_and_the_brok
         coordinator = service(before, "coordinator")["pid"]
         assert before["broker_started"]
         assert service(before, "coordinator")["lag"] == 0
+        assert service(before, "index")["lag"] == 0
         os.kill(before["supervisor"]["pid"], signal.SIGKILL)
         until(lambda: not alive(before["supervisor"]["pid"]), 10, "the supervisor gone")
         orphaned = run(project, "ps", "--json", env=own)
@@ -177,7 +178,7 @@ def test_down_stops_the_services_of_a_supervisor_that_was_sigkilled_and_the_brok
     finally:
         down = run(project, "down", env=own)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.split() == ["coordinator", "broker"]
+    assert down.stdout.split() == ["coordinator", "index", "broker"]
     assert not alive(coordinator)
     assert processes_in(project) == []
     assert not (tmp_path / "home" / "broker.json").exists()

@@ -24,6 +24,7 @@ import pytest
 
 from choreograph import Settings
 from choreograph.runtime import (
+    LIBRARY_SERVICES,
     AgentRuntime,
     Coordinator,
     ServiceSpec,
@@ -80,7 +81,7 @@ Service = AgentRuntime | Coordinator
 def example_services(settings: Settings, *, coordinator: bool = True) -> list[Service]:
     """The example agents of services/ (and the coordinator), to run in this process with `serving`."""
     found: list[Service] = [AgentRuntime(load_agent(spec.argv[-1]), settings)
-                            for spec in discover(ROOT) if spec.name != "coordinator"]
+                            for spec in discover(ROOT) if spec.name not in LIBRARY_SERVICES]
     return [*found, Coordinator(settings)] if coordinator else found
 
 
@@ -146,8 +147,10 @@ class Stack:
             started[spec.name] = (process, ready, log)
         wait_ready(started, timeout_s)
 
-    def start_examples(self) -> None:
-        self.start(*discover(ROOT))
+    def start_examples(self, index: bool = False) -> None:
+        """The coordinator and the example agents (and the indexer if asked: most tests need no index,
+        and every process costs a 2-core machine)."""
+        self.start(*(spec for spec in discover(ROOT) if index or spec.name != "index"))
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         process = self.processes.pop(name)

@@ -223,14 +223,14 @@ async def test_a_record_that_fails_again_returns_with_its_redrive_count() -> Non
 @pytest.mark.parametrize(("text", "expected"), [("90s", 1_000_000 - 90_000), ("10m", 1_000_000 - 600_000),
                                                 ("1970-01-01T00:00:01Z", 1000)])
 def test_since_takes_a_duration_ago_or_an_iso_time(text: str, expected: int) -> None:
-    from choreograph.cli._dlq import since_ms
+    from choreograph.cli._input import since_ms
 
     assert since_ms(text, now_ms=1_000_000) == expected
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2026-01-01T00:00:00"])
 def test_since_refuses_what_is_not_a_time(text: str) -> None:
-    from choreograph.cli._dlq import since_ms
+    from choreograph.cli._input import since_ms
     from choreograph.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="--since"):

@@ -7,7 +7,7 @@ import base64
 import yaml
 from helpers import ROOT
 
-from choreograph.runtime import discover
+from choreograph.runtime import LIBRARY_SERVICES, discover
 
 
 def compose() -> dict[str, dict[str, object]]:
@@ -29,7 +29,7 @@ def test_compose_runs_every_service_that_choreo_up_runs_against_kafka() -> None:
     services = compose()
     commands = {" ".join(map(str, s["command"])): s for s in services.values() if "command" in s}  # type: ignore[call-overload]
     for spec in discover(ROOT):
-        target = spec.argv[-1] if spec.name != "coordinator" else "coordinator run"
+        target = spec.argv[-1] if spec.name not in LIBRARY_SERVICES else f"{spec.name} run"
         matching = [s for command, s in commands.items() if command.endswith(target)]
         assert matching, f"docker-compose.yml has no service running {spec.name}"
         service = matching[0]

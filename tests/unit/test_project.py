@@ -19,12 +19,14 @@ from choreograph.runtime._stackstate import write_state
 from choreograph.sandbox._run import agent_target
 
 COORDINATOR = [sys.executable, "-m", "choreograph", "coordinator", "run"]
+INDEX = [sys.executable, "-m", "choreograph", "index", "run"]
 
 
 def targets(root: Path, agents: tuple[str, ...] = ()) -> dict[str, str]:
+    """The agents a project runs; every project runs the coordinator and the workflow indexer first."""
     specs = discover(root, agents)
-    assert (specs[0].name, specs[0].argv) == ("coordinator", COORDINATOR)
-    return {spec.name: spec.argv[-1] for spec in specs[1:]}
+    assert [(s.name, s.argv) for s in specs[:2]] == [("coordinator", COORDINATOR), ("index", INDEX)]
+    return {spec.name: spec.argv[-1] for spec in specs[2:]}
 
 
 @pytest.fixture

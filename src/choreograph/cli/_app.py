@@ -34,6 +34,7 @@ from ._input import (
     workflow_id,
 )
 from ._keys import keys_app
+from ._ls import index_app, ls
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -50,6 +51,8 @@ app.add_typer(archive_app, name="archive")
 app.add_typer(agents_app, name="agents")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
+app.add_typer(index_app, name="index")
+app.command("ls")(ls)
 app.command("asyncapi")(asyncapi)
 app.command()(config)
 app.command()(cancel)
@@ -95,7 +98,7 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for readines
         print(orjson.dumps({"services": [{"name": n, "pid": pid} for n, pid in started.items()]}).decode())
     for name, pid in ({} if as_json else started).items():
         print(f"{name}\tpid {pid}")
-    if list(started) == ["coordinator"]:
+    if set(started) <= {"coordinator", "index"}:
         print("note: no agents found (--agent, choreo.toml, [tool.choreograph], entry points or services/); "
               "`choreo init` writes a starter project", file=sys.stderr)
 

@@ -3,44 +3,22 @@
 from __future__ import annotations
 
 import base64
-import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-from ..errors import ConfigurationError
 from ..events._redact import REDACTED
 from ..transport._keyring import service_verifier
 from ._agents import run
 from ._config import cli_settings
-from ._input import USAGE, duration_s, err, fail
+from ._input import USAGE, err, fail, since_ms
 
 if TYPE_CHECKING:
     from ..transport._deadletter import DeadLetter
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list them, show one, redrive them.")
 
-
-
-def since_ms(text: str, now_ms: int | None = None) -> int:
-    """The moment `--since` names: an ISO 8601 time with a zone, or a duration ago (`90s`, `10m`, `2h`, `1d`).
-
-    Raises:
-        ConfigurationError: Neither.
-    """
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    if (ago := duration_s(text)) is not None:
-        return now - round(ago * 1000)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigurationError(f"--since {text!r}: give an ISO 8601 time (2026-01-31T09:30:00Z) or a "
-                                 "duration ago (90s, 10m, 2h, 1d)") from exc
-    if moment.tzinfo is None:
-        raise ConfigurationError(f"--since {text!r}: give a time zone (e.g. a trailing Z for UTC)")
-    return round(moment.timestamp() * 1000)
 
 
 async def _letters(workflow: str | None = None, since: int | None = None) -> list[DeadLetter]:

@@ -15,7 +15,9 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -198,3 +200,22 @@ def duration(text: str, option: str) -> float:
     if not (math.isfinite(seconds_) and seconds_ > 0):
         raise fail(f"{option} {text!r}: expected a duration > 0", USAGE)
     return seconds_
+
+
+def since_ms(text: str, now_ms: int | None = None) -> int:
+    """The moment `--since` names: an ISO 8601 time with a zone, or a duration ago (`90s`, `10m`, `2h`, `1d`).
+
+    Raises:
+        ConfigurationError: Neither.
+    """
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    if (ago := duration_s(text)) is not None:
+        return now - round(ago * 1000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigurationError(f"--since {text!r}: give an ISO 8601 time (2026-01-31T09:30:00Z) or a "
+                                 "duration ago (90s, 10m, 2h, 1d)") from exc
+    if moment.tzinfo is None:
+        raise ConfigurationError(f"--since {text!r}: give a time zone (e.g. a trailing Z for UTC)")
+    return round(moment.timestamp() * 1000)

@@ -57,9 +57,11 @@ async def _lags(state: dict[str, Any]) -> dict[str, int | None]:
     from ..transport._lag import service_lags  # deferred: loads aiokafka
 
     services = state["services"]
+    library = ("coordinator", "index")
     return await service_lags(_settings(state["settings"]),
-                              {s["name"]: s.get("agent") for s in services if s["name"] != "coordinator"},
-                              coordinators=[s["name"] for s in services if s["name"] == "coordinator"])
+                              {s["name"]: s.get("agent") for s in services if s["name"] not in library},
+                              coordinators=[s["name"] for s in services if s["name"] == "coordinator"],
+                              indexes=[s["name"] for s in services if s["name"] == "index"])
 
 
 def _duration(seconds: float | None) -> str:

@@ -10,11 +10,21 @@ from ._breaker import Breaker
 from ._client import Client, Progress, PublishedGoal
 from ._coordinator import Coordinator
 from ._guards import forbid, max_bytes
-from ._processes import ServiceSpec, coordinator_spec, discover, project_root, spawn, wait_ready
+from ._processes import (
+    LIBRARY_SERVICES,
+    ServiceSpec,
+    coordinator_spec,
+    discover,
+    index_spec,
+    project_root,
+    spawn,
+    wait_ready,
+)
 from ._ratelimit import RateLimit
 from ._service import run_agent, run_coordinator, serve
 
 __all__ = [
+    "LIBRARY_SERVICES",
     "Agent",
     "AgentRuntime",
     "Breaker",
@@ -28,6 +38,7 @@ __all__ = [
     "coordinator_spec",
     "discover",
     "forbid",
+    "index_spec",
     "load_agent",
     "max_bytes",
     "project_root",

@@ -1,7 +1,7 @@
 """Service processes: discovered, spawned with a ready file, awaited until ready.
 
-One process per service: the library's coordinator, and each instance of each agent the project
-runs (see _project: `--agent`, a project file, entry points, or services/).
+One process per service: the library's coordinator and workflow indexer, and each instance of each
+agent the project runs (see _project: `--agent`, a project file, entry points, or services/).
 """
 
 from __future__ import annotations
@@ -31,20 +31,29 @@ def coordinator_spec() -> ServiceSpec:
     return ServiceSpec("coordinator", [sys.executable, "-m", "choreograph", "coordinator", "run"])
 
 
+def index_spec() -> ServiceSpec:
+    """The workflow indexer's process (`choreo ls` reads its file): part of the library, like the coordinator."""
+    return ServiceSpec("index", [sys.executable, "-m", "choreograph", "index", "run"])
+
+
+LIBRARY_SERVICES = ("coordinator", "index")
+"""The names of the services every project runs, whatever its agents: not agents."""
+
+
 def project_root() -> Path:
     """The project's directory: the nearest with a project file or services/, else the current one."""
     return find_project().root
 
 
 def discover(root: Path, agents: Iterable[str] = ()) -> list[ServiceSpec]:
-    """The services of a project: the library's coordinator, then each agent's instances.
+    """The services of a project: the library's coordinator and indexer, then each agent's instances.
 
     Args:
         root: The project's directory (see project_root).
         agents: MODULE:ATTR of the agents to run instead of those the project names (`--agent`).
 
     Returns:
-        The coordinator's spec, then one per agent instance (`name`, then `name-2`, `name-3`, ...).
+        The coordinator's and the indexer's specs, then one per agent instance (`name`, then `name-2`, `name-3`, ...).
 
     Raises:
         ConfigurationError: An agent is not MODULE:ATTR, or the project file is bad.
@@ -52,7 +61,7 @@ def discover(root: Path, agents: Iterable[str] = ()) -> list[ServiceSpec]:
     for target in agents:
         if ":" not in target:
             raise ConfigurationError(f"agent {target!r}: expected MODULE:ATTR")
-    specs = [coordinator_spec()]
+    specs = [coordinator_spec(), index_spec()]
     for entry in agents_of(find_project(root), agents):
         for n in range(1, entry.instances + 1):
             specs.append(ServiceSpec(entry.name if n == 1 else f"{entry.name}-{n}",

@@ -283,6 +283,11 @@ class Settings:
         """The archiver's consumer group: `<namespace>.archive`."""
         return f"{self.namespace}.archive"
 
+    @property
+    def index_group(self) -> str:
+        """The workflow indexer's consumer group: `<namespace>.index`."""
+        return f"{self.namespace}.index"
+
     def agent_group(self, workflow: str, step: str) -> str:
         """The consumer group of the agents of `step` of `workflow`: `<namespace>.agent.<workflow>.<step>`."""
         return f"{self.namespace}.agent.{workflow}.{step}"

@@ -1,0 +1,27 @@
+"""The workflow index: one row per workflow (status, times, current or failed step), kept by a service.
+
+`Indexer` (`choreo index run`, started by `choreo up`) folds the events topic into a SQLite file at
+`<CHOREO_HOME>/index/<namespace>.sqlite`; `list_workflows` reads it (`choreo ls`) without a broker.
+"""
+
+from ._decode import Skip, indexed_event
+from ._indexer import Indexer
+from ._query import Listing, list_workflows
+from ._store import IndexStore, index_path
+from ._summary import COMPENSATING, RUNNING, IndexedEvent, StepRun, Summary, fold
+
+__all__ = [
+    "COMPENSATING",
+    "RUNNING",
+    "IndexStore",
+    "IndexedEvent",
+    "Indexer",
+    "Listing",
+    "Skip",
+    "StepRun",
+    "Summary",
+    "fold",
+    "index_path",
+    "indexed_event",
+    "list_workflows",
+]
