@@ -1,0 +1,166 @@
+"""Metrics of real service processes, scraped as Prometheus scrapes them (issue 14, item 4).
+
+Two agents and the coordinator, each its own process with CHOREO_METRICS_PORT set to a free port, run a
+saga that completes and one whose second step fails (so the first is compensated). Each endpoint then
+shows what its service did: the steps' run durations (messaging.process.duration, with error.type on the
+failure), records consumed and sent, consumer lag per partition, handler concurrency, and the
+coordinator's workflows started and finished by status, compensations requested and finished.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import Stack, agent_spec, coordinator_spec, eventually
+from prometheus_client.parser import text_string_to_metric_families
+
+from choreograph import Client, OutcomeStatus
+
+METERED_AGENTS = '''
+from choreograph import Agent, CompensationRequested, Event, NonRetryable, StepContext
+
+_FIELDS = [{"name": "n", "type": "long"}]
+
+
+class Order(Event, schema={"type": "record", "name": "Order", "namespace": "metered", "fields": _FIELDS}):
+    n: int
+
+
+class Booked(Event, schema={"type": "record", "name": "Booked", "namespace": "metered", "fields": _FIELDS}):
+    n: int
+
+
+class Paid(Event, schema={"type": "record", "name": "Paid", "namespace": "metered", "fields": _FIELDS}):
+    n: int
+
+
+class PaymentRefused(Exception):
+    pass
+
+
+book = Agent(workflow="metered", step="book")
+pay = Agent(workflow="metered", step="pay")
+
+
+@book.handler
+async def do_book(ctx: StepContext, order: Order) -> Booked:
+    return Booked(n=order.n)
+
+
+@book.compensation
+async def unbook(ctx: StepContext, request: CompensationRequested) -> None:
+    ctx.log.info("unbooking %s", ctx.workflow_id)
+
+
+@pay.handler
+async def do_pay(ctx: StepContext, booked: Booked) -> Paid:
+    if booked.n % 2:
+        raise NonRetryable("card refused") from PaymentRefused("odd")
+    return Paid(n=booked.n)
+'''
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> list[Sample]:
+    """Every sample the endpoint shows now (none if it does not answer yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return []
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(value for sample, shown, value in samples
+               if sample == name and all(shown.get(k) == v for k, v in labels.items()))
+
+
+async def scraped_until(port: int, done: Callable[[list[Sample]], bool], what: str) -> list[Sample]:
+    async def check() -> list[Sample] | None:
+        samples = scrape(port)
+        return samples if samples and done(samples) else None
+
+    found: list[Sample] = await eventually(check, 30, what)
+    return found
+
+
+async def test_each_service_serves_its_metrics_to_prometheus(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "metered_agents.py").write_text(METERED_AGENTS)
+    ports = {"coordinator": free_port(), "book": free_port(), "pay": free_port()}
+    for name, spec in [("coordinator", coordinator_spec()), ("book", agent_spec("book", "metered_agents:book")),
+                       ("pay", agent_spec("pay", "metered_agents:pay"))]:
+        stack.extra_env["CHOREO_METRICS_PORT"] = str(ports[name])
+        stack.start(spec, pythonpath=tmp_path)
+    async with Client(stack.settings) as client:
+        good = await client.publish("metered", {"n": 2})
+        bad = await client.publish("metered", {"n": 1})
+        outcomes = [await client.wait(goal, 60) for goal in (good, bad)]
+    assert [o.status if o else None for o in outcomes] == [OutcomeStatus.COMPLETED, OutcomeStatus.COMPENSATED]
+
+    topic = stack.settings.events_topic
+    step = {"choreograph_workflow": "metered", "messaging_system": "kafka", "messaging_destination_name": topic}
+    book = await scraped_until(ports["book"], lambda s: total(
+        s, "messaging_process_duration_seconds_count", messaging_operation_name="compensate") >= 1,
+        "book's compensation in its metrics")
+    runs = {"choreograph_step": "book", "messaging_consumer_group_name": f"{stack.settings.namespace}.agent.metered.book",
+            **step}
+    assert total(book, "messaging_process_duration_seconds_count", messaging_operation_name="process", **runs) == 2
+    assert total(book, "messaging_process_duration_seconds_bucket", le="+Inf", **runs) == 3
+    assert total(book, "messaging_process_duration_seconds_sum", **runs) > 0
+    assert total(book, "messaging_client_consumed_messages_total", **step) >= 2  # the goals at least
+    assert total(book, "messaging_client_sent_messages_total", messaging_destination_name=topic) >= 3
+    lag = [labels for name, labels, _ in book if name == "messaging_kafka_consumer_lag"]
+    assert lag, "a lag per partition the agent owns"
+    assert {labels["messaging_destination_partition_id"] for labels in lag} <= {
+        str(p) for p in range(stack.settings.partitions)}
+    assert total(book, "choreograph_handler_concurrency", choreograph_handler_state="limit") == 64
+    assert total(book, "choreograph_handler_concurrency", choreograph_handler_state="active") == 0
+    assert total(book, "target_info", service_name="choreo-metered.book") == 1
+
+    pay = await scraped_until(ports["pay"], lambda s: total(s, "messaging_process_duration_seconds_count") >= 2,
+                              "pay's runs in its metrics")
+    assert total(pay, "messaging_process_duration_seconds_count", choreograph_step="pay",
+                 error_type="PaymentRefused") == 1, "the failure's error.type is its cause's, as StepFailed says"
+    assert total(pay, "messaging_process_duration_seconds_count", choreograph_step="pay") == 2
+
+    coordinator = await scraped_until(ports["coordinator"], lambda s: total(
+        s, "choreograph_workflows_finished_total") >= 2, "the coordinator's outcomes in its metrics")
+    workflow = {"choreograph_workflow": "metered"}
+    assert total(coordinator, "choreograph_workflows_started_total", **workflow) == 2
+    assert total(coordinator, "choreograph_workflows_finished_total", choreograph_status="completed", **workflow) == 1
+    assert total(coordinator, "choreograph_workflows_finished_total", choreograph_status="compensated",
+                 **workflow) == 1
+    assert total(coordinator, "choreograph_compensations_requested_total", choreograph_step="book", **workflow) == 1
+    assert total(coordinator, "choreograph_compensations_finished_total", choreograph_step="book",
+                 choreograph_status="completed", **workflow) == 1
+    assert total(coordinator, "messaging_client_consumed_messages_total",
+                 messaging_consumer_group_name=stack.settings.coordinator_group) >= 8
+    assert [labels for name, labels, _ in coordinator if name == "messaging_kafka_consumer_lag"]
+
+
+def test_a_service_without_a_metrics_port_loads_no_sdk_and_listens_nowhere(tmp_path: Path) -> None:
+    # What `choreo agent run` does before its service starts, in a fresh interpreter: metrics off.
+    code = ("import sys; from choreograph.runtime import _service; from choreograph.telemetry import serve_metrics; "
+            "print(serve_metrics('x'), sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'prometheus'))))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHOREO_", "OTEL_"))}
+    env["CHOREO_HOME"] = str(tmp_path)
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "None []"
