@@ -200,6 +200,8 @@ class AgentRuntime(ServiceBase):
             await self._member.leave()
             await self._producer.stop()
             await self._decoding.stop()
+            if self._metrics is not None:
+                self._metrics.close()
 
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""

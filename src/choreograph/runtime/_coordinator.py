@@ -158,6 +158,8 @@ class Coordinator(ServiceBase):
             await self._liveness.stop()
             await self._registry.stop()
             await self._producer.stop()
+            if self._metrics is not None:
+                self._metrics.close()
 
     async def run(self) -> None:
         """Fold every event and publish decisions until stop() is requested."""

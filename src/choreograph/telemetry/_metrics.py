@@ -41,6 +41,12 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 SAMPLE_TIMEOUT_S = 1.0
 
 _meter: Meter | None = None
+# Observable instruments, one per meter and name, each reading every source a service of this process
+# gave it: the SDK keeps the callbacks of an instrument's first creation only, and several services
+# (the test kit, a program running agents in one process) share the process's meter.
+Source = Callable[[], list["Observation"]]
+_sources: dict[str, list[Source]] = {}
+_observed: set[tuple[int, str]] = set()
 
 
 def enable_metrics(provider: MeterProvider | None = None) -> None:
@@ -49,8 +55,7 @@ def enable_metrics(provider: MeterProvider | None = None) -> None:
     Args:
         provider: Where the instruments come from; the global MeterProvider when None.
     """
-    # deferred: opentelemetry-api is imported only by a process whose metrics are on.
-    from opentelemetry import metrics
+    from opentelemetry import metrics  # deferred: the API is loaded only by a process whose metrics are on
 
     global _meter
     _meter = (provider or metrics.get_meter_provider()).get_meter(SCOPE)
@@ -95,6 +100,7 @@ class ServiceMetrics:
         self._dead = meter.create_counter(
             "choreograph.dead_letters", unit="{message}",
             description="Records the service could not read and wrote to the dead-letter topic, by reason.")
+        self._watching: list[tuple[str, Source]] = []
         self._by_partition: dict[int, Attributes] = {}
         self._by_topic: dict[tuple[str, str | None], Attributes] = {}
         self._by_reason: dict[str, Attributes] = {}
@@ -136,20 +142,40 @@ class ServiceMetrics:
             lags: Read on the service's event loop (it reads the consumer's state).
             loop: That loop; a scrape from another thread waits up to SAMPLE_TIMEOUT_S for it.
         """
-        # deferred: opentelemetry-api is imported only by a process whose metrics are on.
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # deferred: loaded only once metrics are on
 
         base = self.base
 
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        def observe() -> list[Observation]:
             sample = on_loop(loop, lags, dict[TopicPartition, int]())
             return [Observation(lag, {**base, "messaging.destination.partition.id": str(tp.partition)})
                     for tp, lag in sorted(sample.items())]
 
-        self.meter.create_observable_gauge(
-            "messaging.kafka.consumer.lag", callbacks=[observe], unit="{message}",
-            description="Records of each owned partition not handled yet: the log end the last fetch saw "
-                        "minus the next offset to handle.")
+        self._observe("messaging.kafka.consumer.lag", observe, unit="{message}", description=(
+            "Records of each owned partition not handled yet: the log end the last fetch saw minus the next "
+            "offset to handle."))
+
+    def _observe(self, name: str, source: Source, *, unit: str, description: str, gauge: bool = True) -> None:
+        """Feed `source` to the process's observable instrument `name` (made on first use) until close()."""
+        sources = _sources.setdefault(name, [])
+        sources.append(source)
+        self._watching.append((name, source))
+        if (id(self.meter), name) in _observed:
+            return
+        _observed.add((id(self.meter), name))
+
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [observation for source in list(sources) for observation in source()]
+
+        create = self.meter.create_observable_gauge if gauge else self.meter.create_observable_up_down_counter
+        create(name, callbacks=[observe], unit=unit, description=description)
+
+    def close(self) -> None:
+        """Stop feeding the observable instruments (the service stopped)."""
+        for name, source in self._watching:
+            if source in (sources := _sources.get(name, [])):
+                sources.remove(source)
+        self._watching.clear()
 
 
 class AgentMetrics(ServiceMetrics):
@@ -188,19 +214,17 @@ class AgentMetrics(ServiceMetrics):
             runs: The runs in progress (its length is read from the scraping thread: one atomic read).
             limit: How many may run at once (max_concurrency).
         """
-        # deferred: opentelemetry-api is imported only by a process whose metrics are on.
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # deferred: loaded only once metrics are on
 
         base = self.base
         limit_attributes = {**base, "choreograph.handler.state": "limit"}
         active_attributes = {**base, "choreograph.handler.state": "active"}
 
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        def observe() -> list[Observation]:
             return [Observation(len(runs), active_attributes), Observation(limit, limit_attributes)]
 
-        self.meter.create_observable_up_down_counter(
-            "choreograph.handler.concurrency", callbacks=[observe], unit="{run}",
-            description="Handler runs in progress (state=active) and how many may run at once (state=limit).")
+        self._observe("choreograph.handler.concurrency", observe, unit="{run}", gauge=False, description=(
+            "Handler runs in progress (state=active) and how many may run at once (state=limit)."))
 
 
 class CoordinatorMetrics(ServiceMetrics):

@@ -70,12 +70,12 @@ def serve_metrics(service: str) -> MetricsServer | None:
         return None
     host, port = address
     try:
-        # deferred: the SDK and the exporter load only in a process whose metrics are on (CLI start-up).
-        from opentelemetry import metrics
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.resources import Resource
-        from prometheus_client import start_http_server
+        # The SDK and the exporter load only in a process whose metrics are on (the CLI's start-up cost).
+        from opentelemetry import metrics  # deferred
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # deferred
+        from opentelemetry.sdk.metrics import MeterProvider  # deferred
+        from opentelemetry.sdk.resources import Resource  # deferred
+        from prometheus_client import start_http_server  # deferred
     except ImportError as exc:
         raise ConfigurationError(f"CHOREO_METRICS_PORT={port}: metrics need the OpenTelemetry SDK and its "
                                  f"Prometheus exporter ({exc.name} is missing): {INSTALL}") from None
