@@ -72,6 +72,12 @@ def service_meter() -> Meter | None:
     return _meter
 
 
+def _observation(value: int, attributes: Attributes) -> Observation:
+    from opentelemetry.metrics import Observation  # deferred: loaded only once metrics are on
+
+    return Observation(value, attributes)
+
+
 def error_type(exc: BaseException) -> str:
     """The `error.type` of an exception: its class name (a NonRetryable's cause's, as StepFailed says)."""
     cause = exc.__cause__ if isinstance(exc, NonRetryable) else None
@@ -91,12 +97,6 @@ class ServiceMetrics:
         self.meter = meter
         self.base: Attributes = {"messaging.system": "kafka", "messaging.destination.name": topic,
                                  "messaging.consumer.group.name": group}
-        self._consumed = meter.create_counter(
-            "messaging.client.consumed.messages", unit="{message}",
-            description="Records the service fetched from the topic it consumes, by partition.")
-        self._sent = meter.create_counter(
-            "messaging.client.sent.messages", unit="{message}",
-            description="Records the service handed to its producer, by topic (error.type when refused).")
         self._dead = meter.create_counter(
             "choreograph.dead_letters", unit="{message}",
             description="Records the service could not read and wrote to the dead-letter topic, by reason.")
@@ -104,25 +104,48 @@ class ServiceMetrics:
         self._by_partition: dict[int, Attributes] = {}
         self._by_topic: dict[tuple[str, str | None], Attributes] = {}
         self._by_reason: dict[str, Attributes] = {}
+        # Records consumed and sent are counted in plain dicts and read when metrics are collected
+        # (observable counters): they are counted per record, and an SDK counter's add() costs about a
+        # hundred dict increments (measured 20 us against 0.19 us, 2-core VM under load).
+        self._consumed: dict[int, int] = {}
+        self._sent: dict[tuple[str, str | None], int] = {}
+        self._observe("messaging.client.consumed.messages", self._consumed_now, unit="{message}", counter=True,
+                      description="Records the service fetched from the topic it consumes, by partition.")
+        self._observe("messaging.client.sent.messages", self._sent_now, unit="{message}", counter=True,
+                      description="Records the service handed to its producer, by topic (error.type when refused).")
 
     def consumed(self, partition: int, count: int) -> None:
         """`count` records of `partition` were fetched (called once per partition per batch)."""
-        attributes = self._by_partition.get(partition)
-        if attributes is None:
-            attributes = self._by_partition[partition] = {
-                **self.base, "messaging.operation.name": "poll", "messaging.destination.partition.id": str(partition)}
-        self._consumed.add(count, attributes)
+        consumed = self._consumed
+        consumed[partition] = consumed.get(partition, 0) + count
 
     def sent(self, topic: str, error: str | None = None) -> None:
         """One record was handed to the producer for `topic` (or refused with `error`)."""
-        attributes = self._by_topic.get((topic, error))
-        if attributes is None:
-            attributes = {"messaging.system": "kafka", "messaging.destination.name": topic,
-                          "messaging.operation.name": "send"}
-            if error is not None:
-                attributes["error.type"] = error
-            self._by_topic[topic, error] = attributes
-        self._sent.add(1, attributes)
+        sent, key = self._sent, (topic, error)
+        sent[key] = sent.get(key, 0) + 1
+
+    def _consumed_now(self) -> list[Observation]:
+        observations = []
+        for partition, count in dict(self._consumed).items():  # a copy: the service's thread adds keys
+            attributes = self._by_partition.get(partition)
+            if attributes is None:
+                attributes = self._by_partition[partition] = {
+                    **self.base, "messaging.operation.name": "poll",
+                    "messaging.destination.partition.id": str(partition)}
+            observations.append(_observation(count, attributes))
+        return observations
+
+    def _sent_now(self) -> list[Observation]:
+        observations = []
+        for (topic, error), count in dict(self._sent).items():
+            attributes = self._by_topic.get((topic, error))
+            if attributes is None:
+                attributes = {**self.base, "messaging.destination.name": topic, "messaging.operation.name": "send"}
+                if error is not None:
+                    attributes["error.type"] = error
+                self._by_topic[topic, error] = attributes
+            observations.append(_observation(count, attributes))
+        return observations
 
     def dead_letter(self, reason: str) -> None:
         """One record was dead-lettered; `reason` is its class (unreadable, untrusted, contract, refused)."""
@@ -155,7 +178,8 @@ class ServiceMetrics:
             "Records of each owned partition not handled yet: the log end the last fetch saw minus the next "
             "offset to handle."))
 
-    def _observe(self, name: str, source: Source, *, unit: str, description: str, gauge: bool = True) -> None:
+    def _observe(self, name: str, source: Source, *, unit: str, description: str, gauge: bool = True,
+                 counter: bool = False) -> None:
         """Feed `source` to the process's observable instrument `name` (made on first use) until close()."""
         sources = _sources.setdefault(name, [])
         sources.append(source)
@@ -167,7 +191,9 @@ class ServiceMetrics:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             return [observation for source in list(sources) for observation in source()]
 
-        create = self.meter.create_observable_gauge if gauge else self.meter.create_observable_up_down_counter
+        meter = self.meter
+        create = (meter.create_observable_counter if counter else meter.create_observable_gauge if gauge
+                  else meter.create_observable_up_down_counter)
         create(name, callbacks=[observe], unit=unit, description=description)
 
     def close(self) -> None:
