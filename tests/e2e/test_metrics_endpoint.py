@@ -13,9 +13,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from helpers import Stack, agent_spec, coordinator_spec, eventually
@@ -165,3 +168,55 @@ def test_a_service_without_a_metrics_port_loads_no_sdk(tmp_path: Path) -> None:
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "None []"
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """A tiny OTLP/HTTP receiver: keeps each request's path and body (protobuf, whose strings are plain bytes)."""
+
+    received: list[tuple[str, bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    received: list[tuple[str, bytes]] = []
+    handler = type("Collector", (_Collector,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_otel_metrics_exporter_otlp_pushes_the_same_metrics_to_a_collector(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "metered_agents.py").write_text(METERED_AGENTS)
+    with collector() as (endpoint, received):
+        stack.start(coordinator_spec(), agent_spec("pay", "metered_agents:pay"), pythonpath=tmp_path)
+        stack.extra_env.update({"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                                "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+        stack.start(agent_spec("book", "metered_agents:book"), pythonpath=tmp_path)
+        async with Client(stack.settings) as client:
+            goal = await client.publish("metered", {"n": 2})
+            outcome = await client.wait(goal, 60)
+        assert outcome is not None
+        assert outcome.status is OutcomeStatus.COMPLETED
+
+        async def pushed() -> bool:
+            return any(path == "/v1/metrics" and b"messaging.process.duration" in body
+                       and b"choreo-metered.book" in body for path, body in list(received))
+
+        await eventually(pushed, 30, "the book agent's run pushed over OTLP")

@@ -77,9 +77,8 @@ def test_a_metrics_port_without_the_sdk_is_one_line_naming_the_extra(monkeypatch
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.prometheus", None)
     with pytest.raises(ConfigurationError) as raised:
         serve_metrics("choreo-test")
-    assert str(raised.value) == ("CHOREO_METRICS_PORT=9464: metrics need the OpenTelemetry SDK and its Prometheus "
-                                 "exporter (opentelemetry.exporter.prometheus is missing): "
-                                 "pip install 'choreograph[otel]'")
+    assert str(raised.value) == ("CHOREO_METRICS_PORT=9464: metrics need the OpenTelemetry SDK and its exporters "
+                                 "(opentelemetry.exporter.prometheus is missing): pip install 'choreograph[otel]'")
     assert service_meter() is None
 
 

@@ -1,11 +1,14 @@
-"""A service process's metrics endpoint: the OpenTelemetry SDK with its Prometheus exporter.
+"""A service process's metrics export: the OpenTelemetry SDK with its Prometheus endpoint, or OTLP.
 
-`serve_metrics` runs once in a service process (`choreo agent run`, `choreo coordinator run`) before the
-service is made. CHOREO_METRICS_PORT unset or 0: it does nothing and imports nothing. Set: it loads the
-SDK and the exporter (the `otel` extra: `pip install 'choreograph[otel]'`), serves
+`serve_metrics` runs once in a service process (`choreo agent run`, `choreo coordinator run`,
+`choreo index run`) before the service is made. With neither CHOREO_METRICS_PORT nor
+OTEL_METRICS_EXPORTER=otlp it does nothing and imports nothing. Otherwise it loads the SDK (the `otel`
+extra: `pip install 'choreograph[otel]'`) and, for CHOREO_METRICS_PORT, serves
 `http://CHOREO_METRICS_HOST:CHOREO_METRICS_PORT/metrics` from a daemon thread (prometheus_client's
-server), makes its MeterProvider the global one (a handler's own `opentelemetry.metrics.get_meter()`
-instruments are served too) and enables the services' instruments (see _metrics).
+server); for OTEL_METRICS_EXPORTER=otlp it pushes to the OTLP/HTTP endpoint the standard OTEL_EXPORTER_OTLP_*
+variables name, every OTEL_METRIC_EXPORT_INTERVAL (SDK default 60 s). Its MeterProvider becomes the global
+one (a handler's own `opentelemetry.metrics.get_meter()` instruments are exported too) and the
+services' instruments are enabled (see _metrics).
 """
 
 from __future__ import annotations
@@ -20,75 +23,103 @@ from ._metrics import disable_metrics, enable_metrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
 
 INSTALL = "pip install 'choreograph[otel]'"
 
 
+def otlp_metrics() -> bool:
+    """Whether OTEL_METRICS_EXPORTER (a comma-separated list, as the SDK reads it) names `otlp`."""
+    exporters = os.environ.get("OTEL_METRICS_EXPORTER") or ""
+    return "otlp" in {name.strip().lower() for name in exporters.split(",")}
+
+
 @dataclass
 class MetricsServer:
-    """A running metrics endpoint.
+    """A process's running metrics export.
 
     Attributes:
-        host: The address it listens on.
-        port: Its port.
         provider: The SDK's MeterProvider behind it.
+        host: The address its Prometheus endpoint listens on ("" without one).
+        port: The endpoint's port (0 without one).
     """
 
-    host: str
-    port: int
     provider: MeterProvider
-    _server: Any
+    host: str = ""
+    port: int = 0
+    _server: Any = None
 
     @property
-    def url(self) -> str:
-        """Where Prometheus scrapes it."""
-        return f"http://{self.host}:{self.port}/metrics"
+    def url(self) -> str | None:
+        """Where Prometheus scrapes it; None without an endpoint (OTLP only)."""
+        return f"http://{self.host}:{self.port}/metrics" if self.port else None
 
     def close(self) -> None:
-        """Stop serving and shut the provider down (services made afterwards count nothing)."""
+        """Stop serving, push what OTLP still owes, shut the provider down (later services count nothing)."""
         disable_metrics()
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
         self.provider.shutdown()
 
 
 def serve_metrics(service: str) -> MetricsServer | None:
-    """Serve this process's metrics if CHOREO_METRICS_PORT says so.
+    """Export this process's metrics if CHOREO_METRICS_PORT or OTEL_METRICS_EXPORTER=otlp says so.
 
     Args:
         service: The service's name (`service.name` of its metrics, unless OTEL_SERVICE_NAME says otherwise).
 
     Returns:
-        The endpoint, or None when metrics are off.
+        The export, or None when metrics are off.
 
     Raises:
-        ConfigurationError: A CHOREO_METRICS_* value is bad, the SDK or the exporter is not installed,
+        ConfigurationError: A CHOREO_METRICS_* value is bad, the SDK or an exporter is not installed,
             or the address cannot be listened on (in use, not this host's).
     """
-    address = metrics_address()
-    if address is None:
+    address, otlp = metrics_address(), otlp_metrics()
+    if address is None and not otlp:
         return None
-    host, port = address
+    what = f"CHOREO_METRICS_PORT={address[1]}" if address is not None else "OTEL_METRICS_EXPORTER=otlp"
+    readers: list[MetricReader] = []
     try:
-        # The SDK and the exporter load only in a process whose metrics are on (the CLI's start-up cost).
+        # The SDK and the exporters load only in a process whose metrics are on (the CLI's start-up cost).
         from opentelemetry import metrics  # deferred
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # deferred
         from opentelemetry.sdk.metrics import MeterProvider  # deferred
         from opentelemetry.sdk.resources import Resource  # deferred
-        from prometheus_client import start_http_server  # deferred
+
+        if address is not None:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader  # deferred
+
+            readers.append(PrometheusMetricReader())
+        if otlp:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # deferred
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # deferred
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     except ImportError as exc:
-        raise ConfigurationError(f"CHOREO_METRICS_PORT={port}: metrics need the OpenTelemetry SDK and its "
-                                 f"Prometheus exporter ({exc.name} is missing): {INSTALL}") from None
+        raise ConfigurationError(f"{what}: metrics need the OpenTelemetry SDK and its exporters "
+                                 f"({exc.name} is missing): {INSTALL}") from None
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; the service's own
     # name only where the environment gives none.
     named = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
-    provider = MeterProvider(resource=Resource.create(named), metric_readers=[PrometheusMetricReader()])
+    provider = MeterProvider(resource=Resource.create(named), metric_readers=readers)
+    exported = MetricsServer(provider)
+    if address is not None:
+        exported.host, exported.port = address
+        exported._server = _listen(provider, *address)
+    metrics.set_meter_provider(provider)
+    enable_metrics(provider)
+    return exported
+
+
+def _listen(provider: MeterProvider, host: str, port: int) -> Any:
+    """prometheus_client's HTTP server on host:port (a daemon thread), or one line saying why not."""
+    from prometheus_client import start_http_server  # deferred: with the exporter, only when metrics are on
+
     try:
         server, _thread = start_http_server(port, addr=host)
     except OSError as exc:
         provider.shutdown()
         raise ConfigurationError(f"CHOREO_METRICS_PORT={port}: cannot serve metrics on {host}:{port} "
                                  f"({exc.strerror or exc})") from None
-    metrics.set_meter_provider(provider)
-    enable_metrics(provider)
-    return MetricsServer(host, port, provider, server)
+    return server
