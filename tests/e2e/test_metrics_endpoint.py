@@ -10,19 +10,16 @@ coordinator's workflows started and finished by status, compensations requested 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from helpers import Stack, agent_spec, coordinator_spec, eventually
-from prometheus_client.parser import text_string_to_metric_families
+from helpers.metrics import Sample, free_ports, scrape, total
 
 from choreograph import Client, OutcomeStatus
 
@@ -69,32 +66,6 @@ async def do_pay(ctx: StepContext, booked: Booked) -> Paid:
     return Paid(n=booked.n)
 '''
 
-Sample = tuple[str, dict[str, str], float]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def scrape(port: int) -> list[Sample]:
-    """Every sample the endpoint shows now (none if it does not answer yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return []
-    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def total(samples: list[Sample], name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels`."""
-    return sum(value for sample, shown, value in samples
-               if sample == name and all(shown.get(k) == v for k, v in labels.items()))
-
-
 async def scraped_until(port: int, done: Callable[[list[Sample]], bool], what: str) -> list[Sample]:
     async def check() -> list[Sample] | None:
         samples = scrape(port)
@@ -106,7 +77,7 @@ async def scraped_until(port: int, done: Callable[[list[Sample]], bool], what: s
 
 async def test_each_service_serves_its_metrics_to_prometheus(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "metered_agents.py").write_text(METERED_AGENTS)
-    ports = {"coordinator": free_port(), "book": free_port(), "pay": free_port()}
+    ports = {"coordinator": free_ports(), "book": free_ports(), "pay": free_ports()}
     for name, spec in [("coordinator", coordinator_spec()), ("book", agent_spec("book", "metered_agents:book")),
                        ("pay", agent_spec("pay", "metered_agents:pay"))]:
         stack.extra_env["CHOREO_METRICS_PORT"] = str(ports[name])
