@@ -84,7 +84,7 @@ def serve_metrics(service: str) -> MetricsServer | None:
     try:
         # The SDK and the exporters load only in a process whose metrics are on (the CLI's start-up cost).
         from opentelemetry import metrics  # deferred
-        from opentelemetry.sdk.metrics import MeterProvider  # deferred
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider  # deferred
         from opentelemetry.sdk.resources import Resource  # deferred
 
         if address is not None:
@@ -102,7 +102,10 @@ def serve_metrics(service: str) -> MetricsServer | None:
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; the service's own
     # name only where the environment gives none.
     named = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
-    provider = MeterProvider(resource=Resource.create(named), metric_readers=readers)
+    # Exemplars off unless OTEL_METRICS_EXEMPLAR_FILTER asks (Prometheus' text format carries none; with
+    # tracing on, the SDK's default, trace_based, would offer every handler run's duration to a reservoir).
+    exemplars = None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
+    provider = MeterProvider(resource=Resource.create(named), metric_readers=readers, exemplar_filter=exemplars)
     exported = MetricsServer(provider)
     if address is not None:
         exported.host, exported.port = address
