@@ -1,11 +1,12 @@
 """What a service counts and times, through the OpenTelemetry metrics API; decided once per process.
 
 Metrics are off unless something enables them: `serve_metrics` (see _prometheus) does in a service
-process where CHOREO_METRICS_PORT is set, and a program running services in its own process can call
-`enable_metrics` with its own MeterProvider. A service asks `service_meter()` once, when it is made:
-None means off, and then it holds no instrument at all, so its per-record code pays one `is not None`
-test (within the noise of bench/probes/metrics_cost.py) and builds no attribute dict. On, the attribute sets
-are built once per service (per partition, per topic, per error type) and reused for every record.
+process where CHOREO_METRICS_PORT (or OTEL_METRICS_EXPORTER=otlp) is set, and a program running
+services in its own process can call `enable_metrics` with its own MeterProvider. A service asks
+`service_meter()` once, when it is made: None means off, and then it holds no instrument at all, so
+its per-record code pays one `is not None` test (within the noise of bench/probes/metrics_cost.py)
+and builds no attribute dict. On, the attribute sets are built once per service (per partition, per
+topic, per error type) and reused for every record.
 
 The names follow the OpenTelemetry messaging semantic conventions where they define one
 (`messaging.process.duration`, `messaging.client.consumed.messages`, `messaging.client.sent.messages`
@@ -46,7 +47,7 @@ _meter: Meter | None = None
 # (the test kit, a program running agents in one process) share the process's meter.
 Source = Callable[[], list["Observation"]]
 _sources: dict[str, list[Source]] = {}
-_observed: set[tuple[int, str]] = set()
+_observed: set[tuple[Meter, str]] = set()  # the meter itself: an id could be reused once it is gone
 
 
 def enable_metrics(provider: MeterProvider | None = None) -> None:
@@ -184,9 +185,9 @@ class ServiceMetrics:
         sources = _sources.setdefault(name, [])
         sources.append(source)
         self._watching.append((name, source))
-        if (id(self.meter), name) in _observed:
+        if (self.meter, name) in _observed:
             return
-        _observed.add((id(self.meter), name))
+        _observed.add((self.meter, name))
 
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             return [observation for source in list(sources) for observation in source()]
