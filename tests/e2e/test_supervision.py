@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 from helpers import ROOT
+from helpers.metrics import free_ports, scrape, total
 
 from choreograph.transport._broker import alive
 
@@ -90,11 +91,16 @@ def test_a_killed_agent_is_restarted_a_broken_one_is_a_crash_loop_and_down_stops
         env: dict[str, str], tmp_path: Path) -> None:
     project = make_project(tmp_path / "project")
     seen: set[int] = set()
+    base = free_ports(7)  # metrics: each service its own port, from this one on
+    env = {**env, "CHOREO_METRICS_PORT": str(base)}
     up = run(project, "up", env=env)
     try:
         assert up.returncode == 0, up.stderr
         assert "report.draft" in up.stdout
         first = ps(project, env)
+        assert [(s["name"], s["metrics_port"]) for s in first["services"]] == [
+            (name, base + k) for k, name in enumerate(["coordinator", "index", "report.research", "report.analyze",
+                                                       "report.chart", "report.draft", "report.review"])]
         assert first["supervisor"]["running"]
         seen.add(first["supervisor"]["pid"])
         assert {s["state"] for s in first["services"]} == {"running"}
@@ -115,6 +121,9 @@ def test_a_killed_agent_is_restarted_a_broken_one_is_a_crash_loop_and_down_stops
         assert draft["last_exit"] == -signal.SIGKILL
         published = run(project, "publish", "report", "--data", '{"topic": "after a kill"}', "--wait", "60", env=env)
         assert orjson.loads(published.stdout)["status"] == "completed", published.stderr
+        # The restarted draft serves its metrics on its own port still: its run is there.
+        assert total(scrape(draft["metrics_port"]), "messaging_process_duration_seconds_count",
+                     choreograph_step="draft") == 1
 
         # A module that now fails at import: every restart exits at once, until it is a crash loop.
         chart = project / "report" / "chart.py"

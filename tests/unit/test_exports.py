@@ -243,6 +243,17 @@ EXPORTS: dict[str, list[str]] = {
         "signed_message",
         "write_policy",
     ],
+    "choreograph.telemetry": [
+        "AgentMetrics",
+        "CoordinatorMetrics",
+        "CountingProducer",
+        "MetricsServer",
+        "ServiceMetrics",
+        "disable_metrics",
+        "enable_metrics",
+        "serve_metrics",
+        "service_meter",
+    ],
     "choreograph.testing": [
         "COORDINATOR",
         "Crash",

@@ -12,7 +12,7 @@ import typer
 from ..errors import BrokerUnavailable
 from ..runtime._project import apply_defaults, find_project, from_file
 from ..transport._kafka_security import VARIABLES as SECURITY_VARIABLES
-from ..transport._settings import Settings, log_format, log_level, run_dir, verify_off
+from ..transport._settings import Settings, log_format, log_level, metrics_address, run_dir, verify_off
 
 # What `choreo config` shows as the address when there is none yet.
 _NO_BROKER = "none: no KAFKA_BOOTSTRAP_SERVERS and no local broker running (`choreo up` starts one)"
@@ -62,6 +62,8 @@ def effective(settings: Settings, *, broker_found: bool = True) -> list[dict[str
     rows += [
         ("log_level", log_level(), _source("CHOREO_LOG_LEVEL")),
         ("log_format", log_format(), _source("CHOREO_LOG_FORMAT")),
+        ("metrics", "off" if (address := metrics_address()) is None else f"{address[0]}:{address[1]}",
+         _source("CHOREO_METRICS_PORT")),
         ("verify", "off" if verify_off() else "on", _source("CHOREO_VERIFY")),
         ("home", str(run_dir()), _source("CHOREO_HOME")),
     ]

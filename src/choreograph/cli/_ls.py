@@ -27,11 +27,18 @@ def index_run() -> None:
     """Run the workflow indexer in this process until SIGTERM (`choreo up` runs it as `index`)."""
     from ..index._indexer import Indexer  # deferred: only this command runs a service
     from ..runtime._service import configure_logging, ready_file, serve
+    from ..telemetry._prometheus import serve_metrics
     from ._agents import run
 
     check_env()  # before logging is configured from CHOREO_LOG_LEVEL
     configure_logging("index")
-    run(serve(Indexer(Settings.from_env(), ready_file=ready_file())))
+    settings = Settings.from_env()
+    server = serve_metrics("choreo-index")  # CHOREO_METRICS_PORT: the process's own metrics (CPU, memory)
+    try:
+        run(serve(Indexer(settings, ready_file=ready_file())))
+    finally:
+        if server is not None:
+            server.close()
 
 
 def ls(

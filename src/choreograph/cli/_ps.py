@@ -38,6 +38,7 @@ def report(state: dict[str, Any]) -> dict[str, Any]:
             "ready": bool(entry["ready"] and running),
             "uptime_s": round((now - entry["started_at"]) / 1000, 1) if running and entry["started_at"] else None,
             "restarts": entry["restarts"], "last_exit": entry["last_exit"], "lag": None, "log": entry["log"],
+            "metrics_port": entry.get("metrics_port"),
         })
         if entry["state"] == "crash-loop":
             services[-1]["log_tail"] = log_tail(Path(entry["log"]))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..runtime._processes import discover
+from ..runtime._processes import discover, metrics_ports
 from ..runtime._project import apply_defaults, find_project
 from ..runtime._restarts import RestartPolicy
 from ..runtime._stackstate import children, read_state, same_process, state_path, stop_pids
@@ -76,7 +76,9 @@ def up(timeout_s: float = 60.0, agents: Sequence[str] = ()) -> dict[str, int]:
     if state_file.exists():
         raise ConfigurationError("already up (see .choreo/services.json); run `choreo down` first")
     root = project.root
-    names = [spec.name for spec in discover(root, agents)]  # a bad --agent or project file: nothing started
+    specs = discover(root, agents)  # a bad --agent or project file: nothing started
+    metrics_ports(specs)  # nor a stack too large for its metrics ports
+    names = [spec.name for spec in specs]
     started_broker = False
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and LocalBroker().status() is None:
         LocalBroker().start()

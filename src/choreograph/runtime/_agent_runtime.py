@@ -22,6 +22,7 @@ from ..events._avro import SchemaStore
 from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
 from ..events._models import CompensationRequested, Event
 from ..security._identity import Identity
+from ..telemetry._metrics import AgentMetrics, service_meter
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -122,6 +123,9 @@ class AgentRuntime(ServiceBase):
         self._running: dict[str, Attempt] = {}
         self._trust = trust
         self._gate = Gate(None, agent.name)
+        meter = service_meter()  # None: metrics are off, and nothing below counts
+        self._metrics = None if meter is None else AgentMetrics(
+            meter, workflow=agent.workflow, step=agent.step, group=self._member.group_id, topic=self._topic)
         # Clients belong to the running loop, so they are made in start().
         self._producer: Any
         self._results: Results
@@ -140,10 +144,13 @@ class AgentRuntime(ServiceBase):
                  else Trust.from_env(Identity.agent(self.agent.workflow, self.agent.step)))
         self._gate = Gate(trust.verifier, self.agent.name)
         raw = self._kafka.producer()
+        if (metrics := self._metrics) is not None:
+            raw = metrics.producer(raw)
         self._producer = trust.producer(raw)
         # Dead letters keep the failed record's own signature headers (a redrive is believed
         # again): they are sent unsigned.
         self._decoding = Decoding(self.agent.name, self._kafka, self._store, trust.verifier)
+        self._decoding.metrics = metrics
         self._decoding.dead = DeadLetters(raw, self.settings.deadletter_topic, self.agent.name,
                                           self.settings.max_event_bytes)
         self._provenance = Provenance(self.agent.name, self.agent.workflow, self._consumed, self._decoding)
@@ -151,7 +158,8 @@ class AgentRuntime(ServiceBase):
                                 self._acks)
         health = self._health
         self._runner = health.runner = Runner(self.agent, self._results, self._clock, breaker=health.breaker,
-                                              max_concurrency=self._max_concurrency, on_breaker=health.changed)
+                                              max_concurrency=self._max_concurrency, on_breaker=health.changed,
+                                              metrics=metrics)
         self._tasks = self._runner.tasks
         self._attempts = Attempts(self.agent.name, self.agent.step, self._runner, self._clock, self._done,
                                   self._ended, self._owned, self._store)
@@ -165,6 +173,9 @@ class AgentRuntime(ServiceBase):
         await announce(self._producer, self.settings.registry_topic, self.settings.events_topic, partitions,
                        self.contract, self.agent.source)
         self._runner.background(self._presence.run(), "presence")
+        if metrics is not None:
+            metrics.watch_lag(self._member.lags, asyncio.get_running_loop())
+            metrics.watch_runs(self._runner.runs, self._max_concurrency)
         if self._ready_file is not None:
             self._ready_file.write_text(self.agent.name)
         log.info("%s ready (%s): %r", self.agent.name, self.instance, self.agent)
@@ -189,14 +200,18 @@ class AgentRuntime(ServiceBase):
             await self._member.leave()
             await self._producer.stop()
             await self._decoding.stop()
+            if self._metrics is not None:
+                self._metrics.close()
 
     async def run(self) -> None:
         """Consume until stop() is called or a result cannot be published (then raise)."""
-        member, runner, health = self._member, self._runner, self._health
+        member, runner, health, metrics = self._member, self._runner, self._health, self._metrics
         while not self._stopping.is_set():
             async with member.batch(timeout_ms=100, max_records=1000) as batch:
                 self._provenance.batch += 1  # a registry read from now on knows every producer in it
-                for _, progress, records in batch:
+                for tp, progress, records in batch:
+                    if metrics is not None:
+                        metrics.consumed(tp.partition, len(records))
                     for record in records:
                         if (unfinished := self._on_record(progress, record)) is not None:
                             await unfinished

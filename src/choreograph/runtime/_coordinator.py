@@ -38,6 +38,7 @@ from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, handl
 from ..saga._timers import expire, timed
 from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
+from ..telemetry._metrics import CoordinatorMetrics, service_meter
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -116,6 +117,9 @@ class Coordinator(ServiceBase):
         self._liveness_due = 0
         self._trust = trust
         self._gate = Gate(None, "coordinator")
+        meter = service_meter()  # None: metrics are off, and nothing below counts
+        self._metrics = None if meter is None else CoordinatorMetrics(meter, settings.coordinator_group,
+                                                                      settings.events_topic)
         self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
@@ -125,6 +129,8 @@ class Coordinator(ServiceBase):
         """Learn the registry, join the group; returns once the first partitions are set up."""
         await self._kafka.ensure_topics()
         raw = self._kafka.producer()
+        if self._metrics is not None:
+            raw = self._metrics.producer(raw)
         trust = self._trust if self._trust is not None else Trust.from_env(COORDINATOR)
         self._producer = trust.producer(raw)
         self._gate = Gate(trust.verifier, "coordinator")
@@ -136,6 +142,8 @@ class Coordinator(ServiceBase):
         await self._registry.catch_up()
         await self._member.join()
         await self._liveness.start()
+        if self._metrics is not None:
+            self._metrics.watch_lag(self._member.lags, asyncio.get_running_loop())
         if self._ready_file is not None:
             self._ready_file.write_text("coordinator")
         log.info("coordinator ready on %s", self.settings.events_topic)
@@ -150,14 +158,18 @@ class Coordinator(ServiceBase):
             await self._liveness.stop()
             await self._registry.stop()
             await self._producer.stop()
+            if self._metrics is not None:
+                self._metrics.close()
 
     async def run(self) -> None:
         """Fold every event and publish decisions until stop() is requested."""
-        member = self._member
+        member, metrics = self._member, self._metrics
         while not self._stopping.is_set():
             async with member.batch(timeout_ms=100, max_records=1000) as batch:
                 self._registry_current = False
-                for _, part, records in batch:
+                for tp, part, records in batch:
+                    if metrics is not None:
+                        metrics.consumed(tp.partition, len(records))
                     was_replaying = part.replaying
                     for record in records:
                         await self._on_record(part, record)
@@ -176,7 +188,7 @@ class Coordinator(ServiceBase):
         """
         why = self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
         if why is not None and not history:
-            await self._dead_letter(record, why)
+            await self._dead_letter(record, why, "contract")
 
     async def _on_record(self, part: Partition, record: Record) -> None:
         progress = part.progress
@@ -186,7 +198,7 @@ class Coordinator(ServiceBase):
             envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
-                await self._dead_letter(record, str(exc))
+                await self._dead_letter(record, str(exc), "unreadable")
             return
         # Whatever is logged while the record is handled names its workflow (reset after: the
         # loop's next record, its timers and its commits are not this workflow's).
@@ -201,7 +213,7 @@ class Coordinator(ServiceBase):
         try:
             if isinstance(signer := self._gate.check(record, envelope), Rejected):
                 if not history:  # forged, unsigned or by a party not allowed to say it: never folded
-                    await self._dead_letter(record, signer)
+                    await self._dead_letter(record, signer, "untrusted")
                 return
             if envelope.type == _CONTRACT_TYPE:
                 return await self._on_contract(record, history, signer)
@@ -212,7 +224,7 @@ class Coordinator(ServiceBase):
             fact = await read_fact(envelope, record, self._registry, signer)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
-                await self._dead_letter(record, str(exc))
+                await self._dead_letter(record, str(exc), "unreadable")
             return
         if history and envelope.workflow_id in self._finished:
             return  # restored history of a workflow that finished here since
@@ -220,7 +232,7 @@ class Coordinator(ServiceBase):
         if not history:
             refusal = refusal_of(part, self._finished, self.ignored, state, envelope, fact)
             if refusal:
-                await self._dead_letter(record, refusal)
+                await self._dead_letter(record, refusal, "refused")
             if refusal is not None:
                 return
         await self._fold(part, state or SagaState(envelope.workflow_id), envelope, fact, record, history)
@@ -250,6 +262,8 @@ class Coordinator(ServiceBase):
                                            or graph.refused is not None):
                 await self._catch_up_registry()  # maybe announced, fixed or removed since
             state, decisions = handle(state, fact, self._registry.catalog)
+            if self._metrics is not None:
+                self._metrics.folded(fact)
         if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
             # A restored saga is pinned at its bracket's start, so a restart re-reads the marker
             # and keeps it dormant instead of settling it.
@@ -265,9 +279,12 @@ class Coordinator(ServiceBase):
         if self._observe is not None:
             self._observe(record.partition, record.offset, state)
 
-    async def _dead_letter(self, record: Record, reason: str) -> None:
+    async def _dead_letter(self, record: Record, reason: str, kind: str) -> None:
+        """Dead-letter `record`; `kind` classes the reason for metrics: unreadable, untrusted, contract, refused."""
         log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         self._pending.append(await self._dead.send(record, reason))
+        if self._metrics is not None:
+            self._metrics.dead_letter(kind)
 
     async def _settle_all(self, part: Partition) -> None:
         """After the silent replay: publish what each open saga, and each ended one, is still owed."""
@@ -354,6 +371,8 @@ class Coordinator(ServiceBase):
         future = await self._producer.send(self.settings.events_topic, value=decision.encoded(),
                                            key=envelope.key, headers=headers)
         self._pending.append(future)
+        if self._metrics is not None:
+            self._metrics.decided(state.workflow, decision)
 
     async def _commit(self) -> None:
         while self._pending:

@@ -17,6 +17,7 @@ from ..events._avro import SchemaStore
 from ..events._envelope import Envelope
 from ..events._models import Event
 from ..security._verify import Verifier
+from ..telemetry._metrics import ServiceMetrics
 from ..transport._deadletter import DeadLetters
 from ..transport._port import Record, Transport
 from ..transport._registry import Contracts, Registry
@@ -35,7 +36,7 @@ class Decoding:
             signed by their own agent (None: all).
     """
 
-    __slots__ = ("_kafka", "_name", "_registry", "_verifier", "dead", "pending", "store")
+    __slots__ = ("_kafka", "_name", "_registry", "_verifier", "dead", "metrics", "pending", "store")
 
     def __init__(self, name: str, kafka: Transport, store: SchemaStore, verifier: Verifier | None = None) -> None:
         self._name = name
@@ -45,6 +46,7 @@ class Decoding:
         self._registry: Registry | None = None
         self.dead: DeadLetters  # set by the agent once its producer exists
         self.pending: list[asyncio.Future[Any]] = []  # dead letters sent, not yet acknowledged
+        self.metrics: ServiceMetrics | None = None  # counts dead letters when metrics are on
 
     async def decode(self, record: Record, model: type[Event]) -> tuple[Event, Envelope] | None:
         """The typed event and its envelope, or None after dead-lettering a record we cannot read."""
@@ -61,6 +63,8 @@ class Decoding:
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self._name, record.topic,
                         record.partition, record.offset, exc)
             self.pending.append(await self.dead.send(record, str(exc)))
+            if self.metrics is not None:
+                self.metrics.dead_letter("unreadable")
             return None
 
     @property

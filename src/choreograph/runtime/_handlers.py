@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -28,6 +29,7 @@ from ..errors import AgentDefinitionError, NonRetryable
 from ..events._envelope import Kind
 from ..events._faults import BreakerState, StepAttemptFailed, StepHeartbeat
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
+from ..telemetry._metrics import AgentMetrics, error_type
 from ..transport._clock import Clock
 from ..transport._logs import ContextFilter, LogContext, enter, leave
 from ._agent import Agent, StepContext
@@ -53,6 +55,7 @@ class Runner:
         max_concurrency: Handler runs at once.
         breaker: The breaker's state machine, if the agent declares one.
         on_breaker: Called with the cause when the breaker changes state.
+        metrics: Where each run's duration is recorded; None when metrics are off.
 
     Attributes:
         tasks: Every task of the agent (runs, retry timers, background sends): a crash cancels them.
@@ -65,8 +68,10 @@ class Runner:
     """
 
     def __init__(self, agent: Agent, results: Results, clock: Clock, *, max_concurrency: int,
-                 breaker: CircuitBreaker | None, on_breaker: Callable[[str], None]) -> None:
+                 breaker: CircuitBreaker | None, on_breaker: Callable[[str], None],
+                 metrics: AgentMetrics | None = None) -> None:
         self._agent = agent
+        self._metrics = metrics
         self._results = results
         self._clock = clock
         self._max = max_concurrency
@@ -190,7 +195,12 @@ class Runner:
         try:
             if attempt.state is State.QUEUED:  # else dropped before it started
                 attempt.state = State.RUNNING
-                await self._attempt(attempt)
+                if (metrics := self._metrics) is None:
+                    await self._attempt(attempt)
+                else:
+                    started = time.perf_counter()
+                    error = await self._attempt(attempt)
+                    metrics.processed(time.perf_counter() - started, attempt.compensation, error)
             elif attempt.probe and self.breaker is not None:
                 self.breaker.give_back()  # its outcome will never answer the half-open breaker
         except asyncio.CancelledError:
@@ -205,7 +215,8 @@ class Runner:
             if self.queue:
                 self.pump()
 
-    async def _attempt(self, attempt: Attempt) -> None:
+    async def _attempt(self, attempt: Attempt) -> str | None:
+        """Run the handler and publish its record; returns the run's error.type if it failed."""
         agent = self._agent
         ctx = StepContext(agent.workflow, attempt.workflow_id, agent.step, attempt.cause, log,
                           attempt=attempt.number, beat=functools.partial(self._beat, attempt))
@@ -233,19 +244,20 @@ class Runner:
         except asyncio.CancelledError:
             attempt.state = State.FINISHED
             if attempt.timed_out:
-                return  # cancelled for its StepTimedOut, which is the attempt's record
+                return "StepTimedOut"  # cancelled for its StepTimedOut, which is the attempt's record
             raise
         except Exception as exc:
             attempt.state = State.FINISHED
             if not attempt.timed_out:  # else its StepTimedOut is its record already
                 await self._failed(ctx, attempt, exc)
-            return
+            return error_type(exc)
         attempt.state = State.FINISHED
         # A timed-out attempt whose handler returned anyway still publishes: the coordinator
         # compensates a late result.
         if not attempt.timed_out:
             self.record(attempt, failed=False)
         await self._results.publish(ctx, result, kind, attempt.key, attempt.partition, attempt.take_pins())
+        return None
 
     async def _failed(self, ctx: StepContext, attempt: Attempt, exc: Exception) -> None:
         """Publish a failed attempt: StepAttemptFailed with the next one's due time, or the final failure."""

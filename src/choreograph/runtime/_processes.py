@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from ..transport._settings import Settings, run_dir
+from ..transport._settings import Settings, metrics_address, run_dir
 from ._project import agents_of, find_project
 
 
@@ -67,6 +67,32 @@ def discover(root: Path, agents: Iterable[str] = ()) -> list[ServiceSpec]:
             specs.append(ServiceSpec(entry.name if n == 1 else f"{entry.name}-{n}",
                                      [sys.executable, "-m", "choreograph", "agent", "run", entry.target]))
     return specs
+
+
+def metrics_ports(specs: list[ServiceSpec]) -> dict[str, int]:
+    """The CHOREO_METRICS_PORT of each service of a stack: the stack's port plus the service's index.
+
+    With CHOREO_METRICS_PORT=9464, `choreo up` gives the coordinator 9464, the indexer 9465, then each
+    agent instance the next port, in `discover`'s order (an agent's instances one after another), so
+    several instances of one agent on one host each have their own endpoint. A restarted service keeps its port.
+
+    Args:
+        specs: The stack's services, in `discover`'s order.
+
+    Returns:
+        Port by service name; empty when metrics are off.
+
+    Raises:
+        ConfigurationError: A CHOREO_METRICS_* value is bad, or the last service's port would pass 65535.
+    """
+    address = metrics_address()
+    if address is None:
+        return {}
+    base = address[1]
+    if base + len(specs) - 1 > 65535:
+        raise ConfigurationError(f"CHOREO_METRICS_PORT={base}: {len(specs)} services need ports {base} to "
+                                 f"{base + len(specs) - 1}; expected a port up to {65536 - len(specs)}")
+    return {spec.name: base + index for index, spec in enumerate(specs)}
 
 
 def spawn(spec: ServiceSpec, root: Path, settings: Settings, ready: Path, log: Path,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ChoreographError, ConfigurationError
+from ..telemetry._prometheus import serve_metrics
 from ..transport._logs import configure, name_service
 from ..transport._settings import Settings
 from ._agent import load_agent
@@ -71,7 +72,13 @@ def run_agent(spec: str) -> None:
         configure_logging("agent")  # before the user's module is imported: its import may log
         agent = load_agent(spec)
         name_service(agent.name)
-        asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
+        settings = Settings.from_env()
+        server = serve_metrics(f"choreo-{agent.name}")  # CHOREO_METRICS_PORT: before the service is made
+        try:
+            asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file())))
+        finally:
+            if server is not None:
+                server.close()
     _as_process(main)
 
 
@@ -79,5 +86,11 @@ def run_coordinator() -> None:
     """Body of `choreo coordinator run`."""
     def main() -> None:
         configure_logging("coordinator")
-        asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))
+        settings = Settings.from_env()
+        server = serve_metrics("choreo-coordinator")  # CHOREO_METRICS_PORT: before the service is made
+        try:
+            asyncio.run(serve(Coordinator(settings, ready_file=ready_file())))
+        finally:
+            if server is not None:
+                server.close()
     _as_process(main)

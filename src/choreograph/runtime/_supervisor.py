@@ -30,7 +30,7 @@ from typing import Any
 
 from ..transport._logs import configure
 from ..transport._settings import Settings, run_dir
-from ._processes import ServiceSpec, discover, spawn
+from ._processes import ServiceSpec, discover, metrics_ports, spawn
 from ._restarts import CRASH_LOOP, RESTARTING, RUNNING, STOPPED, RestartPolicy, Restarts
 from ._stackstate import VERSION, now_ms, start_ticks, state_path, write_state
 
@@ -77,6 +77,7 @@ class Slot:
     ready: bool = False
     ever_ready: bool = False
     agent: str | None = None  # what the service wrote to its ready file: the agent's name
+    metrics_port: int | None = None  # its CHOREO_METRICS_PORT (see metrics_ports), if metrics are on
     last_exit: int | None = None
     state: str = RUNNING
     due: float | None = None  # monotonic time of the next start, while it is down
@@ -89,6 +90,7 @@ class Slot:
             "started_at": self.started_at if self.process else None, "restarts": self.restarts.count,
             "last_exit": self.last_exit, "ready": self.ready, "ever_ready": self.ever_ready, "state": self.state,
             "agent": self.agent, "next_start_at": self.due_at, "log": str(self.log_path), "argv": self.spec.argv,
+            "metrics_port": self.metrics_port,
         }
 
 
@@ -118,7 +120,9 @@ class Supervisor:
         self._ready_dir = run_dir() / "ready"
         self._logs.mkdir(parents=True, exist_ok=True)
         self._ready_dir.mkdir(parents=True, exist_ok=True)
-        self.slots = [Slot(spec, self._logs / f"{spec.name}.log", Restarts(self.policy)) for spec in self.specs]
+        ports = metrics_ports(self.specs)
+        self.slots = [Slot(spec, self._logs / f"{spec.name}.log", Restarts(self.policy),
+                           metrics_port=ports.get(spec.name)) for spec in self.specs]
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -215,7 +219,8 @@ class Supervisor:
         with open(slot.log_path, "ab") as out:  # so the log says which run a traceback belongs to
             out.write(f"--- supervisor: {attempt} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
         try:
-            slot.process = spawn(slot.spec, self.root, self.settings, slot.ready_file, slot.log_path)
+            port = {} if slot.metrics_port is None else {"CHOREO_METRICS_PORT": str(slot.metrics_port)}
+            slot.process = spawn(slot.spec, self.root, self.settings, slot.ready_file, slot.log_path, port)
         except OSError as exc:
             log.error("%s: cannot start: %s", slot.spec.name, exc)
             slot.process = None

@@ -134,6 +134,22 @@ class GroupMember(Generic[S]):
         for progress, offset in moved.values():
             progress.committed = offset
 
+    def lags(self) -> dict[TopicPartition, int]:
+        """Records of each set-up partition not handled yet: the log end its last fetch saw minus its next offset.
+
+        Local values only (no broker call); a partition not fetched yet is left out. For metrics:
+        call it on the service's event loop.
+        """
+        lags: dict[TopicPartition, int] = {}
+        for tp, state in self.partitions.items():
+            try:
+                end = self.consumer.highwater(tp)
+            except (AssertionError, RuntimeError):  # aiokafka asserts, the memory log raises: not assigned now
+                continue
+            if end is not None:
+                lags[tp] = max(0, end - self._progress(state).next)
+        return lags
+
     # the consumer's rebalance listener ------------------------------------------------------------
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

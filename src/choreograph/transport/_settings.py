@@ -184,6 +184,28 @@ def log_format() -> str:
     return value
 
 
+# A host name, an IPv4 address or an IPv6 address (bare, as socket.bind takes it).
+_HOST = re.compile(r"[a-zA-Z0-9._:-]+")
+METRICS_HOST = "127.0.0.1"
+
+
+def metrics_address() -> tuple[str, int] | None:
+    """Where a service serves its Prometheus metrics: CHOREO_METRICS_HOST:CHOREO_METRICS_PORT; None when off.
+
+    CHOREO_METRICS_PORT unset, empty or 0 is off (the default). CHOREO_METRICS_HOST defaults to
+    127.0.0.1: the endpoint is on loopback unless asked otherwise (`0.0.0.0` for a scraper on
+    another host).
+
+    Raises:
+        ConfigurationError: The port is not an integer from 0 to 65535, or the host is not a host name or address.
+    """
+    port = _env_int("CHOREO_METRICS_PORT", 0, 65535)
+    host = _env("CHOREO_METRICS_HOST") or METRICS_HOST
+    if not _HOST.fullmatch(host):
+        raise ConfigurationError(f"CHOREO_METRICS_HOST={_shown(host)}: expected a host name or an IP address")
+    return (host, port) if port else None
+
+
 @dataclass(frozen=True)
 class _Env:
     """Every choreograph environment variable from_env uses, validated (None: unset, the default)."""
@@ -212,6 +234,7 @@ class _Env:
         max_bytes = _env_int("CHOREO_MAX_EVENT_BYTES", 1024, _INT32_MAX, "bytes")
         log_level()
         log_format()
+        metrics_address()
         verify_off()
         run_dir()
         return cls(servers, broker, namespace, partitions, session, wait, max_bytes, KafkaSecurity.from_env())
@@ -315,7 +338,8 @@ class Settings:
         CHOREO_NAMESPACE, CHOREO_PARTITIONS, CHOREO_SESSION_TIMEOUT_MS, CHOREO_FETCH_MAX_WAIT_MS and
         CHOREO_MAX_EVENT_BYTES override the defaults, CHOREO_KAFKA_* set TLS and SASL (see
         `_kafka_security`); an empty variable counts as unset. Every variable (CHOREO_LOG_LEVEL,
-        CHOREO_LOG_FORMAT, CHOREO_VERIFY and CHOREO_HOME too) is validated before the broker is looked for.
+        CHOREO_LOG_FORMAT, CHOREO_METRICS_*, CHOREO_VERIFY and CHOREO_HOME too) is validated before the
+        broker is looked for.
 
         Args:
             bootstrap_servers: The broker's address, instead of KAFKA_BOOTSTRAP_SERVERS.
