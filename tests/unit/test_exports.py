@@ -155,6 +155,8 @@ EXPORTS: dict[str, list[str]] = {
         "index_path",
         "indexed_event",
         "list_workflows",
+        "status_counts",
+        "workflow_row",
     ],
     "choreograph.runtime": [
         "Agent",
@@ -248,6 +250,18 @@ EXPORTS: dict[str, list[str]] = {
         "Crash",
         "KitError",
         "SagaKit",
+    ],
+    "choreograph.ui": [
+        "Filters",
+        "Markup",
+        "Overview",
+        "Source",
+        "WorkflowView",
+        "escape",
+        "fold_entries",
+        "make_app",
+        "render",
+        "serve",
     ],
     "choreograph.transport": [
         "BrokerProfile",
