@@ -16,6 +16,13 @@ from ._input import USAGE, fail
 NEEDS = ("starlette", "uvicorn")
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or half-removed install counts as missing
+        return False
+
+
 def ui(
     port: Annotated[int, typer.Option(min=0, max=65535, help="the port to listen on")] = 8765,
     host: Annotated[str, typer.Option(help="the address to listen on (loopback unless told; 0.0.0.0 shows it "
@@ -26,7 +33,7 @@ def ui(
     Pages: workflows (filters, counts by status, live updates), one workflow (step graph, timeline,
     events, dead letters, trace id, cancel), agents (contracts, live instances, lag), dead letters.
     """
-    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    missing = [name for name in NEEDS if not _installed(name)]
     if missing:
         raise fail(f"choreo ui needs {' and '.join(missing)}: pip install 'choreograph[ui]'", USAGE)
     check_env()
