@@ -21,7 +21,7 @@ import pytest
 from helpers import ROOT, Stack, agent_spec, eventually
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from choreograph import Client
+from choreograph import Client, GoalRejected
 from choreograph.runtime import discover
 
 SHOTS = ROOT / "test-output" / "ui"
@@ -134,6 +134,10 @@ async def test_the_web_view_shows_workflows_steps_agents_and_cancels_a_running_s
         failed = await client.publish("report", {"topic": "ui fails", "fail_at": "draft"})
         assert (await client.wait(done, 90)).status.value == "completed"  # type: ignore[union-attr]
         assert (await client.wait(failed, 90)).status.value == "compensated"  # type: ignore[union-attr]
+        # The same id again: the coordinator dead-letters the second goal (one dead letter to show).
+        again = await client.publish("report", {"topic": "ui ok again"}, workflow_id=done.workflow_id)
+        with pytest.raises(GoalRejected):
+            await client.wait(again, 90)
         held = await client.publish("report", {"topic": "hold me"})
     ok_id, failed_id, held_id = done.workflow_id, failed.workflow_id, held.workflow_id
 
@@ -184,6 +188,13 @@ async def test_the_web_view_shows_workflows_steps_agents_and_cancels_a_running_s
         await page.click('nav a[href="/dead-letters"]')
         await expect(page.locator("h1")).to_have_text("Dead letters")
         await expect(page.locator("main")).to_contain_text("choreo dlq redrive")
+        letter = page.locator("table.letters tbody tr").filter(has_text=ok_id)
+        await expect(letter).to_have_count(1)
+        await expect(letter).to_contain_text(f"{stack.settings.events_topic}:")  # its origin's coordinates
+        await shot(page, "dead-letters")
+        await letter.locator("a").click()
+        await expect(page.locator("#facts .status")).to_have_text("completed")
+        await expect(page.locator("table.letters tbody tr")).to_have_count(1)  # the workflow's own dead letter
 
         # The held saga: running, review running; cancel it from its page and watch it end cancelled.
         await page.goto(f"{url}workflow/{held_id}")
