@@ -184,6 +184,9 @@ async def test_the_web_view_shows_workflows_steps_agents_and_cancels_a_running_s
             row = page.locator(f'table.agents tr[data-step="{step}"]')
             await expect(row).to_have_count(1)
             await expect(row).not_to_contain_text("NO LIVE AGENT")
+        # The graph the coordinator assembles from the contracts, every step served by a live agent.
+        await expect(page.locator('section[data-workflow="report"] svg.dag g[data-state="live"]')).to_have_count(5)
+        await expect(page.locator('table.agents tr[data-step="research"]')).to_contain_text("ResearchCompleted")
         await shot(page, "agents")
         await page.click('nav a[href="/dead-letters"]')
         await expect(page.locator("h1")).to_have_text("Dead letters")

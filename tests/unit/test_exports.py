@@ -252,6 +252,7 @@ EXPORTS: dict[str, list[str]] = {
         "SagaKit",
     ],
     "choreograph.ui": [
+        "Agents",
         "Filters",
         "Markup",
         "Overview",

@@ -15,7 +15,7 @@ import pytest
 
 from choreograph import HistoryEntry, Settings
 from choreograph.index import IndexedEvent, IndexStore, StepRun, Summary
-from choreograph.ui import Filters, Markup, Source, WorkflowView, escape, fold_entries, make_app, render
+from choreograph.ui import Agents, Filters, Markup, Source, WorkflowView, escape, fold_entries, make_app, render
 from choreograph.ui._graph import dag_svg, step_state
 
 HOSTILE = '<script>alert("x")</script>'
@@ -62,14 +62,16 @@ class FakeSource(Source):
         entries = self.views.get(workflow_id, [])
         return WorkflowView(workflow_id, entries, fold_entries(workflow_id, entries))
 
-    async def agents(self) -> list[dict[str, Any]]:
-        return [{"workflow": "report", "step": "research", "agent": "research-agent", "group": "uitest.report.research",
-                 "live": 1, "live_by": "presence", "no_live_agent": False, "instances": [
-                     {"instance": "i-1", "pid": 42, "host": "box", "running": 0, "live": True}],
-                 "lag": None, "breaker": "closed", "timeout_ms": 30000, "refused": None},
-                {"workflow": "report", "step": "draft", "agent": HOSTILE, "group": "uitest.report.draft", "live": 0,
+    async def agents(self) -> Agents:
+        research = {"workflow": "report", "step": "research", "agent": "research-agent",
+                    "group": "uitest.report.research", "live": 1, "live_by": "presence", "no_live_agent": False,
+                    "instances": [{"instance": "i-1", "pid": 42, "host": "box", "running": 0, "live": True}],
+                    "lag": None, "breaker": "closed", "timeout_ms": 30000, "refused": None}
+        draft = {"workflow": "report", "step": "draft", "agent": HOSTILE, "group": "uitest.report.draft", "live": 0,
                  "live_by": "presence", "no_live_agent": True, "instances": [], "lag": 3, "breaker": None,
-                 "timeout_ms": None, "refused": None}]
+                 "timeout_ms": None, "refused": None}
+        return Agents([research, draft], {"report": {"research": [], "draft": ["research"]}},
+                      {("report", "research"): (["report.ReportGoal"], "report.ResearchCompleted")})
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return [{"id": "0:7", "time": "2026-11-22T10:00:00.000Z", "consumer": "uitest.coordinator",
@@ -249,6 +251,9 @@ async def test_the_agents_page_shows_contracts_instances_and_lag(source: FakeSou
     assert "NO LIVE AGENT" in text
     assert "uitest.report.draft 3" in text
     assert "lag n/a: this broker does not report" in text
+    assert "ReportGoal ResearchCompleted" in text  # what research consumes and completes with
+    states = dict(re.findall(r'<g class="node state-[\w-]+" data-step="(\w+)" data-state="([\w-]+)"', html))
+    assert states == {"research": "live", "draft": "no-agent"}
     no_raw_script(html)
 
 

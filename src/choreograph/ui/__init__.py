@@ -5,11 +5,12 @@ Server-rendered pages (Starlette, served by uvicorn) with a small script of our 
 """
 
 from ._app import make_app
-from ._data import Filters, Overview, Source, WorkflowView, fold_entries
+from ._data import Agents, Filters, Overview, Source, WorkflowView, fold_entries
 from ._html import Markup, escape, render
 from ._server import serve
 
 __all__ = [
+    "Agents",
     "Filters",
     "Markup",
     "Overview",

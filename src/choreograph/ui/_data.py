@@ -22,6 +22,8 @@ from ..timetravel._agents import agents_report
 from ..timetravel._history import History
 from ..transport._dlq import DeadLetterBox
 from ..transport._kafka import Kafka
+from ..transport._keyring import service_verifier
+from ..transport._registry import Registry
 from ..transport._settings import Settings
 
 # The reason a cancellation from the web view gives when its form's is empty.
@@ -124,6 +126,21 @@ def fold_entries(workflow_id: str, entries: list[HistoryEntry]) -> Summary:
     return summary if summary is not None else Summary(workflow_id)
 
 
+@dataclass(frozen=True)
+class Agents:
+    """The agents page's data.
+
+    Attributes:
+        rows: One per announced step (timetravel.agents_report's rows).
+        graphs: Each workflow's step graph from its contracts: step -> the steps it depends on, in order.
+        io: (workflow, step) -> the event types it consumes and the one it completes with.
+    """
+
+    rows: list[dict[str, Any]]
+    graphs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    io: dict[tuple[str, str], tuple[list[str], str]] = field(default_factory=dict)
+
+
 class Source:
     """The web view's data for one namespace: `Source(settings, home)`.
 
@@ -174,9 +191,23 @@ class Source:
             entries = [e async for e in reader.entries(workflow_id, to_end=True)]
         return WorkflowView(workflow_id, entries, fold_entries(workflow_id, entries))
 
-    async def agents(self) -> list[dict[str, Any]]:
-        """Every announced step with its agent, live instances and consumer lag (as `choreo agents --json`)."""
-        return await agents_report(self.settings)
+    async def agents(self) -> Agents:
+        """Every announced step (as `choreo agents --json`) and each workflow's step graph and contracts.
+
+        The graph is the one the coordinator assembles from the contracts the services believe.
+        """
+        kafka = Kafka(self.settings)
+        registry = Registry(kafka, verifier=service_verifier())
+        await registry.start()
+        try:
+            await registry.catch_up()
+        finally:
+            await registry.stop()
+        graphs = {w: {name: list(node.depends_on) for name in g.order if (node := g.nodes.get(name)) is not None}
+                  for w, g in registry.catalog.items() if g.refused is None}
+        io = {(c.workflow, c.step): ([t.name for t in c.consumes], c.completes_with.name)
+              for c in registry.contracts.values()}
+        return Agents(await agents_report(self.settings, transport=kafka), graphs, io)
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first (as `choreo dlq ls --json`)."""

@@ -53,10 +53,14 @@ def _depths(graph: Mapping[str, Sequence[str]]) -> dict[str, int]:
 
 
 def dag_svg(summary: Summary) -> Markup:
-    """The step graph: a box per step (class and `data-state` its state), an arrow per dependency."""
-    graph = summary.graph
-    if not graph:
+    """The workflow's step graph: a box per step (class and `data-state` its state), an arrow per dependency."""
+    if not summary.graph:
         return Markup('<p class="muted">No step graph yet: the coordinator has not started this workflow.</p>')
+    return graph_svg(summary.graph, {step: step_state(summary, step) for step in summary.graph})
+
+
+def graph_svg(graph: Mapping[str, Sequence[str]], states: Mapping[str, str]) -> Markup:
+    """A step graph: a box per step in its column by depth, its class and `data-state` from `states`."""
     depths = _depths(graph)
     columns: dict[int, list[str]] = {}
     for step in graph:
@@ -71,7 +75,7 @@ def dag_svg(summary: Summary) -> Markup:
              for step, deps in graph.items() for dep in deps if dep in where]
     nodes = []
     for step, (x, y) in where.items():
-        state = step_state(summary, step)
+        state = states.get(step, "pending")
         nodes.append(render(
             '<g class="node state-{state}" data-step="{step}" data-state="{state}">'
             '<title>{step}: {state}</title>'

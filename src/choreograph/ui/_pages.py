@@ -13,8 +13,8 @@ import orjson
 
 from ..index._summary import COMPENSATING, RUNNING, iso
 from ..saga._entries import HistoryEntry
-from ._data import Filters, Overview, WorkflowView
-from ._graph import dag_svg, duration_text, gantt_svg
+from ._data import Agents, Filters, Overview, WorkflowView
+from ._graph import dag_svg, duration_text, gantt_svg, graph_svg
 from ._html import Markup, join, render
 
 # What the status filter offers (a status the index holds that is not here is listed all the same).
@@ -202,33 +202,49 @@ def _instances(row: dict[str, Any]) -> Markup:
                         pid=i.get("pid"), host=i.get("host"), running=i.get("running")) for i in live)
 
 
-def agents_page(rows: Sequence[dict[str, Any]]) -> Markup:
-    """Announced step contracts per workflow, their live instances and their consumer group's lag."""
+def _liveness(row: dict[str, Any]) -> str:
+    if row["no_live_agent"] is None:
+        return "unknown"
+    return "no-agent" if row["no_live_agent"] else "live"
+
+
+def agents_page(agents: Agents) -> Markup:
+    """Announced step contracts per workflow (their graph, inputs and output), live instances, consumer lag."""
+    rows = agents.rows
     if not rows:
         body = Markup('<h1>Agents</h1><p class="muted">No step is announced.</p>')
         return page("Agents", body, active="/agents")
     sections = []
     for workflow in dict.fromkeys(r["workflow"] for r in rows):
-        trs = [render(
-            '<tr data-step="{step}" class="{flag}"><td>{step}</td><td>{agent}</td><td>{live}</td><td>{inst}</td>'
-            '<td>{group}</td><td>{lag}</td><td>{breaker}</td><td>{timeout}</td><td>{note}</td></tr>',
-            step=r["step"], agent=r["agent"] or "-", live="?" if r["live"] is None else r["live"],
-            inst=_instances(r), group=r["group"], lag="n/a" if r["lag"] is None else r["lag"],
-            breaker=r["breaker"] or "-", flag="no-agent" if r["no_live_agent"] else "",
-            timeout="-" if r["timeout_ms"] is None else duration_text(r["timeout_ms"]),
-            note=("NO LIVE AGENT " if r["no_live_agent"] else "") + (f"refused: {r['refused']}" if r["refused"]
-                                                                       else ""))
-               for r in rows if r["workflow"] == workflow]
+        mine = [r for r in rows if r["workflow"] == workflow]
+        trs = []
+        for r in mine:
+            consumes, completes = agents.io.get((workflow, r["step"]), ([], ""))
+            trs.append(render(
+                '<tr data-step="{step}" class="{flag}"><td>{step}</td><td>{agent}</td><td class="types">{consumes}'
+                '</td><td class="types">{completes}</td><td>{live}</td><td>{inst}</td><td>{group}</td><td>{lag}</td>'
+                '<td>{breaker}</td><td>{timeout}</td><td>{note}</td></tr>',
+                step=r["step"], agent=r["agent"] or "-", consumes=", ".join(t.rsplit(".", 1)[-1] for t in consumes),
+                completes=completes.rsplit(".", 1)[-1], live="?" if r["live"] is None else r["live"],
+                inst=_instances(r), group=r["group"], lag="n/a" if r["lag"] is None else r["lag"],
+                breaker=r["breaker"] or "-", flag="no-agent" if r["no_live_agent"] else "",
+                timeout="-" if r["timeout_ms"] is None else duration_text(r["timeout_ms"]),
+                note=("NO LIVE AGENT " if r["no_live_agent"] else "") + (f"refused: {r['refused']}" if r["refused"]
+                                                                           else "")))
+        graph = agents.graphs.get(workflow)
+        drawn = graph_svg(graph, {r["step"]: _liveness(r) for r in mine}) if graph else Markup("")
         sections.append(render(
-            '<h2>{workflow}</h2><table class="agents"><thead><tr><th>step</th><th>agent</th><th>live</th>'
-            '<th>instances</th><th>consumer group</th><th>lag</th><th>breaker</th><th>timeout</th><th></th></tr>'
-            '</thead><tbody>{rows}</tbody></table>', workflow=workflow, rows=join(trs)))
+            '<section data-workflow="{workflow}"><h2>{workflow}</h2>{graph}<table class="agents"><thead><tr>'
+            '<th>step</th><th>agent</th><th>consumes</th><th>completes with</th><th>live</th><th>instances</th>'
+            '<th>consumer group</th><th>lag</th><th>breaker</th><th>timeout</th><th></th></tr></thead>'
+            '<tbody>{rows}</tbody></table></section>', workflow=workflow, graph=drawn, rows=join(trs)))
     lagless = any(r["lag"] is None for r in rows)
     note = Markup('<p class="muted">lag n/a: this broker does not report the consumer group\'s committed '
                   'offsets or ends.</p>') if lagless else ""
-    body = render('<h1>Agents</h1><p class="muted">Announced step contracts, live instances (presence on the '
-                  'status topic) and each step\'s consumer group lag (records behind the events topic\'s end).</p>'
-                  '{sections}{note}', sections=join(sections), note=note)
+    body = render('<h1>Agents</h1><p class="muted">Announced step contracts (the graph the coordinator assembles '
+                  'from them: a step depends on the steps whose completion it consumes), live instances (presence '
+                  'on the status topic) and each step\'s consumer group lag (records behind the events topic\'s '
+                  'end).</p>{sections}{note}', sections=join(sections), note=note)
     return page("Agents", body, active="/agents")
 
 
