@@ -104,8 +104,9 @@ def source(tmp_path: Path) -> FakeSource:
 
 
 async def call(app: Any, method: str, target: str, body: bytes = b"",
-               headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[int, dict[str, str], str]:
-    """One request to the ASGI app; a streaming response is read to its first chunk, then disconnected."""
+               headers: tuple[tuple[bytes, bytes], ...] = (), hang_up: bool = True) -> tuple[int, dict[str, str], str]:
+    """One request to the ASGI app; a streaming response is read to its first chunk, then disconnected
+    (unless not `hang_up`: then the client never leaves, and only the response can end the request)."""
     path, _, query = target.partition("?")
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": unquote(path), "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
@@ -121,6 +122,8 @@ async def call(app: Any, method: str, target: str, body: bytes = b"",
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         await first.wait()
+        if not hang_up:
+            await asyncio.Event().wait()
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
@@ -193,6 +196,20 @@ async def test_the_live_stream_sends_the_rows_as_they_are_now(source: FakeSource
     assert re.findall(r'data-workflow-id="([^"]+)"', parts["rows"]) == ["wf-run"]
     _, _, body = await call(make_app(source, poll_s=0.05), "GET", "/live/workflow/wf-comp")
     assert orjson.loads(body.split("data: ", 1)[1].split("\n", 1)[0]) == {"status": "compensated", "events": 3}
+
+
+async def test_a_live_stream_ends_when_the_server_stops(source: FakeSource) -> None:
+    stopping = False
+
+    def stop_after_first() -> bool:
+        nonlocal stopping
+        stopping, was = True, stopping
+        return was
+
+    status, _, body = await call(make_app(source, poll_s=30, stopping=stop_after_first), "GET", "/live/workflows",
+                                 hang_up=False)
+    assert status == 200
+    assert body.count("event: update") == 1, "one update, then the stream ends (no 30 s wait)"
 
 
 async def test_one_workflow_shows_step_states_timeline_events_causes_dead_letters_and_trace(

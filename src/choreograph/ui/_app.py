@@ -27,6 +27,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 # How often a live stream looks at the index: the indexer commits at most every ~0.5 s while busy and
 # touches its file every 5 s when idle (index._indexer), so 1 s shows a change within ~1.5 s.
 POLL_S = 1.0
+# How soon a live stream notices the server stopping (a flag read, no I/O).
+STOP_CHECK_S = 0.1
 # A comment line this often keeps a stream's proxies and browsers from timing it out.
 KEEPALIVE_S = 15.0
 
@@ -63,9 +65,10 @@ def _same_origin(request: Request) -> bool:
 class _Views:
     """The routes' handlers over one source."""
 
-    def __init__(self, source: Source, poll_s: float) -> None:
+    def __init__(self, source: Source, poll_s: float, stopping: Callable[[], bool]) -> None:
         self.source = source
         self.poll_s = poll_s
+        self.stopping = stopping
 
     async def workflows(self, request: Request) -> Response:
         filters = _filters(request)
@@ -115,7 +118,8 @@ class _Views:
 
     async def live_workflows(self, request: Request) -> Response:
         filters = _filters(request)
-        return _stream(lambda: orjson.dumps(fragments(self.source.overview(filters))).decode(), self.poll_s)
+        return _stream(lambda: orjson.dumps(fragments(self.source.overview(filters))).decode(), self.poll_s,
+                       self.stopping)
 
     async def live_workflow(self, request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -125,20 +129,22 @@ class _Views:
             return None if found is None else orjson.dumps({"status": found["status"],
                                                             "events": found["events"]}).decode()
 
-        return _stream(row, self.poll_s)
+        return _stream(row, self.poll_s, self.stopping)
 
 
-def make_app(source: Source, *, poll_s: float = POLL_S) -> Starlette:
+def make_app(source: Source, *, poll_s: float = POLL_S, stopping: Callable[[], bool] = lambda: False) -> Starlette:
     """The web view's ASGI app over `source`.
 
     Args:
         source: Where the pages' data comes from.
         poll_s: How often the live streams look for changes.
+        stopping: Whether the server is shutting down: the live streams then end (within STOP_CHECK_S),
+            so the server's graceful shutdown does not wait on them.
 
     Returns:
         The app, to serve with uvicorn (see serve) or any ASGI server.
     """
-    views = _Views(source, poll_s)
+    views = _Views(source, poll_s, stopping)
     return Starlette(routes=[
         Route("/", views.workflows),
         Route("/workflow/{workflow_id:path}/cancel", views.cancel, methods=["POST"]),
@@ -151,13 +157,16 @@ def make_app(source: Source, *, poll_s: float = POLL_S) -> Starlette:
     ])
 
 
-def _stream(read: Callable[[], str | None], poll_s: float) -> StreamingResponse:
-    """Server-sent events: an `update` with `read()`'s text whenever it changes (None: nothing to send)."""
+def _stream(read: Callable[[], str | None], poll_s: float, stopping: Callable[[], bool]) -> StreamingResponse:
+    """Server-sent events: an `update` with `read()`'s text whenever it changes (None: nothing to send).
+
+    The stream ends when the server is stopping (the browser's EventSource would reconnect, to nothing).
+    """
 
     async def events() -> AsyncIterator[str]:
         last: str | None = None
         quiet = 0.0
-        while True:
+        while not stopping():
             data = read()
             if data is not None and data != last:
                 last, quiet = data, 0.0
@@ -165,7 +174,10 @@ def _stream(read: Callable[[], str | None], poll_s: float) -> StreamingResponse:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keep-alive\n\n"
-            await asyncio.sleep(poll_s)
+            waited = 0.0
+            while waited < poll_s and not stopping():
+                await asyncio.sleep(min(STOP_CHECK_S, poll_s - waited))
+                waited += STOP_CHECK_S
             quiet += poll_s
 
     return StreamingResponse(events(), media_type="text/event-stream",

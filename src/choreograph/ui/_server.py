@@ -11,9 +11,9 @@ from ..transport._settings import Settings
 from ._app import make_app
 from ._data import Source
 
-# Live streams never end by themselves: on Ctrl-C or SIGTERM uvicorn waits this long for open
-# connections, then closes them.
-GRACE_S = 1
+# On Ctrl-C or SIGTERM uvicorn waits this long for open connections: live streams end within
+# _app.STOP_CHECK_S of the stop, a page being rendered (a history read) within a few seconds.
+GRACE_S = 5
 
 
 def serve(settings: Settings, home: Path, *, host: str = "127.0.0.1", port: int = 8765) -> None:
@@ -25,9 +25,12 @@ def serve(settings: Settings, home: Path, *, host: str = "127.0.0.1", port: int 
         host: The address to listen on; loopback unless told.
         port: The port to listen on.
     """
-    config = uvicorn.Config(make_app(Source(settings, home)), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=GRACE_S, lifespan="off")
+    servers: list[uvicorn.Server] = []
+    app = make_app(Source(settings, home), stopping=lambda: bool(servers) and servers[0].should_exit)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=GRACE_S, lifespan="off")
     server = uvicorn.Server(config)
+    servers.append(server)
     shown = f"[{host}]" if ":" in host else host
     print(f"choreo ui: http://{shown}:{port}/ (namespace {settings.namespace}; Ctrl-C stops it)", flush=True)
     server.run()
