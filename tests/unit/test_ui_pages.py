@@ -17,6 +17,7 @@ from choreograph import HistoryEntry, Settings
 from choreograph.index import IndexedEvent, IndexStore, StepRun, Summary
 from choreograph.ui import Agents, Filters, Markup, Source, WorkflowView, escape, fold_entries, make_app, render
 from choreograph.ui._graph import dag_svg, step_state
+from choreograph.ui._pages import dead_letters_page
 
 HOSTILE = '<script>alert("x")</script>'
 T0 = 1_790_000_000_000
@@ -308,3 +309,12 @@ def test_a_step_is_drawn_in_its_column_by_dependency_depth() -> None:
     x = {step: int(at) for step, at in re.findall(r'data-step="(\w+)".*?<rect x="(\d+)"', svg)}
     assert x["research"] < x["analyze"] == x["draft"] < x["chart"] < x["review"]
     assert [step_state(summary, s) for s in ("research", "draft", "analyze")] == ["completed", "running", "pending"]
+
+
+def test_the_dead_letters_page_shows_the_newest_500() -> None:
+    letter = {"time": "", "consumer": "c", "topic": "t", "origin_partition": 0, "workflow_id": None, "kind": None,
+              "step": None, "redrive_count": 0, "reason": "r", "truncated": False}
+    html = dead_letters_page([{**letter, "id": f"0:{i}", "origin_offset": i} for i in range(501)])
+    assert html.count("<tr data-letter=") == 500
+    assert 'data-letter="0:0"' not in html
+    assert "The newest 500 of 501" in html

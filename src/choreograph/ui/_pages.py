@@ -19,6 +19,8 @@ from ._html import Markup, join, render
 
 # What the status filter offers (a status the index holds that is not here is listed all the same).
 STATUSES = ("running", "compensating", "completed", "compensated", "failed", "timed_out", "cancelled")
+# The dead letters page shows the newest this many (a page of thousands of rows helps nobody).
+MAX_LETTERS = 500
 _PAGES = (("/", "Workflows"), ("/agents", "Agents"), ("/dead-letters", "Dead letters"))
 
 
@@ -257,8 +259,11 @@ def dead_letters_page(letters: Sequence[dict[str, Any]]) -> Markup:
     if not letters:
         return page("Dead letters", render("<h1>Dead letters</h1>{h}<p class=\"muted\">No dead letters.</p>",
                                            h=help_text), active="/dead-letters")
+    shown = letters[-MAX_LETTERS:]
+    more = render('<p class="muted">The newest {n} of {total}: `choreo dlq ls --since TIME` lists the rest.</p>',
+                  n=len(shown), total=len(letters)) if len(shown) < len(letters) else ""
     rows = []
-    for x in letters:
+    for x in shown:
         origin = "?" if x["topic"] is None else f"{x['topic']}:{x['origin_partition']}@{x['origin_offset']}"
         rows.append(render(
             '<tr data-letter="{id}"><td>{id}</td><td>{time}</td><td>{consumer}</td><td>{origin}</td><td>{wf}</td>'
@@ -267,9 +272,10 @@ def dead_letters_page(letters: Sequence[dict[str, Any]]) -> Markup:
             wf=workflow_link(x["workflow_id"]) if x["workflow_id"] else "-", kind=x["kind"] or "-",
             step=x["step"] or "-", redrives=x["redrive_count"],
             reason=x["reason"] + (" [truncated]" if x["truncated"] else "")))
-    body = render('<h1>Dead letters</h1>{h}<table class="letters"><thead><tr><th>id</th><th>time (UTC)</th>'
+    body = render('<h1>Dead letters</h1>{h}{more}<table class="letters"><thead><tr><th>id</th><th>time (UTC)</th>'
                   '<th>consumer</th><th>origin</th><th>workflow id</th><th>kind</th><th>step</th><th>redrives</th>'
-                  '<th>reason</th></tr></thead><tbody>{rows}</tbody></table>', h=help_text, rows=join(rows))
+                  '<th>reason</th></tr></thead><tbody>{rows}</tbody></table>', h=help_text, more=more,
+                  rows=join(rows))
     return page("Dead letters", body, active="/dead-letters")
 
 
