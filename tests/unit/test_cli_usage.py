@@ -62,6 +62,7 @@ def test_an_unknown_option_is_one_line_exit_2(path: tuple[str, ...], capsys: pyt
     (["publish"], "error: Missing argument 'workflow'. (see `choreo publish --help`)"),
     (["publish", "report", "--data", "{}", "--wait", "soon"], "error: Invalid value for '--wait': "),
     (["no-such-command"], "error: No such command 'no-such-command'. (see `choreo --help`)"),
+    (["ui", "--port", "99999"], "error: Invalid value for '--port': "),
 ])
 def test_a_missing_argument_a_bad_value_and_an_unknown_command_are_one_line_exit_2(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

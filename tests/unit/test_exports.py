@@ -155,6 +155,8 @@ EXPORTS: dict[str, list[str]] = {
         "index_path",
         "indexed_event",
         "list_workflows",
+        "status_counts",
+        "workflow_row",
     ],
     "choreograph.runtime": [
         "Agent",
@@ -259,6 +261,19 @@ EXPORTS: dict[str, list[str]] = {
         "Crash",
         "KitError",
         "SagaKit",
+    ],
+    "choreograph.ui": [
+        "Agents",
+        "Filters",
+        "Markup",
+        "Overview",
+        "Source",
+        "WorkflowView",
+        "escape",
+        "fold_entries",
+        "make_app",
+        "render",
+        "serve",
     ],
     "choreograph.transport": [
         "BrokerProfile",

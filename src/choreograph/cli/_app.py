@@ -35,6 +35,7 @@ from ._input import (
 )
 from ._keys import keys_app
 from ._ls import index_app, ls
+from ._ui import ui
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -56,6 +57,7 @@ app.command("ls")(ls)
 app.command("asyncapi")(asyncapi)
 app.command()(config)
 app.command()(cancel)
+app.command()(ui)
 
 # A workflow id argument: one that cannot be a record's key is an error line and exit 2.
 WorkflowId = Annotated[str, typer.Argument(callback=workflow_id, show_default=False)]

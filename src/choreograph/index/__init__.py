@@ -6,7 +6,7 @@
 
 from ._decode import Skip, indexed_event
 from ._indexer import Indexer
-from ._query import Listing, list_workflows
+from ._query import Listing, list_workflows, status_counts, workflow_row
 from ._store import IndexStore, index_path
 from ._summary import COMPENSATING, RUNNING, IndexedEvent, StepRun, Summary, fold
 
@@ -24,4 +24,6 @@ __all__ = [
     "index_path",
     "indexed_event",
     "list_workflows",
+    "status_counts",
+    "workflow_row",
 ]

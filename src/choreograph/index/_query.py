@@ -69,6 +69,44 @@ def list_workflows(path: Path, *, status: str | None = None, workflow: str | Non
     return Listing(rows, None if updated is None else int(updated[0]))
 
 
+def status_counts(path: Path, *, workflow: str | None = None, since_ms: int | None = None) -> dict[str, int]:
+    """How many workflows of the index at `path` have each status (of `workflow`, started since `since_ms`).
+
+    Raises:
+        sqlite3.Error: The file is not an index (or is unreadable).
+    """
+    clauses, params = ["1"], list[str | int]()
+    if workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    if since_ms is not None:
+        clauses.append("started_ms >= ?")
+        params.append(since_ms)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return dict(db.execute(f"SELECT status, COUNT(*) FROM workflows WHERE {' AND '.join(clauses)} "
+                               "GROUP BY status ORDER BY status", params))
+    finally:
+        db.close()
+
+
+def workflow_row(path: Path, workflow_id: str, now_ms: int | None = None) -> dict[str, Any] | None:
+    """One workflow's row of the index at `path` (as list_workflows gives it), or None if it has none.
+
+    Raises:
+        sqlite3.Error: The file is not an index (or is unreadable).
+    """
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = db.execute("SELECT workflow_id, workflow, status, started_ms, last_event_ms, last_kind, "
+                           "current_steps, failed_step, reason, events FROM workflows WHERE workflow_id = ?",
+                           (workflow_id,)).fetchone()
+    finally:
+        db.close()
+    return None if found is None else _row(found, now)
+
+
 def _row(r: tuple[Any, ...], now: int) -> dict[str, Any]:
     (workflow_id, workflow, status, started, last, last_kind, current, failed_step, reason, events) = r
     end = max(now, last) if status in (RUNNING, COMPENSATING) else last
