@@ -243,6 +243,15 @@ EXPORTS: dict[str, list[str]] = {
         "signed_message",
         "write_policy",
     ],
+    "choreograph.telemetry": [
+        "Tracing",
+        "exporter_names",
+        "message_attributes",
+        "setup_tracing",
+        "span_name",
+        "tracing",
+        "use_tracer_provider",
+    ],
     "choreograph.testing": [
         "COORDINATOR",
         "Crash",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ChoreographError, ConfigurationError
+from ..telemetry._setup import setup_tracing
 from ..transport._logs import configure, name_service
 from ..transport._settings import Settings
 from ._agent import load_agent
@@ -52,6 +53,16 @@ def configure_logging(service: str) -> None:
     configure(service)
 
 
+def traced(service: str, run: Callable[[], None]) -> None:
+    """Run a service's process with its traces set up from OTEL_* (if configured), flushed once it stopped."""
+    shutdown = setup_tracing(service)
+    try:
+        run()
+    finally:
+        if shutdown is not None:
+            shutdown()  # the batch processor sends what it holds (a graceful stop loses no span)
+
+
 def _as_process(main: Callable[[], None]) -> None:
     """Run a service's main; a deliberate error ends the process with one line and a non-zero exit.
 
@@ -71,7 +82,8 @@ def run_agent(spec: str) -> None:
         configure_logging("agent")  # before the user's module is imported: its import may log
         agent = load_agent(spec)
         name_service(agent.name)
-        asyncio.run(serve(AgentRuntime(agent, Settings.from_env(), ready_file=ready_file())))
+        settings = Settings.from_env()
+        traced(agent.name, lambda: asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file()))))
     _as_process(main)
 
 
@@ -79,5 +91,6 @@ def run_coordinator() -> None:
     """Body of `choreo coordinator run`."""
     def main() -> None:
         configure_logging("coordinator")
-        asyncio.run(serve(Coordinator(Settings.from_env(), ready_file=ready_file())))
+        settings = Settings.from_env()
+        traced("coordinator", lambda: asyncio.run(serve(Coordinator(settings, ready_file=ready_file()))))
     _as_process(main)
