@@ -229,7 +229,7 @@ class Client:
             return await self._producer.send_and_wait(topic, value=value, key=envelope.key, headers=headers)
         span = traced.producer(span_name("send", envelope, envelope.workflow),
                                message_attributes("send", topic, None, envelope))
-        if (traceparent := traced.traceparent(span)) is not None:
+        if (traceparent := traced.traceparent(span)) is not None:  # the headers are signed when sent
             headers = [("traceparent", traceparent.encode()) if name == "traceparent" else (name, data)
                        for name, data in headers]
         try:

@@ -38,7 +38,7 @@ from ..saga._decide import Decision, Fact, SagaState, decision_id, evolve, handl
 from ..saga._timers import expire, timed
 from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
-from ..telemetry._tracing import CONSUMER_GROUP, OFFSET, Tracing, message_attributes, now_ns, span_name, tracing
+from ..telemetry._tracing import Tracing, now_ns, span_name, tracing
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -271,11 +271,8 @@ class Coordinator(ServiceBase):
             for decision in decisions:
                 await self._publish(part, state, decision, envelope)
             return
-        attributes = message_attributes("process", record.topic, record.partition, envelope)
-        attributes[OFFSET] = record.offset
-        attributes[CONSUMER_GROUP] = self.settings.coordinator_group
-        span = tracing.consumer(span_name("coordinate", envelope),
-                                tracing.remote(envelope.traceparent), attributes, start_ns=started_ns)
+        span = tracing.received(span_name("coordinate", envelope), envelope, record.topic, record.partition,
+                                record.offset, self.settings.coordinator_group, start_ns=started_ns)
         try:
             for decision in decisions:
                 await self._publish(part, state, decision, envelope, tracing.inside(span))
@@ -369,10 +366,7 @@ class Coordinator(ServiceBase):
             # under its cause's context. Started before the envelope is signed: it is the traceparent.
             if parent is None and cause is not None:
                 parent = tracing.remote(cause.traceparent)
-            span = tracing.producer(span_name("send", envelope),
-                                    message_attributes("send", self.settings.events_topic, part.progress.partition,
-                                                       envelope), parent)
-            envelope = envelope._replace(traceparent=tracing.traceparent(span) or envelope.traceparent)
+            span, envelope = tracing.send(envelope, self.settings.events_topic, part.progress.partition, parent)
             try:
                 return await self._send(part, state, envelope, decision)
             finally:

@@ -28,7 +28,7 @@ from ..errors import AgentDefinitionError, NonRetryable
 from ..events._envelope import Kind
 from ..events._faults import BreakerState, StepAttemptFailed, StepHeartbeat
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
-from ..telemetry._tracing import ATTEMPT, CONSUMER_GROUP, OFFSET, Tracing, message_attributes
+from ..telemetry._tracing import ATTEMPT, Tracing
 from ..transport._clock import Clock
 from ..transport._logs import ContextFilter, LogContext, enter, leave
 from ._agent import Agent, StepContext
@@ -221,17 +221,13 @@ class Runner:
 
     def _span(self, tracing: Tracing, attempt: Attempt) -> Any:
         """The run's CONSUMER span: child of its cause's context, linked to every input's (a join)."""
-        agent, cause = self._agent, attempt.cause
-        attributes = message_attributes("process", self._topic, attempt.partition, cause)
-        attributes[CONSUMER_GROUP] = self._group
-        attributes[ATTEMPT] = attempt.number
-        inputs = attempt.inputs.values()
-        for item in inputs:
-            if item.envelope is cause:
-                attributes[OFFSET] = item.offset
+        cause, inputs = attempt.cause, attempt.inputs.values()
+        offset = next((item.offset for item in inputs if item.envelope is cause), None)
         links = tracing.links(i.envelope.traceparent for i in inputs) if len(inputs) > 1 else None
-        name = f"{'compensate' if attempt.compensation else 'process'} {agent.step}"
-        return tracing.consumer(name, tracing.remote(cause.traceparent), attributes, links)
+        name = f"{'compensate' if attempt.compensation else 'process'} {self._agent.step}"
+        span = tracing.received(name, cause, self._topic, attempt.partition, offset, self._group, links)
+        span.set_attribute(ATTEMPT, attempt.number)
+        return span
 
     async def _attempt(self, attempt: Attempt) -> None:
         agent = self._agent
@@ -261,6 +257,8 @@ class Runner:
         except asyncio.CancelledError:
             attempt.state = State.FINISHED
             if attempt.timed_out:
+                if self._tracing is not None:
+                    self._tracing.current_failed("StepTimedOut")
                 return  # cancelled for its StepTimedOut, which is the attempt's record
             raise
         except Exception as exc:

@@ -16,7 +16,7 @@ from ..errors import EventTooLarge
 from ..events._envelope import Envelope, Kind, derived_id, fixed_headers
 from ..events._faults import StepAttemptFailed
 from ..events._models import CompensationFailed, Event, StepFailed
-from ..telemetry._tracing import Tracing, message_attributes, span_name
+from ..telemetry._tracing import Tracing
 from ..transport._port import Producer
 from ..transport._sizes import HEADERS_ROOM, record_size
 from ._acks import Acks, Pending
@@ -70,7 +70,8 @@ class Results:
         """
         events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
         records = []
-        tracing, spans = self._tracing, []
+        tracing = self._tracing
+        spans: list[Any] = []  # with tracing on: each event's PRODUCER span, ended once it is sent
         for index, (event, event_kind) in enumerate(events):
             # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
             # re-run (`choreo replay`), carries the id of the original. Each failed attempt has its own.
@@ -84,19 +85,16 @@ class Results:
                                     workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause,
                                     id=derived_id(ctx.workflow_id, *parts))
             if tracing is not None:  # started before the envelope is signed: its context is the traceparent
-                span = tracing.producer(span_name("send", envelope),
-                                        message_attributes("send", self._topic, partition, envelope))
+                span, envelope = tracing.send(envelope, self._topic, partition)
                 spans.append(span)
-                envelope = envelope._replace(traceparent=tracing.traceparent(span) or envelope.traceparent)
             fixed = self._fixed.get(event_kind) or self._fixed.setdefault(
                 event_kind, fixed_headers(self._source, ctx.workflow, event_kind, ctx.step))
             value, headers = event.encode(), envelope.headers_with(fixed)
             if len(value) + len(envelope.key) > self._room and (
                     size := record_size(envelope.key, value, headers)) > self._max_bytes:
                 what = "the result" if event is result else "an event emitted by"
-                for span in spans:
-                    tracing.failed(span, "EventTooLarge")  # type: ignore[union-attr]  # spans: tracing is on
-                    span.end()
+                if tracing is not None:
+                    self._unsent(tracing, spans)
                 await self._too_large(ctx, result, kind, key, partition, release, retry, EventTooLarge(
                     f"{what} of step {ctx.step!r} ({event.type_name()})", size, self._max_bytes))
                 return
@@ -105,10 +103,17 @@ class Results:
         for value, record_key, headers in records:
             ack = await self._producer.send(self._topic, value=value, key=record_key, headers=headers,
                                             partition=partition)
-        for span in spans:
-            span.end()
+        if tracing is not None:
+            for span in spans:
+                span.end()
         if ack is not None:  # always: the result is the last of `events`
             self._acks.add(Pending(ack, key, release, retry))
+
+    @staticmethod
+    def _unsent(tracing: Tracing, spans: list[Any]) -> None:
+        for span in spans:
+            tracing.failed(span, "EventTooLarge")
+            span.end()
 
     async def note(self, ctx: StepContext, event: Event, kind: Kind, partition: int) -> None:
         """Send one event that is not a result (a heartbeat): no ack is awaited, nothing is released."""
@@ -116,9 +121,7 @@ class Results:
                                 workflow_id=ctx.workflow_id, kind=kind, step=ctx.step, cause=ctx.cause)
         span = None
         if (tracing := self._tracing) is not None:
-            span = tracing.producer(span_name("send", envelope),
-                                    message_attributes("send", self._topic, partition, envelope))
-            envelope = envelope._replace(traceparent=tracing.traceparent(span) or envelope.traceparent)
+            span, envelope = tracing.send(envelope, self._topic, partition)
         try:
             await self._send_note(ctx, event, envelope, partition)
         finally:

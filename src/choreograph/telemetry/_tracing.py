@@ -175,6 +175,25 @@ class Tracing:
         """A CONSUMER span, child of `parent` (the cause's context), linked to `links`."""
         return self.tracer.start_span(name, parent, self._consumer, attributes, links, start_ns)
 
+    def send(self, envelope: Envelope, topic: str, partition: int | None,
+             parent: Context | None = None) -> tuple[Span, Envelope]:
+        """The PRODUCER span of publishing `envelope`, and the envelope with the span's context as traceparent.
+
+        Called before the event is signed (the traceparent is signed with the rest); end the span once sent.
+        """
+        span = self.producer(span_name("send", envelope), message_attributes("send", topic, partition, envelope),
+                             parent)
+        return span, envelope._replace(traceparent=self.traceparent(span) or envelope.traceparent)
+
+    def received(self, name: str, envelope: Envelope, topic: str, partition: int, offset: int | None, group: str,
+                 links: list[Any] | None = None, start_ns: int | None = None) -> Span:
+        """The CONSUMER span of handling `envelope` (read at `offset`), child of its PRODUCER span's context."""
+        attributes = message_attributes("process", topic, partition, envelope)
+        attributes[CONSUMER_GROUP] = group
+        if offset is not None:
+            attributes[OFFSET] = offset
+        return self.consumer(name, self.remote(envelope.traceparent), attributes, links, start_ns)
+
     def failed(self, span: Span, error: BaseException | str) -> None:
         """Mark `span` failed: `error.type` (the exception's type), an error status, the exception."""
         if isinstance(error, BaseException):
@@ -184,8 +203,8 @@ class Tracing:
             span.set_attribute(ERROR_TYPE, error)
         span.set_status(self._error)
 
-    def current_failed(self, error: BaseException) -> None:
-        """Mark the current span (a handler run's) failed."""
+    def current_failed(self, error: BaseException | str) -> None:
+        """Mark the current span (a handler run's) failed: by an exception, or with an error type."""
         span = self._trace.get_current_span()
         if span.is_recording():
             self.failed(span, error)
