@@ -6,6 +6,10 @@ only the flush of a graceful stop sends them), form one trace with the goal's sp
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,3 +165,38 @@ async def test_a_compensated_saga_across_processes_is_one_trace_linked_hop_by_ho
         assert undo.service == f"report.{step}"
         assert by_id[undo.parent].name == f"send compensation_requested {step}"
     assert "send outcome" in names
+
+
+SETUP = """
+import json, sys
+from opentelemetry import trace
+from choreograph.telemetry import setup_tracing
+if sys.argv[1] == "own":
+    from opentelemetry.sdk.trace import TracerProvider
+    trace.set_tracer_provider(TracerProvider())
+before = trace.get_tracer_provider()
+shutdown = setup_tracing("report.chart")
+provider = trace.get_tracer_provider()
+print(json.dumps({"set_up": shutdown is not None, "kept": provider is before, "type": type(provider).__name__,
+                  "service": getattr(getattr(provider, "resource", None), "attributes", {}).get("service.name")}))
+if shutdown is not None:
+    shutdown()
+"""
+
+
+@pytest.mark.parametrize(("env", "own", "expected"), [
+    ({}, False, {"set_up": False, "kept": True, "type": "ProxyTracerProvider", "service": None}),
+    ({"OTEL_TRACES_EXPORTER": "console"}, False,
+     {"set_up": True, "kept": False, "type": "TracerProvider", "service": "report.chart"}),
+    ({"OTEL_TRACES_EXPORTER": "discard", "OTEL_SERVICE_NAME": "reports"}, False,
+     {"set_up": True, "kept": False, "type": "TracerProvider", "service": "reports"}),
+    ({"OTEL_TRACES_EXPORTER": "console"}, True,
+     {"set_up": True, "kept": True, "type": "TracerProvider", "service": "unknown_service:python"}),
+])
+def test_a_service_sets_up_the_sdk_only_when_configured_and_keeps_a_provider_of_its_own(
+        env: dict[str, str], own: bool, expected: dict[str, Any]) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", SETUP, "own" if own else "sdk"], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == expected

@@ -5,6 +5,7 @@ decisions, a join's links; and nothing at all when tracing is not configured."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,7 +69,8 @@ def render(spans: list[ReadableSpan]) -> str:
 
 
 async def test_a_compensated_saga_is_one_trace_with_every_hop_under_its_cause(
-        spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+        spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "choreograph.agent")
     in_loop: list[bool] = []  # whether a span was current in an agent's consumer loop, per record
     on_record = AgentRuntime._on_record
 
@@ -162,6 +164,12 @@ async def test_a_compensated_saga_is_one_trace_with_every_hop_under_its_cause(
     assert joined.status.status_code is StatusCode.ERROR
     sent = dict(producers[events[-1].event_id].attributes or {})
     assert (sent["messaging.operation.type"], sent["choreograph.kind"]) == ("send", "outcome")
+    # A handler's log lines name the span of its run.
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("chart: deleting")]
+    (undo_chart,) = [s for s in finished if s.name == "compensate chart"]
+    assert undo_chart.context is not None
+    assert (line.__dict__["trace_id"], line.__dict__["span_id"]) == (f"{undo_chart.context.trace_id:032x}",
+                                                                     f"{span_id(undo_chart):016x}")
     # No span ever leaked from a handler run into a consumer loop.
     assert in_loop
     assert not any(in_loop)
