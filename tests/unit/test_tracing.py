@@ -195,3 +195,18 @@ async def test_tracing_is_off_unless_configured() -> None:
         cause = by_id[event.causation_id or ""]
         assert traceparent_of(event)[3:35] == trace_id
         assert traceparent_of(event)[36:52] != traceparent_of(cause)[36:52]
+
+
+async def test_a_goal_published_inside_a_request_continues_its_trace(spans: InMemorySpanExporter) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    async with SagaKit(*REPORT) as kit:
+        with provider.get_tracer("web").start_as_current_span("POST /reports") as request:
+            goal = await kit.given_goal("report", {"topic": "from a request"})
+        await kit.expect_outcome(goal, OutcomeStatus.COMPLETED)
+    provider.shutdown()
+    finished = spans.get_finished_spans()
+    (sent,) = [s for s in finished if s.name == "send goal report"]
+    assert sent.parent is not None
+    assert sent.parent.span_id == request.get_span_context().span_id
+    assert {s.context.trace_id for s in finished if s.context} == {request.get_span_context().trace_id}
