@@ -1,8 +1,8 @@
 """OpenTelemetry spans of a workflow: one trace per goal, a span per publish and per handler run.
 
 The trace context travels in each event's `traceparent` header, which is part of the signed
-envelope: a PRODUCER span is started before its event's envelope is built, and its span context
-*is* the envelope's traceparent. Each handler run is a CONSUMER span whose parent is its cause's
+envelope: a PRODUCER span is started before its event's headers are made and signed, and its span
+context *is* the envelope's traceparent. Each handler run is a CONSUMER span whose parent is its cause's
 context (a join also links every input's context); the coordinator's decisions are a CONSUMER span
 of the event that caused them, with one PRODUCER span per decision.
 
