@@ -1,7 +1,14 @@
 """`make bench`: every scenario on one broker in one run; a table, bench/results/latest.json, and
 a last line holding the headline figures as one JSON object.
 
-Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history,index]
+Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history,index] [--tracing]
+
+`--tracing` runs choreograph's relay and saga scenarios with traces on: every service (and the bench's
+own clients) sets up the OpenTelemetry SDK with a batch span processor and an exporter that drops what
+it is given (OTEL_TRACES_EXPORTER=discard, see choreograph.telemetry), so the figures are the cost of
+making, batching and ending every span, with no receiver. Its results are kept beside the others under
+`<name>-traced` (relay) and `<run>_traced` (sagas). Without it, OTEL_TRACES_EXPORTER=none: a caller's
+OTEL_* settings never turn tracing on in the untraced figures.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from choreograph.telemetry import setup_tracing
 from choreograph.transport import PROFILES, EmbeddedBroker, Settings
 
 from . import codec, history, index, relay, saga
@@ -59,8 +67,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, to check the harness")
     parser.add_argument("--only", default=",".join(ALL))
+    parser.add_argument("--tracing", action="store_true",
+                        help="relay and sagas with traces on (SDK, batch processor, a discarding exporter)")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    traced = _tracing(args.tracing)
+    if traced:
+        only &= {"relay", "saga"}
     scale = 0.2 if args.quick else 1.0
     workdir = Path(tempfile.mkdtemp(prefix="choreo-bench-"))
     _own_home(workdir / "home")
@@ -79,13 +92,16 @@ def main() -> int:
         results["relay"] = {}
         with _broker(workdir / "relay") as broker:  # one broker for all contenders: ratios
             for contender in relay.CONTENDERS:
+                if traced and (not contender.agent or contender.unsigned):
+                    continue  # only choreograph's relay traces (signed, as its headline figure)
                 began = time.perf_counter()
                 outcome = relay.run(contender, _settings(broker, contender.name), workdir / "relay",
                                     events=int(30_000 * scale), hops=max(200, int(1000 * scale)))
-                results["relay"][contender.name] = asdict(outcome)
-                _progress(f"relay {contender.name}", results["relay"][contender.name], began)
+                name = f"{contender.name}-traced" if traced else contender.name
+                results["relay"][name] = asdict(outcome)
+                _progress(f"relay {name}", results["relay"][name], began)
     if "saga" in only or "scale" in only:
-        results["saga"] = _sagas(workdir, scale, only)
+        results["saga"] = _sagas(workdir, scale, only, traced)
     if "history" in only:
         with _broker(workdir / "history") as broker:
             results["history"] = asdict(history.run(_settings(broker, "history"), workflows=int(5000 * scale)))
@@ -134,7 +150,17 @@ def _broker(workdir: Path) -> Iterator[EmbeddedBroker | None]:
         broker.stop()
 
 
-def _sagas(workdir: Path, scale: float, only: set[str]) -> dict[str, Any]:
+def _tracing(on: bool) -> bool:
+    """Traces on (`--tracing`) or off for this run and every process it starts; returns `on`."""
+    for name in [n for n in os.environ if n.startswith("OTEL_EXPORTER_OTLP")]:
+        del os.environ[name]
+    os.environ["OTEL_TRACES_EXPORTER"] = "discard" if on else "none"
+    if on:
+        setup_tracing("bench")  # the bench's clients (goals) trace too; flushed, or not, at exit: no matter
+    return on
+
+
+def _sagas(workdir: Path, scale: float, only: set[str], traced: bool = False) -> dict[str, Any]:
     """Each run: a fresh broker, the coordinator and the report agents, 4 partitions, one load."""
     out: dict[str, Any] = {}
     total = int(1000 * scale)
@@ -152,6 +178,8 @@ def _sagas(workdir: Path, scale: float, only: set[str]) -> dict[str, Any]:
                  ("saturation", total, 2 * saga.IN_FLIGHT, 0.0, 1, True)]
     if "scale" in only:
         runs += [(f"scale_out_{n}", total, saga.IN_FLIGHT, 0.0, n, True) for n in (2, 4)]
+    if traced:  # signed runs only, beside the untraced ones
+        runs = [(f"{key}_traced", *rest) for key, *rest in runs if rest[-1] and not key.startswith("scale")]
     for key, count, in_flight, failing, instances, signed in runs:
         began = time.perf_counter()
         with _broker(workdir / key) as broker:

@@ -77,6 +77,22 @@ def signing_cost(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def tracing_cost(results: dict[str, Any]) -> dict[str, float]:
+    """What traces on cost (`python -m bench --tracing`), as traced ÷ untraced: relay events/s and CPU us
+    per event; sagas/s at the headline's load; one-at-a-time p50."""
+    out: dict[str, float] = {}
+    relay, s = results.get("relay", {}), results.get("saga", {})
+    if "choreograph" in relay and "choreograph-traced" in relay:
+        on, off = relay["choreograph-traced"], relay["choreograph"]
+        out["relay_events_per_s"] = round(on["events_per_s"] / off["events_per_s"], 3)
+        if on.get("cpu_us_per_event") and off.get("cpu_us_per_event"):
+            out["relay_cpu_us_per_event"] = round(on["cpu_us_per_event"] / off["cpu_us_per_event"], 3)
+    for run, figure in (("headline", "sagas_per_s"), ("one_at_a_time", "p50_ms")):
+        if run in s and f"{run}_traced" in s:
+            out[f"{run}_{figure}"] = round(s[f"{run}_traced"][figure] / s[run][figure], 3)
+    return out
+
+
 def print_table(results: dict[str, Any]) -> None:
     console = Console(width=120)  # the relay table's 8 columns, contender "choreograph-unsigned" unclipped
     console.print(f"[bold]choreograph bench[/bold] {results['started']} on {results['broker']}, "
@@ -99,7 +115,9 @@ def print_table(results: dict[str, Any]) -> None:
     runs = [(label, sagas[key]) for key, label in (
         ("one_at_a_time", "one at a time"), ("one_at_a_time_unsigned", "one at a time, unsigned"),
         ("headline", "headline"), ("headline_unsigned", "headline, unsigned"),
-        ("compensated", "10% fail at review"), ("saturation", "saturated"))
+        ("compensated", "10% fail at review"), ("saturation", "saturated"),
+        ("one_at_a_time_traced", "one at a time, traced"), ("headline_traced", "headline, traced"),
+        ("compensated_traced", "10% fail at review, traced"), ("saturation_traced", "saturated, traced"))
         if key in sagas]
     runs += [(f"scale-out: {k} of each agent", v) for k, v in sagas.get("scale_out", {}).items()]
     if runs:
@@ -113,6 +131,8 @@ def print_table(results: dict[str, Any]) -> None:
                           f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", outcomes)
         console.print(table)
     _print_signing(console, results)
+    if cost := tracing_cost(results):
+        console.print("tracing on (traced ÷ untraced): " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
     if "history" in results:
         h = results["history"]
         console.print(f"history of one workflow in a log of {h['events']:,} events / {h['workflows']:,} workflows: "

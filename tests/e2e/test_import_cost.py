@@ -44,3 +44,11 @@ except ImportError:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "kafka needs aiokafka"
+
+
+def test_the_library_and_the_command_line_load_no_opentelemetry() -> None:
+    # Tracing imports opentelemetry only in a process that set it up (opentelemetry.trace alone is ~40 ms).
+    code = ("import sys, choreograph, choreograph.runtime, choreograph.telemetry, choreograph.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'opentelemetry'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -165,6 +165,10 @@ def publish(
                     result["outcome"] = outcome.model_dump(mode="json")
             return result
 
+    from ..telemetry import setup_tracing
+
+    # With OTEL_* configured, the goal's span (the trace's root) is sent too, before the command exits.
+    flush = setup_tracing("choreo")
     try:
         result = run_async(go())
     except GoalValidationError as exc:
@@ -173,6 +177,9 @@ def publish(
         raise fail(f"{exc} (CHOREO_MAX_EVENT_BYTES)", USAGE) from exc
     except GoalRejected as exc:  # refused as it was published: no id to print
         raise fail(str(exc), FAILED) from exc
+    finally:
+        if flush is not None:
+            flush()
     print(orjson.dumps(result).decode())
     if rejected:
         raise fail(str(rejected[0]), FAILED)

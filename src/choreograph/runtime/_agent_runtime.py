@@ -23,6 +23,7 @@ from ..events._envelope import COORDINATOR_SOURCE, Envelope, Kind, text_of
 from ..events._models import CompensationRequested, Event
 from ..security._identity import Identity
 from ..telemetry._metrics import AgentMetrics, service_meter
+from ..telemetry._tracing import tracing
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -154,12 +155,14 @@ class AgentRuntime(ServiceBase):
         self._decoding.dead = DeadLetters(raw, self.settings.deadletter_topic, self.agent.name,
                                           self.settings.max_event_bytes)
         self._provenance = Provenance(self.agent.name, self.agent.workflow, self._consumed, self._decoding)
+        traced = tracing()  # decided once: None (off) costs the hot path nothing
         self._results = Results(self._producer, self._topic, self.agent.source, self.settings.max_event_bytes,
-                                self._acks)
+                                self._acks, traced)
         health = self._health
-        self._runner = health.runner = Runner(self.agent, self._results, self._clock, breaker=health.breaker,
-                                              max_concurrency=self._max_concurrency, on_breaker=health.changed,
-                                              metrics=metrics)
+        self._runner = health.runner = Runner(
+            self.agent, self._results, self._clock, breaker=health.breaker, max_concurrency=self._max_concurrency,
+            on_breaker=health.changed, metrics=metrics, tracing=traced, topic=self._topic,
+            group=self.settings.agent_group(self.agent.workflow, self.agent.step))
         self._tasks = self._runner.tasks
         self._attempts = Attempts(self.agent.name, self.agent.step, self._runner, self._clock, self._done,
                                   self._ended, self._owned, self._store)

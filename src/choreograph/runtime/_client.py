@@ -33,6 +33,8 @@ from ..events._policy import millis
 from ..saga._graph import goal_types
 from ..security._identity import may_publish
 from ..security._verify import Rejected, Verifier
+from ..telemetry import _tracing as attributes
+from ..telemetry._tracing import Tracing, message_attributes, span_name, tracing
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import CONSUMER, OFFSET, PARTITION, REASON, TOPIC
 from ..transport._kafka import Kafka
@@ -91,9 +93,11 @@ class Client:
         self._producer: Producer  # made on entry, inside the running loop
         self._source = source
         self._goal_schemas: dict[str, AvroSchema] = {}
+        self._tracing: Tracing | None = None  # decided on entry
 
     async def __aenter__(self) -> Client:
         await self._kafka.ensure_topics()
+        self._tracing = tracing()
         if self._trust is None:
             self._trust = Trust.from_env(publisher_identity())
         # Goals are validated against the registry's contracts: only those their own agents announced
@@ -163,8 +167,7 @@ class Client:
         if (size := record_size(envelope.key, value, headers)) > limit:
             raise EventTooLarge(f"the goal of workflow {workflow!r}", size, limit)
         published_ms = time.time_ns() // 1_000_000
-        meta = await self._producer.send_and_wait(self.settings.events_topic, value=value, key=envelope.key,
-                                                  headers=headers)
+        meta = await self._send(envelope, value, headers)
         return PublishedGoal(workflow, envelope.workflow_id, meta.partition, meta.offset, envelope.id, published_ms,
                              deadline_ms)
 
@@ -210,9 +213,34 @@ class Client:
         if (size := record_size(envelope.key, value, headers)) > (limit := self.settings.max_event_bytes):
             raise EventTooLarge(f"the cancellation of {workflow_id}", size, limit)
         published_ms = time.time_ns() // 1_000_000
-        meta = await self._producer.send_and_wait(topic, value=value, key=envelope.key, headers=headers)
+        meta = await self._send(envelope, value, headers)
         return PublishedGoal(found.workflow, workflow_id, meta.partition, meta.offset, found.goal_id or "",
                              published_ms, read_from=found.end)
+
+    async def _send(self, envelope: Envelope, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        """Send one event and wait for it to be stored; when tracing, in a PRODUCER span.
+
+        The span is a child of the caller's current span (a web request's, say), or the root of a
+        new trace: one trace per goal. Its context is the event's traceparent, replaced here before
+        the producer signs the headers.
+        """
+        topic = self.settings.events_topic
+        if (traced := self._tracing) is None:
+            return await self._producer.send_and_wait(topic, value=value, key=envelope.key, headers=headers)
+        span = traced.producer(span_name("send", envelope, envelope.workflow),
+                               message_attributes("send", topic, None, envelope))
+        if (traceparent := traced.traceparent(span)) is not None:  # the headers are signed when sent
+            headers = [("traceparent", traceparent.encode()) if name == "traceparent" else (name, data)
+                       for name, data in headers]
+        try:
+            meta = await self._producer.send_and_wait(topic, value=value, key=envelope.key, headers=headers)
+            span.set_attributes({attributes.PARTITION: str(meta.partition), attributes.OFFSET: meta.offset})
+            return meta
+        except Exception as exc:
+            traced.failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     async def wait(self, goal: PublishedGoal, timeout_s: float) -> WorkflowOutcome | None:
         """The workflow's outcome, or None if it has none within `timeout_s`.

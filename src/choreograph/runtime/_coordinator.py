@@ -39,6 +39,7 @@ from ..saga._timers import expire, timed
 from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
 from ..telemetry._metrics import CoordinatorMetrics, service_meter
+from ..telemetry._tracing import Tracing, now_ns, span_name, tracing
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -52,7 +53,7 @@ from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ..transport._trust import Trust
 from ._admission import read_fact, refusal_of
-from ._coordinator_state import Partition, look_back
+from ._coordinator_state import Partition, look_back, note_goal
 from ._gate import Gate
 from ._tracking import Done
 
@@ -120,6 +121,7 @@ class Coordinator(ServiceBase):
         meter = service_meter()  # None: metrics are off, and nothing below counts
         self._metrics = None if meter is None else CoordinatorMetrics(meter, settings.coordinator_group,
                                                                       settings.events_topic)
+        self._tracing: Tracing | None = None  # decided in start()
         self._member = GroupMember[Partition](
             self._kafka, settings.coordinator_group, [settings.events_topic], set_up=self._set_up,
             progress=lambda part: part.progress, on_ready=self._on_ready, commit_interval_s=commit_interval_s,
@@ -135,6 +137,7 @@ class Coordinator(ServiceBase):
         self._producer = trust.producer(raw)
         self._gate = Gate(trust.verifier, "coordinator")
         self._registry.verifier = trust.verifier
+        self._tracing = tracing()
         self._dead = DeadLetters(raw, self.settings.deadletter_topic, self.settings.coordinator_group,
                                  self.settings.max_event_bytes)  # unsigned: a dead letter keeps its record's signature
         await self._producer.start()
@@ -239,8 +242,9 @@ class Coordinator(ServiceBase):
 
     async def _fold(self, part: Partition, state: SagaState, envelope: Envelope, fact: Fact, record: Record,
                     history: bool) -> None:
-        workflow_id, progress = envelope.workflow_id, part.progress
+        workflow_id = envelope.workflow_id
         decisions: list[Decision] = []
+        started_ns = 0
         if history:
             # Restored from an archive: its decisions are in the log already; fold, never act.
             # An open one stays dormant until a new event about it arrives.
@@ -258,26 +262,36 @@ class Coordinator(ServiceBase):
                 part.touched.add(workflow_id)
         else:
             part.dormant.discard(workflow_id)
+            started_ns = now_ns() if self._tracing is not None else 0
             if fact.kind is Kind.GOAL and ((graph := self._registry.catalog.get(fact.workflow)) is None
                                            or graph.refused is not None):
                 await self._catch_up_registry()  # maybe announced, fixed or removed since
             state, decisions = handle(state, fact, self._registry.catalog)
             if self._metrics is not None:
                 self._metrics.folded(fact)
-        if fact.kind is Kind.GOAL and workflow_id not in part.goal_offsets:
-            # A restored saga is pinned at its bracket's start, so a restart re-reads the marker
-            # and keeps it dormant instead of settling it.
-            at = progress.bracket_at if history and progress.bracket_at is not None else record.offset
-            part.goal_offsets[workflow_id] = at
-            part.goal_ids[workflow_id] = envelope.id
-            progress.pin(at)
-        for decision in decisions:
-            await self._publish(part, state, decision, envelope)
+        note_goal(part, envelope, fact.kind, record.offset, history)
+        if decisions:
+            await self._decide(part, state, envelope, record, decisions, started_ns)
         if not history:
             part.timers.note(state, envelope)
         self._keep(part, state)
         if self._observe is not None:
             self._observe(record.partition, record.offset, state)
+
+    async def _decide(self, part: Partition, state: SagaState, envelope: Envelope, record: Record,
+                      decisions: list[Decision], started_ns: int) -> None:
+        """Publish what an event decided; when tracing, under a CONSUMER span of that event."""
+        if (tracing := self._tracing) is None:
+            for decision in decisions:
+                await self._publish(part, state, decision, envelope)
+            return
+        span = tracing.received(span_name("coordinate", envelope), envelope, record.topic, record.partition,
+                                record.offset, self.settings.coordinator_group, start_ns=started_ns)
+        try:
+            for decision in decisions:
+                await self._publish(part, state, decision, envelope, tracing.inside(span))
+        finally:
+            span.end()
 
     async def _dead_letter(self, record: Record, reason: str, kind: str) -> None:
         """Dead-letter `record`; `kind` classes the reason for metrics: unreadable, untrusted, contract, refused."""
@@ -357,12 +371,26 @@ class Coordinator(ServiceBase):
         if state.outcome is not OutcomeStatus.COMPLETED:
             part.ended.keep(state)
 
-    async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None) -> None:
+    async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None,
+                       parent: Any = None) -> None:
         event_id = decision_id(state.workflow_id, decision)
         envelope = Envelope.new(
             type=decision.event.type_name(), source=COORDINATOR_SOURCE, workflow=state.workflow,
             workflow_id=state.workflow_id, kind=decision.kind, step=decision.step, cause=cause,
         ).with_id(event_id)
+        if (tracing := self._tracing) is not None:
+            # A decision's PRODUCER span: under its event's CONSUMER span, or (a timer's, a settling's)
+            # under its cause's context. Started before the envelope is signed: it is the traceparent.
+            if parent is None and cause is not None:
+                parent = tracing.remote(cause.traceparent)
+            span, envelope = tracing.send(envelope, self.settings.events_topic, part.progress.partition, parent)
+            try:
+                return await self._send(part, state, envelope, decision)
+            finally:
+                span.end()
+        await self._send(part, state, envelope, decision)
+
+    async def _send(self, part: Partition, state: SagaState, envelope: Envelope, decision: Decision) -> None:
         headers = envelope.headers()
         if (goal_id := part.goal_ids.get(state.workflow_id)) is not None:
             # Which goal the workflow runs for: a client that published a second goal with this id

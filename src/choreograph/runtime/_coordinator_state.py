@@ -58,6 +58,18 @@ class Partition:
 
 
 
+def note_goal(part: Partition, envelope: Envelope, kind: Kind, offset: int, history: bool) -> None:
+    """A goal pins its offset until its saga ends (a restart re-reads every open saga from its goal)."""
+    workflow_id, progress = envelope.workflow_id, part.progress
+    if kind is Kind.GOAL and workflow_id not in part.goal_offsets:
+        # A restored saga is pinned at its bracket's start, so a restart re-reads the marker
+        # and keeps it dormant instead of settling it.
+        at = progress.bracket_at if history and progress.bracket_at is not None else offset
+        part.goal_offsets[workflow_id] = at
+        part.goal_ids[workflow_id] = envelope.id
+        progress.pin(at)
+
+
 class Timers:
     """The next deadline of each open saga of one partition, and the event each last folded.
 

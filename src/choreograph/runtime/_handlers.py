@@ -30,6 +30,7 @@ from ..events._envelope import Kind
 from ..events._faults import BreakerState, StepAttemptFailed, StepHeartbeat
 from ..events._models import CompensationCompleted, CompensationFailed, CompensationRequested, Event, StepFailed
 from ..telemetry._metrics import AgentMetrics, error_type
+from ..telemetry._tracing import ATTEMPT, Tracing
 from ..transport._clock import Clock
 from ..transport._logs import ContextFilter, LogContext, enter, leave
 from ._agent import Agent, StepContext
@@ -56,6 +57,8 @@ class Runner:
         breaker: The breaker's state machine, if the agent declares one.
         on_breaker: Called with the cause when the breaker changes state.
         metrics: Where each run's duration is recorded; None when metrics are off.
+        tracing: Spans of each run (a CONSUMER span per attempt), or None when tracing is off.
+        topic: The events topic; group: the agent's consumer group (the spans' attributes).
 
     Attributes:
         tasks: Every task of the agent (runs, retry timers, background sends): a crash cancels them.
@@ -69,7 +72,8 @@ class Runner:
 
     def __init__(self, agent: Agent, results: Results, clock: Clock, *, max_concurrency: int,
                  breaker: CircuitBreaker | None, on_breaker: Callable[[str], None],
-                 metrics: AgentMetrics | None = None) -> None:
+                 metrics: AgentMetrics | None = None, tracing: Tracing | None = None, topic: str = "",
+                 group: str = "") -> None:
         self._agent = agent
         self._metrics = metrics
         self._results = results
@@ -91,6 +95,8 @@ class Runner:
         self.limiter = TokenBucket(agent.rate_limit) if agent.rate_limit is not None else None
         self.throttled = self.was_throttled = False
         self._token_timer: asyncio.Task[None] | None = None
+        self._tracing = tracing
+        self._topic, self._group = topic, group
 
     # admission ---------------------------------------------------------------------------------------
 
@@ -192,9 +198,14 @@ class Runner:
         once in this task's own copy of the context: it cannot reach the consumer loop).
         """
         context = enter(LogContext(self._agent.name, attempt.cause, self._agent.step))
+        span = token = None
         try:
             if attempt.state is State.QUEUED:  # else dropped before it started
                 attempt.state = State.RUNNING
+                if self._tracing is not None:
+                    # Current in this task's own context only: the consumer loop never sees it.
+                    span = self._span(self._tracing, attempt)
+                    token = self._tracing.attach(span)
                 if (metrics := self._metrics) is None:
                     await self._attempt(attempt)
                 else:
@@ -209,11 +220,24 @@ class Runner:
             self.fatal = self.fatal or exc
         finally:
             # Before pump: a task created here copies this context, and the next attempt is not this one.
+            if span is not None and self._tracing is not None:
+                self._tracing.detach(token)
+                span.end()
             leave(context)
             self.runs.discard(attempt.task)  # set before the task's first step
             self.tasks.discard(attempt.task)
             if self.queue:
                 self.pump()
+
+    def _span(self, tracing: Tracing, attempt: Attempt) -> Any:
+        """The run's CONSUMER span: child of its cause's context, linked to every input's (a join)."""
+        cause, inputs = attempt.cause, attempt.inputs.values()
+        offset = next((item.offset for item in inputs if item.envelope is cause), None)
+        links = tracing.links(i.envelope.traceparent for i in inputs) if len(inputs) > 1 else None
+        name = f"{'compensate' if attempt.compensation else 'process'} {self._agent.step}"
+        span = tracing.received(name, cause, self._topic, attempt.partition, offset, self._group, links)
+        span.set_attribute(ATTEMPT, attempt.number)
+        return span
 
     async def _attempt(self, attempt: Attempt) -> str | None:
         """Run the handler and publish its record; returns the run's error.type if it failed."""
@@ -244,6 +268,8 @@ class Runner:
         except asyncio.CancelledError:
             attempt.state = State.FINISHED
             if attempt.timed_out:
+                if self._tracing is not None:
+                    self._tracing.current_failed("StepTimedOut")
                 return "StepTimedOut"  # cancelled for its StepTimedOut, which is the attempt's record
             raise
         except Exception as exc:
@@ -263,6 +289,8 @@ class Runner:
         """Publish a failed attempt: StepAttemptFailed with the next one's due time, or the final failure."""
         agent, policy = self._agent, self._policy
         final = isinstance(exc, self._final)
+        if self._tracing is not None:
+            self._tracing.current_failed(exc)
         reason = str(exc) or repr(exc)
         cause = exc.__cause__ if isinstance(exc, NonRetryable) else None
         error_type = type(cause or exc).__name__

@@ -16,6 +16,7 @@ from ..errors import EventTooLarge
 from ..events._envelope import Envelope, Kind, derived_id, fixed_headers
 from ..events._faults import StepAttemptFailed
 from ..events._models import CompensationFailed, Event, StepFailed
+from ..telemetry._tracing import Tracing
 from ..transport._port import Producer
 from ..transport._sizes import HEADERS_ROOM, record_size
 from ._acks import Acks, Pending
@@ -39,9 +40,11 @@ class Results:
         source: The agent's CloudEvents source.
         max_bytes: The maximum event size (Settings.max_event_bytes).
         acks: Where each result's pending acknowledgement goes.
+        tracing: A PRODUCER span per event (its context is the event's traceparent), or None: off.
     """
 
-    def __init__(self, producer: Producer, topic: str, source: str, max_bytes: int, acks: Acks) -> None:
+    def __init__(self, producer: Producer, topic: str, source: str, max_bytes: int, acks: Acks,
+                 tracing: Tracing | None = None) -> None:
         self._producer = producer
         self._topic = topic
         self._source = source
@@ -49,6 +52,7 @@ class Results:
         self._room = max_bytes - HEADERS_ROOM  # a value this size or less fits with any headers we add
         self._acks = acks
         self._fixed: dict[Kind, list[tuple[str, bytes]]] = {}
+        self._tracing = tracing
 
     async def publish(self, ctx: StepContext, result: Event, kind: Kind, key: str, partition: int,
                       release: tuple[Input, ...], retry: Attempt | None = None) -> None:
@@ -66,6 +70,8 @@ class Results:
         """
         events = [*((e, Kind.OTHER) for e in ctx.emitted), (result, kind)]
         records = []
+        tracing = self._tracing
+        spans: list[Any] = []  # with tracing on: each event's PRODUCER span, ended once it is sent
         for index, (event, event_kind) in enumerate(events):
             # Deterministic ids: a result re-published after a crash, or re-produced by a sandbox
             # re-run (`choreo replay`), carries the id of the original. Each failed attempt has its own.
@@ -78,12 +84,17 @@ class Results:
             envelope = Envelope.new(type=event.type_name(), source=self._source, workflow=ctx.workflow,
                                     workflow_id=ctx.workflow_id, kind=event_kind, step=ctx.step, cause=ctx.cause,
                                     id=derived_id(ctx.workflow_id, *parts))
+            if tracing is not None:  # started before the envelope is signed: its context is the traceparent
+                span, envelope = tracing.send(envelope, self._topic, partition)
+                spans.append(span)
             fixed = self._fixed.get(event_kind) or self._fixed.setdefault(
                 event_kind, fixed_headers(self._source, ctx.workflow, event_kind, ctx.step))
             value, headers = event.encode(), envelope.headers_with(fixed)
             if len(value) + len(envelope.key) > self._room and (
                     size := record_size(envelope.key, value, headers)) > self._max_bytes:
                 what = "the result" if event is result else "an event emitted by"
+                if tracing is not None:
+                    self._unsent(tracing, spans)
                 await self._too_large(ctx, result, kind, key, partition, release, retry, EventTooLarge(
                     f"{what} of step {ctx.step!r} ({event.type_name()})", size, self._max_bytes))
                 return
@@ -92,13 +103,32 @@ class Results:
         for value, record_key, headers in records:
             ack = await self._producer.send(self._topic, value=value, key=record_key, headers=headers,
                                             partition=partition)
+        if tracing is not None:
+            for span in spans:
+                span.end()
         if ack is not None:  # always: the result is the last of `events`
             self._acks.add(Pending(ack, key, release, retry))
+
+    @staticmethod
+    def _unsent(tracing: Tracing, spans: list[Any]) -> None:
+        for span in spans:
+            tracing.failed(span, "EventTooLarge")
+            span.end()
 
     async def note(self, ctx: StepContext, event: Event, kind: Kind, partition: int) -> None:
         """Send one event that is not a result (a heartbeat): no ack is awaited, nothing is released."""
         envelope = Envelope.new(type=event.type_name(), source=self._source, workflow=ctx.workflow,
                                 workflow_id=ctx.workflow_id, kind=kind, step=ctx.step, cause=ctx.cause)
+        span = None
+        if (tracing := self._tracing) is not None:
+            span, envelope = tracing.send(envelope, self._topic, partition)
+        try:
+            await self._send_note(ctx, event, envelope, partition)
+        finally:
+            if span is not None:
+                span.end()
+
+    async def _send_note(self, ctx: StepContext, event: Event, envelope: Envelope, partition: int) -> None:
         value, headers = event.encode(), envelope.headers()
         if (size := record_size(envelope.key, value, headers)) > self._max_bytes:
             log.warning("%s of %s: %s not sent (%d bytes)", ctx.step, ctx.workflow_id, event.type_name(), size)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ..errors import ChoreographError, ConfigurationError
 from ..telemetry._prometheus import serve_metrics
+from ..telemetry._setup import setup_tracing
 from ..transport._logs import configure, name_service
 from ..transport._settings import Settings
 from ._agent import load_agent
@@ -53,6 +54,16 @@ def configure_logging(service: str) -> None:
     configure(service)
 
 
+def traced(service: str, run: Callable[[], None]) -> None:
+    """Run a service's process with its traces set up from OTEL_* (if configured), flushed once it stopped."""
+    shutdown = setup_tracing(service)
+    try:
+        run()
+    finally:
+        if shutdown is not None:
+            shutdown()  # the batch processor sends what it holds (a graceful stop loses no span)
+
+
 def _as_process(main: Callable[[], None]) -> None:
     """Run a service's main; a deliberate error ends the process with one line and a non-zero exit.
 
@@ -75,7 +86,7 @@ def run_agent(spec: str) -> None:
         settings = Settings.from_env()
         server = serve_metrics(f"choreo-{agent.name}")  # CHOREO_METRICS_PORT: before the service is made
         try:
-            asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file())))
+            traced(f"choreo-{agent.name}", lambda: asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file()))))
         finally:
             if server is not None:
                 server.close()
@@ -89,7 +100,7 @@ def run_coordinator() -> None:
         settings = Settings.from_env()
         server = serve_metrics("choreo-coordinator")  # CHOREO_METRICS_PORT: before the service is made
         try:
-            asyncio.run(serve(Coordinator(settings, ready_file=ready_file())))
+            traced("choreo-coordinator", lambda: asyncio.run(serve(Coordinator(settings, ready_file=ready_file()))))
         finally:
             if server is not None:
                 server.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -73,12 +74,23 @@ def trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
     return traceparent[3:35], traceparent[36:52]
 
 
-def current_trace() -> tuple[str | None, str | None]:
-    """(trace id, span id) of the current work: the handled event's trace, and its span.
+_span_source: Callable[[], tuple[str, str] | None] | None = None
 
-    The one place that says which span a log line belongs to: the handled event's own (the hop that
-    published it); real spans of the run replace it when tracing comes (issue 14).
+
+def use_span_source(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Where `current_trace` finds the current span: set by choreograph.telemetry once tracing is on."""
+    global _span_source
+    _span_source = source
+
+
+def current_trace() -> tuple[str | None, str | None]:
+    """(trace id, span id) of the current work: the one place that says which span a log line belongs to.
+
+    With tracing on, the current span when one is recording (a handler run's CONSUMER span); else
+    the handled event's trace, and its span (the hop that published it).
     """
+    if _span_source is not None and (ids := _span_source()) is not None:
+        return ids
     context = _context.get()
     return (None, None) if context is None else trace_ids(context.envelope.traceparent)
 
@@ -98,7 +110,10 @@ class ContextFilter(logging.Filter):
                 fields.update(_OUTSIDE, service=_service)
             return True
         envelope = context.envelope
-        trace_id, span_id = trace_ids(envelope.traceparent)
+        if _span_source is None or (ids := _span_source()) is None:
+            trace_id, span_id = trace_ids(envelope.traceparent)
+        else:
+            trace_id, span_id = ids
         fields.update(service=context.service, workflow_id=envelope.workflow_id, workflow=envelope.workflow,
                       step=context.step or envelope.step, event_id=envelope.id, trace_id=trace_id, span_id=span_id)
         return True
