@@ -141,7 +141,8 @@ async def test_a_compensated_saga_across_processes_is_one_trace_linked_hop_by_ho
     spans = [s for s in receiver.spans if s.attributes.get("choreograph.workflow_id") == goal.workflow_id]
     assert {s.trace_id for s in spans} == {trace_id}
     services = {s.service for s in spans}
-    assert {"choreo-coordinator", "choreo-report.research", "choreo-report.review", "choreo-report.chart"} <= services, services
+    expected = {"choreo-coordinator", "choreo-report.research", "choreo-report.review", "choreo-report.chart"}
+    assert expected <= services, services
     # Hop by hop: each CONSUMER span's parent is the PRODUCER span of the event it handles, made in
     # another process (the goal's, in this one).
     producers = {s.attributes["messaging.message.id"]: s.span_id for s in spans if s.kind == PRODUCER}

@@ -84,9 +84,10 @@ def run_agent(spec: str) -> None:
         agent = load_agent(spec)
         name_service(agent.name)
         settings = Settings.from_env()
-        server = serve_metrics(f"choreo-{agent.name}")  # CHOREO_METRICS_PORT: before the service is made
+        service = f"choreo-{agent.name}"  # its metrics' and traces' service.name, as its Kafka client id
+        server = serve_metrics(service)  # CHOREO_METRICS_PORT: before the service is made
         try:
-            traced(f"choreo-{agent.name}", lambda: asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file()))))
+            traced(service, lambda: asyncio.run(serve(AgentRuntime(agent, settings, ready_file=ready_file()))))
         finally:
             if server is not None:
                 server.close()
