@@ -35,6 +35,7 @@ from ._input import (
 )
 from ._keys import keys_app
 from ._ls import index_app, ls
+from ._stats import stats
 
 if TYPE_CHECKING:
     from ..saga._replay import Point
@@ -53,6 +54,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(index_app, name="index")
 app.command("ls")(ls)
+app.command("stats")(stats)
 app.command("asyncapi")(asyncapi)
 app.command()(config)
 app.command()(cancel)
