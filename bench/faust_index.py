@@ -39,6 +39,7 @@ import orjson
 
 from choreograph import Settings
 from choreograph.index import IndexedEvent, Indexer, StepRun, Summary, fold, index_path, list_workflows, step_stats
+from choreograph.transport import Kafka, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.05
@@ -288,6 +289,25 @@ async def _sqlite_catch_up(settings: Settings, path: Path, records: int) -> dict
             "cpu_s_per_1k_records": round(cpu / records * 1000, 3)}
 
 
+async def _read_from_start(settings: Settings, topic: str, timeout_s: float) -> dict[str, Any]:
+    """Read a topic's partitions from their start with a plain group-less consumer: records, batches, seconds."""
+    kafka = Kafka(settings)
+    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    ends = await kafka.end_offsets(partitions)
+    read = fetches = 0
+    began = time.perf_counter()
+    async with kafka.reader(partitions) as reader:
+        for tp in partitions:
+            await reader.seek_to_beginning(tp)
+        while read < sum(ends.values()) and time.perf_counter() - began < timeout_s:
+            batch = await reader.getmany(*partitions, timeout_ms=500)
+            fetches += 1
+            read += sum(len(records) for records in batch.values())
+    took = time.perf_counter() - began
+    return {"records": read, "of": sum(ends.values()), "getmany_calls": fetches, "seconds": round(took, 1),
+            "records_per_s": round(read / took)}
+
+
 def _highwaters(log: str) -> int | None:
     """The changelog's records at a restart, as faust's log prints them ("Highwater - Active" table)."""
     if "Highwater - Active" not in log:
@@ -316,12 +336,16 @@ def _recover(settings: Settings, path: Path, workdir: Path, faust: _Faust, index
     except TimeoutError:  # what it held by then, and what faust's log says, are the evidence
         text = faust.log.read_text(errors="replace")
         stalled = [line for line in text.splitlines() if "No event received" in line]
+        held = faust.count()["rows"]
+        faust.kill()  # then the changelog read alone, by a plain consumer: is it faust, or the broker?
+        changelog = f"{faust.env['FAUST_INDEX_APP']}-workflows-changelog"
         return {"sqlite_ready_s": round(sqlite_s, 2), "sqlite_rows_right": sqlite_right,
                 "faust_web_up_s": round(up_s, 2), "faust_restored_s": None,
-                "faust_restore_timeout_s": RESTORE_TIMEOUT_S, "faust_rows_at_timeout": faust.count()["rows"],
+                "faust_restore_timeout_s": RESTORE_TIMEOUT_S, "faust_rows_at_timeout": held,
                 "faust_rows_expected": len(truth), "faust_changelog_records": _highwaters(text),
                 "faust_stall_warnings": len(stalled),
-                "faust_first_stall_warning": stalled[0][:300] if stalled else None}
+                "faust_first_stall_warning": stalled[0][:300] if stalled else None,
+                "changelog_read_by_aiokafka": asyncio.run(_read_from_start(settings, changelog, 40.0))}
     # Records past the last committed offset are read again after a kill: wait for the count to settle.
     settled = time.perf_counter()
     last = faust.count()["events"]
