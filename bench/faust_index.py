@@ -338,14 +338,14 @@ def _recover(settings: Settings, path: Path, workdir: Path, faust: _Faust, index
         stalled = [line for line in text.splitlines() if "No event received" in line]
         held = faust.count()["rows"]
         faust.kill()  # then the changelog read alone, by a plain consumer: is it faust, or the broker?
-        changelog = f"{faust.env['FAUST_INDEX_APP']}-workflows-changelog"
+        topic = f"{faust.env['FAUST_INDEX_APP']}-workflows-changelog"
         return {"sqlite_ready_s": round(sqlite_s, 2), "sqlite_rows_right": sqlite_right,
                 "faust_web_up_s": round(up_s, 2), "faust_restored_s": None,
                 "faust_restore_timeout_s": RESTORE_TIMEOUT_S, "faust_rows_at_timeout": held,
                 "faust_rows_expected": len(truth), "faust_changelog_records": _highwaters(text),
                 "faust_stall_warnings": len(stalled),
                 "faust_first_stall_warning": stalled[0][:300] if stalled else None,
-                "changelog_read_by_aiokafka": asyncio.run(_read_from_start(settings, changelog, 40.0))}
+                "changelog_read_by_aiokafka": asyncio.run(_read_from_start(settings, topic, 40.0))}
     # Records past the last committed offset are read again after a kill: wait for the count to settle.
     settled = time.perf_counter()
     last = faust.count()["events"]

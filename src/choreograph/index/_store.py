@@ -82,6 +82,10 @@ class IndexStore:
 
     Args:
         path: The SQLite file; made, with its directory, if missing.
+
+    Attributes:
+        migrated: Whether the file held another schema version, and was dropped and made again empty
+            (its rows are then rebuilt from the log's start).
     """
 
     def __init__(self, path: Path) -> None:
