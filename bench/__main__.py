@@ -1,7 +1,9 @@
 """`make bench`: every scenario on one broker in one run; a table, bench/results/latest.json, and
 a last line holding the headline figures as one JSON object.
 
-Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history,index] [--tracing]
+Usage: python -m bench [--quick] [--only codec,relay,saga,scale,history,index,faust-index] [--tracing]
+(faust-index, the index as a faust-streaming Table, runs only when named: an evaluation, not a figure
+`make bench` tracks)
 
 `--tracing` runs choreograph's relay and saga scenarios with traces on: every service (and the bench's
 own clients) sets up the OpenTelemetry SDK with a batch span processor and an exporter that drops what
@@ -33,7 +35,7 @@ import orjson
 from choreograph.telemetry import setup_tracing
 from choreograph.transport import PROFILES, EmbeddedBroker, Settings
 
-from . import codec, history, index, relay, saga
+from . import codec, faust_index, history, index, relay, saga
 from .report import headline, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,13 +112,22 @@ def main() -> int:
         with _broker(workdir / "index") as broker:
             results["index"] = asdict(index.run(_settings(broker, "index"), workflows=int(5000 * scale)))
         _progress("index", results["index"])
-    shutil.rmtree(workdir, ignore_errors=True)  # logs are kept only when a scenario fails
+    if "faust-index" in only:
+        began = time.perf_counter()
+        with _broker(workdir / "faust-index") as broker:
+            results["faust_index"] = faust_index.run(_settings(broker, "faustindex"), workdir / "faust-index",
+                                                     workflows=int(5000 * scale), burst=int(250 * scale))
+        _progress("faust-index", results["faust_index"], began)
+    if "failed" in results.get("faust_index", {}):
+        print(f"  faust-index failed; its logs are kept in {workdir / 'faust-index'}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)  # logs are kept only when a scenario fails
     results["seconds"] = round(time.time() - started, 1)
     latest = RESULTS / "latest.json"
     if only != set(ALL) and latest.exists():
         # A partial run updates its scenarios in the last full run's results.
         merged = orjson.loads(latest.read_bytes())
-        for key in (k for k in ("codec", "relay", "saga", "history", "index") if k in results):
+        for key in (k for k in ("codec", "relay", "saga", "history", "index", "faust_index") if k in results):
             if isinstance(merged.get(key), dict) and isinstance(results[key], dict):
                 merged[key].update(results[key])  # e.g. saga runs, keeping scale-out from before
             else:

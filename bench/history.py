@@ -25,7 +25,7 @@ from choreograph.events import (
 from choreograph.runtime import load_agent
 from choreograph.saga import Graph
 from choreograph.timetravel import History
-from choreograph.transport import Kafka, announce
+from choreograph.transport import Kafka, RecordMetadata, announce
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,7 +92,7 @@ async def build(settings: Settings, workflows: int, in_flight: int = 64) -> list
                        f"choreo://agent/report/{contract.step}")
     ids: list[str] = []
     running: list[tuple[str, list[tuple[Event, Kind, str, str | None]], int]] = []
-    futures: list[asyncio.Future[object]] = []
+    futures: list[asyncio.Future[RecordMetadata]] = []
     try:
         while len(ids) < workflows or running:
             while len(running) < in_flight and len(ids) < workflows:

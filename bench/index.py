@@ -152,7 +152,9 @@ def run(settings: Settings, workflows: int = 5000, runs: int = 5) -> IndexFigure
     path = index_path(Path(os.environ.get("CHOREO_HOME") or tempfile.mkdtemp()), settings.namespace)
     index_s, folded = asyncio.run(index(settings, path))
     env = {**os.environ, **settings.env()}
-    limit50, status, version = [], [], []
+    limit50: list[float] = []
+    status: list[float] = []
+    version: list[float] = []
     # As a user runs it: with the indexer running (`choreo up`'s), caught up, so no "may be behind" line.
     ready = path.parent / "bench.ready"
     indexer = subprocess.Popen([sys.executable, "-m", "choreograph", "index", "run"], cwd=ROOT,

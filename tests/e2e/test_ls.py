@@ -1,6 +1,6 @@
 """`choreo ls` (issue 14) as a user runs it: `choreo up` starts the indexer with the coordinator and the
 example agents; goals are published; `ls` lists each workflow with its outcome, filters by status,
-gives the newest first. Read from the index file, with no broker call."""
+gives the newest first; `stats` counts each step's runs. Read from the index file, with no broker call."""
 
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ def test_ls_lists_every_workflow_with_its_status_filters_and_gives_the_newest_fi
         assert [r["workflow_id"] for r in ls(cli_env, "--limit", "1")] == [last]
         assert [r["workflow_id"] for r in ls(cli_env, "--workflow", "nothing")] == []
         assert len(ls(cli_env, "--since", "1h")) == 3
+
+        # `choreo stats`: each step's runs over the last 5 minutes, from the same index.
+        shown = choreo("stats", "--json", env=cli_env)
+        assert shown.returncode == 0, shown.stderr
+        stats = {(s["step"], s["compensation"]): s for s in map(orjson.loads, shown.stdout.splitlines())}
+        assert (stats[("research", False)]["count"], stats[("research", False)]["failed"]) == (3, 0)
+        assert (stats[("draft", False)]["count"], stats[("draft", False)]["failed"]) == (3, 1)
+        assert stats[("draft", False)]["failure_rate"] == round(1 / 3, 4)
+        assert stats[("research", True)]["count"] == 1
+        assert stats[("research", False)]["p50_ms"] <= stats[("research", False)]["p95_ms"]
 
         table = choreo("ls", env=cli_env)
         assert table.returncode == 0, table.stderr

@@ -1,5 +1,6 @@
 """The workflow indexer on a real broker, the example services running in this process: stopped mid-way
-and replaced, its rows end equal to each workflow's outcome; a store of another log (offsets beyond the
+and replaced, its rows end equal to each workflow's outcome and its step runs give each step's
+counts (`step_stats`); a store of another log (offsets beyond the
 end) is rebuilt (`choreo ls` on it: tests/e2e/test_ls.py)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 from helpers import eventually, example_services, serving
 
 from choreograph import Client, Settings
-from choreograph.index import Indexer, IndexStore, Skip, list_workflows
+from choreograph.index import Indexer, IndexStore, Skip, list_workflows, step_stats
 from choreograph.timetravel import history
 
 FAIL_AT = [None, "research", None, "review", None, "chart", None, None]
@@ -49,6 +50,16 @@ async def test_a_replaced_indexer_ends_with_every_workflows_outcome(settings: Se
         assert row["events"] == len(await history(settings, workflow_id, to_end=True)), workflow_id
     failed = {w: r["failed_step"] for w, r in rows.items() if r["status"] == "compensated"}
     assert sorted(failed.values()) == ["chart", "research", "review"]
+    # Each step's runs over the last hour (`choreo stats`): every workflow ran research, one failed it;
+    # the six that reached review ran it once, one failed it; research was undone where a later step failed.
+    stats = {(s.step, s.compensation): s for s in step_stats(path, 3600)}
+    assert (stats[("research", False)].count, stats[("research", False)].failed) == (8, 1)
+    assert (stats[("analyze", False)].count, stats[("analyze", False)].failed) == (7, 0)
+    assert (stats[("chart", False)].count, stats[("chart", False)].failed) == (7, 1)
+    assert (stats[("review", False)].count, stats[("review", False)].failed) == (6, 1)
+    assert (stats[("research", True)].count, stats[("research", True)].failed) == (2, 0)
+    assert stats[("review", False)].failure_rate == round(1 / 6, 4)
+    assert all(s.p50_ms is not None and s.p95_ms is not None and 0 <= s.p50_ms <= s.p95_ms for s in stats.values())
 
 
 async def _folded(indexer: Indexer) -> bool:

@@ -35,6 +35,7 @@ from ._input import (
 )
 from ._keys import keys_app
 from ._ls import index_app, ls
+from ._stats import stats
 from ._ui import ui
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(index_app, name="index")
 app.command("ls")(ls)
+app.command("stats")(stats)
 app.command("asyncapi")(asyncapi)
 app.command()(config)
 app.command()(cancel)

@@ -57,7 +57,8 @@ class Indexer(ServiceBase):
 
     Attributes:
         folded: Believed events folded by this instance.
-        rebuilt: Whether this instance dropped the store and rebuilt it.
+        rebuilt: Whether this instance dropped the store and rebuilt it (another log, or a file of
+            another schema version).
     """
 
     def __init__(self, settings: Settings, path: Path | None = None, *, transport: Transport | None = None,
@@ -88,6 +89,7 @@ class Indexer(ServiceBase):
     async def start(self) -> None:
         """Open the store, join the index group; returns once the first partitions are set up."""
         self._store = IndexStore(self.path)
+        self.rebuilt = self._store.migrated  # a file of another schema version: made again, read from the start
         await self._kafka.ensure_topics()
         await self._member.join()
         if self._ready_file is not None:

@@ -62,6 +62,13 @@ class StepRun:
     started_ms: int | None
     finished_ms: int | None = None
 
+    @property
+    def duration_ms(self) -> int | None:
+        """From start to end (waiting for an agent included), once both are known; else None."""
+        if self.started_ms is None or self.finished_ms is None:
+            return None
+        return max(0, self.finished_ms - self.started_ms)
+
 
 @dataclass
 class Summary:
