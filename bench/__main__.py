@@ -113,11 +113,7 @@ def main() -> int:
             results["index"] = asdict(index.run(_settings(broker, "index"), workflows=int(5000 * scale)))
         _progress("index", results["index"])
     if "faust-index" in only:
-        began = time.perf_counter()
-        with _broker(workdir / "faust-index") as broker:
-            results["faust_index"] = faust_index.run(_settings(broker, "faustindex"), workdir / "faust-index",
-                                                     workflows=int(5000 * scale), burst=int(250 * scale))
-        _progress("faust-index", results["faust_index"], began)
+        results["faust_index"] = _faust_index(workdir, scale)
     if "failed" in results.get("faust_index", {}):
         print(f"  faust-index failed; its logs are kept in {workdir / 'faust-index'}", file=sys.stderr)
     else:
@@ -125,21 +121,34 @@ def main() -> int:
     results["seconds"] = round(time.time() - started, 1)
     latest = RESULTS / "latest.json"
     if only != set(ALL) and latest.exists():
-        # A partial run updates its scenarios in the last full run's results.
-        merged = orjson.loads(latest.read_bytes())
-        for key in (k for k in ("codec", "relay", "saga", "history", "index", "faust_index") if k in results):
-            if isinstance(merged.get(key), dict) and isinstance(results[key], dict):
-                merged[key].update(results[key])  # e.g. saga runs, keeping scale-out from before
-            else:
-                merged[key] = results[key]
-        merged.setdefault("partial_runs", []).append({"started": results["started"], "only": sorted(only)})
-        results = merged
+        results = _merged(orjson.loads(latest.read_bytes()), results, only)
     results["headline"] = headline(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print_table(results)
     print(orjson.dumps(results["headline"]).decode())
     return 0
+
+
+def _merged(merged: dict[str, Any], results: dict[str, Any], only: set[str]) -> dict[str, Any]:
+    """A partial run's scenarios written into the last full run's results."""
+    for key in (k for k in ("codec", "relay", "saga", "history", "index", "faust_index") if k in results):
+        if isinstance(merged.get(key), dict) and isinstance(results[key], dict):
+            merged[key].update(results[key])  # e.g. saga runs, keeping scale-out from before
+        else:
+            merged[key] = results[key]
+    merged.setdefault("partial_runs", []).append({"started": results["started"], "only": sorted(only)})
+    return merged
+
+
+def _faust_index(workdir: Path, scale: float) -> dict[str, Any]:
+    """The index as a faust-streaming Table, on a broker of its own (an evaluation: docs/performance.md)."""
+    began = time.perf_counter()
+    with _broker(workdir / "faust-index") as broker:
+        result: dict[str, Any] = faust_index.run(_settings(broker, "faustindex"), workdir / "faust-index",
+                                                 workflows=int(5000 * scale), burst=int(250 * scale))
+    _progress("faust-index", result, began)
+    return result
 
 
 @contextlib.contextmanager
