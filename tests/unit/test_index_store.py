@@ -70,6 +70,20 @@ def test_a_goal_makes_a_running_row_waiting_for_its_first_step() -> None:
     assert row["started"] == "1970-01-01T00:00:01.000Z"
 
 
+def test_a_result_logged_before_the_coordinators_start_still_has_a_duration() -> None:
+    # An agent reacting to the goal can publish before the coordinator's WorkflowStarted (seen on a
+    # loaded machine): the run's start is then its inputs' time, here the goal's, not unknown.
+    s = folded(event("goal", 1000), event("step_completed", 1040, "research"),
+               event("other", 1050, data=GRAPH, type="choreograph.WorkflowStarted"),
+               event("step_completed", 1100, "analyze"))
+    assert s.runs[("research", False)].duration_ms == 40
+    assert s.runs[("analyze", False)].duration_ms == 60  # from research's result
+    s = folded(*STARTED, event("step_completed", 1100, "research"), event("step_completed", 1180, "analyze"))
+    s.runs.pop(("chart", False))  # as if chart's inputs came before this indexer's time
+    s = fold(s, event("step_completed", 1250, "chart"))
+    assert s.runs[("chart", False)].duration_ms == 70
+
+
 def test_completions_move_the_current_steps_along_the_graph() -> None:
     s = folded(*STARTED, event("step_completed", 1100, "research"), event("step_completed", 1200, "analyze"))
     assert s.current_steps() == ["chart", "draft"]

@@ -167,6 +167,9 @@ def _apply(s: Summary, e: IndexedEvent) -> None:  # noqa: C901  # one case per k
             s.started_ms = min(s.started_ms, e.timestamp)
         case "other" if e.type == WORKFLOW_STARTED and not s.graph:
             s.graph = {node["name"]: list(node.get("depends_on") or ()) for node in data.get("steps") or ()}
+            for run in s.runs.values():  # results that reached the log before the coordinator's start
+                if run.started_ms is None and not run.compensation:
+                    run.started_ms = _inputs_in(s, run.step)
             _open_ready(s, e.timestamp)
         case "step_completed" if step and step not in s.completed:
             s.completed.append(step)
@@ -211,9 +214,23 @@ def _fail(s: Summary, step: str, reason: Any, at: int) -> None:
 def _finish(s: Summary, step: str, compensation: bool, status: str, at: int) -> None:
     run = s.runs.get((step, compensation))
     if run is None:
-        s.runs[(step, compensation)] = StepRun(step, compensation, status, None, at)
+        # No run was opened: the graph is not known yet (an agent reacting to the goal can publish
+        # before the coordinator's WorkflowStarted), or its inputs came before this indexer's time.
+        started = None if compensation or not s.graph else _inputs_in(s, step)
+        s.runs[(step, compensation)] = StepRun(step, compensation, status, started, at)
     elif run.finished_ms is None:
         run.status, run.finished_ms = status, at
+
+
+def _inputs_in(s: Summary, step: str) -> int | None:
+    """When `step`'s inputs were all in the log: its goal, and its dependencies' results (None: unknown)."""
+    times = [s.started_ms]
+    for dep in s.graph.get(step, ()):
+        run = s.runs.get((dep, False))
+        if run is None or run.finished_ms is None:
+            return None
+        times.append(run.finished_ms)
+    return max(times)
 
 
 def _open_ready(s: Summary, at: int) -> None:
@@ -223,4 +240,5 @@ def _open_ready(s: Summary, at: int) -> None:
     done = set(s.completed)
     for step, deps in s.graph.items():
         if (step, False) not in s.runs and step not in done and all(d in done for d in deps):
-            s.runs[(step, False)] = StepRun(step, False, "pending", at)
+            started = _inputs_in(s, step)
+            s.runs[(step, False)] = StepRun(step, False, "pending", at if started is None else started)
