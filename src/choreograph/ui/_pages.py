@@ -1,4 +1,4 @@
-"""The pages, as HTML strings built from templates (see _html): workflows, one workflow, agents, dead letters.
+"""The pages, as HTML strings built from templates (see _html): workflows, one workflow, steps, agents, dead letters.
 
 Pure: each function takes what the page shows and returns its HTML; the app (_app) fetches the data.
 """
@@ -13,15 +13,16 @@ import orjson
 
 from ..index._summary import COMPENSATING, RUNNING, iso
 from ..saga._entries import HistoryEntry
-from ._data import Agents, Filters, Overview, WorkflowView
+from ._data import Agents, Filters, Overview, StepsView, WorkflowView
 from ._graph import dag_svg, duration_text, gantt_svg, graph_svg
 from ._html import Markup, join, render
+from ._steps import steps_body
 
 # What the status filter offers (a status the index holds that is not here is listed all the same).
 STATUSES = ("running", "compensating", "completed", "compensated", "failed", "timed_out", "cancelled")
 # The dead letters page shows the newest this many (a page of thousands of rows helps nobody).
 MAX_LETTERS = 500
-_PAGES = (("/", "Workflows"), ("/agents", "Agents"), ("/dead-letters", "Dead letters"))
+_PAGES = (("/", "Workflows"), ("/steps", "Steps"), ("/agents", "Agents"), ("/dead-letters", "Dead letters"))
 
 
 def page(title: str, body: Markup, *, active: str = "", live: str = "") -> Markup:
@@ -191,6 +192,11 @@ def workflow_page(view: WorkflowView, now_ms: int, notice: str = "", notice_ok: 
         trace=view.trace_id or "none", reason=reason, cancel=cancel_html(view), dag=dag_svg(s),
         gantt=gantt_svg(s, now_ms), letters=letters_html(view.dead_letters), events_table=events_html(view.events))
     return page(view.workflow_id, body, live=f"/live/workflow/{quote(view.workflow_id, safe='')}")
+
+
+def steps_page(view: StepsView) -> Markup:
+    """Each step's runs, failures and p50/p95 duration over the window, kept up to date by server-sent events."""
+    return page("Steps", steps_body(view), active="/steps", live="/live/steps?" + urlencode({"window": view.window}))
 
 
 # Agents and dead letters -------------------------------------------------------------------------
