@@ -16,7 +16,18 @@ import pytest
 
 from choreograph import HistoryEntry, Settings
 from choreograph.index import IndexedEvent, IndexStore, StepRun, Summary
-from choreograph.ui import Agents, Filters, Markup, Source, WorkflowView, escape, fold_entries, make_app, render
+from choreograph.ui import (
+    Agents,
+    Filters,
+    Markup,
+    Source,
+    StepsView,
+    WorkflowView,
+    escape,
+    fold_entries,
+    make_app,
+    render,
+)
 from choreograph.ui._graph import dag_svg, step_state
 from choreograph.ui._pages import dead_letters_page
 
@@ -376,6 +387,26 @@ async def test_a_bad_window_is_a_400_that_says_what_a_window_is(steps_home: Fake
             status, _, html = await call(app, "GET", f"{path}?window={window}")
             assert status == 400, (path, window)
             assert f"window &#x27;{window}&#x27;: {escape(why)}" in html
+
+
+async def test_open_steps_pages_on_one_window_share_one_computation_per_poll(steps_home: FakeSource,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    computed: list[float] = []
+    real = steps_home.steps
+
+    def counted(window: str, window_s: float, now_ms: int | None = None) -> StepsView:
+        computed.append(window_s)
+        return real(window, window_s, now_ms)
+
+    monkeypatch.setattr(steps_home, "steps", counted)
+    app = make_app(steps_home, stats_poll_s=60)
+    first = [await call(app, "GET", "/live/steps?window=5m") for _ in range(3)]
+    assert len({body for _, _, body in first}) == 1
+    assert computed == [300.0], "three streams within a poll: one step_stats"
+    await call(app, "GET", "/live/steps?window=300s")
+    assert computed == [300.0], "the same window, written otherwise"
+    await call(app, "GET", "/live/steps?window=1h")
+    assert computed == [300.0, 3600.0]
 
 
 async def test_hostile_workflow_and_step_names_are_escaped_on_the_steps_page(steps_home: FakeSource) -> None:

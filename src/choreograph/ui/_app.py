@@ -29,8 +29,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 # How often a live stream looks at the index: the indexer commits at most every ~0.5 s while busy and
 # touches its file every 5 s when idle (index._indexer), so 1 s shows a change within ~1.5 s.
 POLL_S = 1.0
-# How often the Steps page's stream recomputes: index.step_stats costs ~120-240 ms of CPU over 35,000
-# step runs in the window (index._stats), so every 3 s spends at most ~8% of one core, and only while
+# How often the Steps page's stream recomputes: index.step_stats took 110 ms of CPU (232-246 ms wall at
+# load 6-8) over 35,000 step runs in the window (index._stats), so every 3 s costs ~4-8% of a core, only while
 # a Steps page is open (the stream's loop ends with its client); clients on one window share a result.
 STATS_POLL_S = 3.0
 # How soon a live stream notices the server stopping (a flag read, no I/O).
