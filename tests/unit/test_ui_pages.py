@@ -409,6 +409,17 @@ async def test_open_steps_pages_on_one_window_share_one_computation_per_poll(ste
     assert computed == [300.0, 3600.0]
 
 
+async def test_the_agents_page_shows_each_steps_recent_runs(steps_home: FakeSource) -> None:
+    _, _, html = await call(make_app(steps_home), "GET", "/agents")
+    assert '<a href="/steps?window=5m">runs, last 5m</a>' in html
+    research = re.search(r'<tr data-step="research".*?<td class="recent">(.*?)</td>', html)
+    draft = re.search(r'<tr data-step="draft".*?<td class="recent">(.*?)</td>', html)
+    assert research is not None
+    assert draft is not None
+    assert text_of(research.group(1)) == "2 runs, 0.0% failed, p95 400 ms"
+    assert text_of(draft.group(1)) == "-", "no run of draft ended in the window"
+
+
 async def test_hostile_workflow_and_step_names_are_escaped_on_the_steps_page(steps_home: FakeSource) -> None:
     _, _, html = await call(make_app(steps_home), "GET", "/steps")
     escaped = escape(HOSTILE)

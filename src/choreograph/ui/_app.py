@@ -143,7 +143,8 @@ class _Views:
             rows = await self.source.agents()
         except Exception as exc:
             return HTMLResponse(error_page("Agents unavailable", _one_line(exc)), status_code=502)
-        return HTMLResponse(agents_page(rows))
+        steps = await asyncio.to_thread(self.source.steps, DEFAULT_WINDOW, parse_window(DEFAULT_WINDOW))
+        return HTMLResponse(agents_page(rows, None if steps.problem else steps))
 
     async def dead_letters(self, request: Request) -> Response:
         try:
