@@ -76,16 +76,16 @@ class _Views:
         self.poll_s = poll_s
         self.stopping = stopping
         self.stats_poll_s = stats_poll_s
-        self._stats: dict[float, tuple[float, str]] = {}  # window_s -> (when computed, monotonic s; fragments)
+        self._stats: dict[str, tuple[float, str]] = {}  # window -> (when computed, monotonic s; fragments)
 
     def _fresh_stats(self, window: str, window_s: float) -> str:
         """The Steps page's fragments as JSON, recomputed at most once per stats_poll_s per window."""
         now = time.monotonic()
-        cached = self._stats.get(window_s)
+        cached = self._stats.get(window)
         if cached is not None and now - cached[0] < self.stats_poll_s * 0.9:
             return cached[1]
         data = orjson.dumps(steps_fragments(self.source.steps(window, window_s))).decode()
-        self._stats = {w: c for w, c in self._stats.items() if now - c[0] < self.stats_poll_s} | {window_s: (now, data)}
+        self._stats = {w: c for w, c in self._stats.items() if now - c[0] < self.stats_poll_s} | {window: (now, data)}
         return data
 
     async def steps(self, request: Request) -> Response:
