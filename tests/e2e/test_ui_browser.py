@@ -1,7 +1,7 @@
 """`choreo ui` (issue 14, part 6) in a real headless browser: Debian's Chromium driven by Playwright (its
 own browser builds are never downloaded: `executable_path`). A stack of real processes (coordinator,
 indexer, the example agents, review held on a gate) runs a completed and a compensated saga; the test
-reads the workflows page, a workflow's step graph and timeline, the agents and dead-letter pages, then
+reads the workflows page, a workflow's step graph and timeline, the agents, dead-letter and steps pages, then
 cancels a running saga from its page and sees it become cancelled. Screenshots go to test-output/ui/."""
 
 from __future__ import annotations
@@ -214,6 +214,17 @@ async def test_the_web_view_shows_workflows_steps_agents_and_cancels_a_running_s
         await letter.locator("a").click()
         await expect(page.locator("#facts .status")).to_have_text("completed")
         await expect(page.locator("table.letters tbody tr")).to_have_count(1)  # the workflow's own dead letter
+
+        # Steps: each step's runs, failures and p50/p95 (the 1h window, so a slow machine's minutes don't drop them).
+        await page.click('nav a[href="/steps"]')
+        await expect(page.locator("h1")).to_have_text("Steps")
+        await page.click('.windows a:text-is("1h")')
+        steps = page.locator('table.steps tr[data-workflow="report"]')
+        await expect(steps.and_(page.locator('[data-step="research"][data-compensation="0"]'))).to_have_count(1)
+        await expect(steps.and_(page.locator('[data-step="draft"][data-compensation="0"]'))).to_have_class("failing")
+        await expect(steps.and_(page.locator('[data-step="research"][data-compensation="1"]'))).to_contain_text(
+            "↺research")
+        await shot(page, "steps")
 
         # The held saga: running, review running; cancel it from its page and watch it end cancelled.
         await page.goto(f"{url}workflow/{held_id}")

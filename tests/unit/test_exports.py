@@ -278,6 +278,7 @@ EXPORTS: dict[str, list[str]] = {
         "Markup",
         "Overview",
         "Source",
+        "StepsView",
         "WorkflowView",
         "escape",
         "fold_entries",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -15,7 +16,18 @@ import pytest
 
 from choreograph import HistoryEntry, Settings
 from choreograph.index import IndexedEvent, IndexStore, StepRun, Summary
-from choreograph.ui import Agents, Filters, Markup, Source, WorkflowView, escape, fold_entries, make_app, render
+from choreograph.ui import (
+    Agents,
+    Filters,
+    Markup,
+    Source,
+    StepsView,
+    WorkflowView,
+    escape,
+    fold_entries,
+    make_app,
+    render,
+)
 from choreograph.ui._graph import dag_svg, step_state
 from choreograph.ui._pages import dead_letters_page
 
@@ -292,6 +304,125 @@ async def test_the_script_and_stylesheet_are_served_from_the_package(source: Fak
     assert status == 200
     for state in ("pending", "running", "completed", "failed", "compensating", "compensated"):
         assert f".node.state-{state} rect" in css
+
+
+def step_runs(home: Path, now_ms: int) -> None:
+    """An index whose report runs ended 20 s ago (research ok, analyze failed in 1 of 2, research compensated)
+    or 10 min ago (one more research run), and a hostile workflow whose hostile step ended 20 s ago."""
+    graph = {"steps": [{"name": "research", "depends_on": []}, {"name": "analyze", "depends_on": ["research"]}]}
+    events: list[IndexedEvent] = []
+    for wid, at, fails in (("wf-a", now_ms - 21_000, False), ("wf-b", now_ms - 21_000, True),
+                           ("wf-old", now_ms - 601_000, False)):
+        events += [IndexedEvent(wid, "report", "goal", "report.Goal", None, at, None),
+                   IndexedEvent(wid, "report", "other", "choreograph.WorkflowStarted", None, at, graph),
+                   IndexedEvent(wid, "report", "step_completed", "report.R", "research", at + 400, None)]
+        if wid == "wf-old":
+            continue
+        if fails:
+            events += [IndexedEvent(wid, "report", "step_failed", "report.A", "analyze", at + 500, {"reason": "x"}),
+                       IndexedEvent(wid, "report", "compensation_requested", "report.C", "research", at + 510,
+                                    {"step": "research", "failed_step": "analyze"}),
+                       IndexedEvent(wid, "report", "compensation_completed", "report.C", "research", at + 540, None)]
+        else:
+            events.append(IndexedEvent(wid, "report", "step_completed", "report.A", "analyze", at + 550, None))
+    hostile = {"steps": [{"name": HOSTILE, "depends_on": []}]}
+    events += [IndexedEvent("wf-h", HOSTILE, "goal", "x.Goal", None, now_ms - 20_500, None),
+               IndexedEvent("wf-h", HOSTILE, "other", "choreograph.WorkflowStarted", None, now_ms - 20_500, hostile),
+               IndexedEvent("wf-h", HOSTILE, "step_completed", "x.Done", HOSTILE, now_ms - 20_000, None)]
+    store = IndexStore(home / "index" / "uitest.sqlite")
+    store.fold_batch("uitest.events", [(0, i, e) for i, e in enumerate(events)])
+    store.close()
+
+
+def step_row(html: str, workflow: str, step: str, compensation: bool = False) -> list[str]:
+    """The cells a person reads in the Steps page's row of that step (or its compensations)."""
+    found = re.search(rf'<tr data-workflow="{re.escape(workflow)}" data-step="{re.escape(step)}" '
+                      rf'data-compensation="{int(compensation)}"[^>]*>(.*?)</tr>', html)
+    assert found is not None, (workflow, step, compensation)
+    return [text_of(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", found.group(1))]
+
+
+@pytest.fixture
+def steps_home(tmp_path: Path) -> FakeSource:
+    step_runs(tmp_path, time.time_ns() // 1_000_000)
+    return FakeSource(tmp_path, {})
+
+
+async def test_the_steps_page_shows_each_steps_runs_failures_and_percentiles(steps_home: FakeSource) -> None:
+    status, _, html = await call(make_app(steps_home), "GET", "/steps")
+    assert status == 200
+    assert step_row(html, "report", "research") == ["report", "research", "2", "0", "0.0%", "400 ms", "400 ms", ""]
+    assert step_row(html, "report", "analyze") == ["report", "analyze", "2", "1", "50.0%", "100 ms", "150 ms", ""]
+    assert step_row(html, "report", "research", compensation=True)[:4] == ["report", "↺research", "1", "0"]
+    assert re.search(r'<tr data-workflow="report" data-step="analyze" data-compensation="0" class="failing">', html)
+    assert '<tr data-workflow="report" data-step="research" data-compensation="0" class="">' in html
+    assert 'class="lat" title="p50 400 ms, p95 400 ms"' in html  # research: the longest p95, the full bar
+    assert '<span class="p95" style="width: 100.0%">' in html
+    assert '<a href="/steps" aria-current="page">Steps</a>' in html
+    assert 'data-live="/live/steps?window=5m"' in html
+    assert '<a href="/steps?window=5m" aria-current="true" class="current">5m</a>' in html
+
+
+async def test_the_steps_window_parameter_selects_the_runs_that_ended_in_it(steps_home: FakeSource) -> None:
+    app = make_app(steps_home)
+    _, _, html = await call(app, "GET", "/steps?window=15m")
+    assert step_row(html, "report", "research")[2] == "3", "wf-old's research ended 10 min ago"
+    assert '<a href="/steps?window=15m" aria-current="true" class="current">15m</a>' in html
+    assert 'data-live="/live/steps?window=15m"' in html
+    _, _, html = await call(app, "GET", "/steps?window=10s")
+    assert "No step run ended in the last 10s." in html
+    status, headers, body = await call(app, "GET", "/live/steps?window=1h")
+    assert (status, headers["content-type"].split(";")[0]) == (200, "text/event-stream")
+    parts = orjson.loads(body.split("data: ", 1)[1].split("\n", 1)[0])
+    assert set(parts) == {"step-rows", "fresh"}
+    assert step_row(parts["step-rows"], "report", "research")[2] == "3"
+    _, _, html = await call(make_app(FakeSource(steps_home.index.parent.parent / "none", {})), "GET", "/steps")
+    assert "No workflow index here" in html
+
+
+async def test_a_bad_window_is_a_400_that_says_what_a_window_is(steps_home: FakeSource) -> None:
+    app = make_app(steps_home)
+    for window, why in (("soon", "expected a duration such as 30s, 10m or 1h30m"), ("0", "expected a duration > 0")):
+        for path in ("/steps", "/live/steps"):
+            status, _, html = await call(app, "GET", f"{path}?window={window}")
+            assert status == 400, (path, window)
+            assert f"window &#x27;{window}&#x27;: {escape(why)}" in html
+
+
+async def test_open_steps_pages_on_one_window_share_one_computation_per_poll(steps_home: FakeSource,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    computed: list[float] = []
+    real = steps_home.steps
+
+    def counted(window: str, window_s: float, now_ms: int | None = None) -> StepsView:
+        computed.append(window_s)
+        return real(window, window_s, now_ms)
+
+    monkeypatch.setattr(steps_home, "steps", counted)
+    app = make_app(steps_home, stats_poll_s=60)
+    first = [await call(app, "GET", "/live/steps?window=5m") for _ in range(3)]
+    assert len({body for _, _, body in first}) == 1
+    assert computed == [300.0], "three streams within a poll: one step_stats"
+    await call(app, "GET", "/live/steps?window=1h")
+    assert computed == [300.0, 3600.0]
+
+
+async def test_the_agents_page_shows_each_steps_recent_runs(steps_home: FakeSource) -> None:
+    _, _, html = await call(make_app(steps_home), "GET", "/agents")
+    assert '<a href="/steps?window=5m">runs, last 5m</a>' in html
+    research = re.search(r'<tr data-step="research".*?<td class="recent">(.*?)</td>', html)
+    draft = re.search(r'<tr data-step="draft".*?<td class="recent">(.*?)</td>', html)
+    assert research is not None
+    assert draft is not None
+    assert text_of(research.group(1)) == "2 runs, 0.0% failed, p95 400 ms"
+    assert text_of(draft.group(1)) == "-", "no run of draft ended in the window"
+
+
+async def test_hostile_workflow_and_step_names_are_escaped_on_the_steps_page(steps_home: FakeSource) -> None:
+    _, _, html = await call(make_app(steps_home), "GET", "/steps")
+    escaped = escape(HOSTILE)
+    assert step_row(html, escaped, escaped)[2] == "1"
+    no_raw_script(html)
 
 
 def test_templates_escape_every_value_but_markup() -> None:

@@ -8,7 +8,7 @@ import orjson
 import typer
 
 from ..transport._settings import _env_namespace, check_env, run_dir
-from ._input import duration, err, fail
+from ._input import USAGE, err, fail
 from ._ls import _indexer_alive
 
 
@@ -27,10 +27,13 @@ def stats(
     import sqlite3  # deferred, as every command's own imports: `choreo --help` stays fast
 
     from ..index._query import list_workflows
-    from ..index._stats import step_stats
+    from ..index._stats import parse_window, step_stats
     from ..index._store import index_path
 
-    window_s = duration(window, "--window")
+    try:  # the web view's Steps page reads its window with the same parser
+        window_s = parse_window(window)
+    except ValueError as exc:
+        raise fail(f"--window {window!r}: {exc}", USAGE) from None
     check_env()
     namespace = _env_namespace()
     path = index_path(run_dir(), namespace)

@@ -15,6 +15,7 @@ ended in it.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,6 +55,33 @@ class StepStats:
     def as_dict(self) -> dict[str, Any]:
         """As `choreo stats --json` prints it."""
         return asdict(self)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a window as `choreo stats --window` and the web view's Steps page take it.
+
+    Here, below both the command line and the web view (which may not import typer), so the two read
+    a window alike: plain seconds, or a duration with units (`30s`, `10m`, `1h30m`, `500ms`, `1d`).
+
+    Raises:
+        ValueError: Not a duration, or not above 0 (the message says which; the caller names the option).
+    """
+    value = text.strip().lower()
+    try:
+        seconds: float | None = float(value)
+    except ValueError:
+        parts = _DURATION.findall(value)
+        ok = bool(parts) and "".join(n + u for n, u in parts) == value
+        seconds = sum(float(n) * _UNIT_S[u] for n, u in parts) if ok else None
+    if seconds is None:
+        raise ValueError("expected a duration such as 30s, 10m or 1h30m")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError("expected a duration > 0")
+    return seconds
 
 
 def percentile(values: list[int], q: float) -> int | None:

@@ -1,6 +1,6 @@
 """The web view as an ASGI app (Starlette): the pages, live updates as server-sent events, cancel.
 
-Routes: `/` workflows, `/workflow/{id}` one workflow (POST `/workflow/{id}/cancel`), `/agents`,
+Routes: `/` workflows, `/workflow/{id}` one workflow (POST `/workflow/{id}/cancel`), `/steps`, `/agents`,
 `/dead-letters`, `/live/...` the event streams, `/static/...` the stylesheet and script shipped
 in the package (nothing is fetched from elsewhere: the view works offline).
 """
@@ -20,13 +20,19 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ._data import Filters, Source
-from ._pages import agents_page, dead_letters_page, error_page, fragments, workflow_page, workflows_page
+from ..index._stats import parse_window
+from ._data import Filters, Source, StepsView
+from ._pages import agents_page, dead_letters_page, error_page, fragments, steps_page, workflow_page, workflows_page
+from ._steps import DEFAULT_WINDOW, steps_fragments
 
 STATIC = Path(__file__).resolve().parent / "static"
 # How often a live stream looks at the index: the indexer commits at most every ~0.5 s while busy and
 # touches its file every 5 s when idle (index._indexer), so 1 s shows a change within ~1.5 s.
 POLL_S = 1.0
+# How often the Steps page's stream recomputes: index.step_stats took 110 ms of CPU (232-246 ms wall at
+# load 6-8) over 35,000 step runs in the window (index._stats), so every 3 s costs ~4-8% of a core, only while
+# a Steps page is open (the stream's loop ends with its client); clients on one window share a result.
+STATS_POLL_S = 3.0
 # How soon a live stream notices the server stopping (a flag read, no I/O).
 STOP_CHECK_S = 0.1
 # A comment line this often keeps a stream's proxies and browsers from timing it out.
@@ -65,10 +71,40 @@ def _same_origin(request: Request) -> bool:
 class _Views:
     """The routes' handlers over one source."""
 
-    def __init__(self, source: Source, poll_s: float, stopping: Callable[[], bool]) -> None:
+    def __init__(self, source: Source, poll_s: float, stopping: Callable[[], bool], stats_poll_s: float) -> None:
         self.source = source
         self.poll_s = poll_s
         self.stopping = stopping
+        self.stats_poll_s = stats_poll_s
+        self._stats: dict[str, tuple[float, str]] = {}  # window -> (when computed, monotonic s; fragments)
+
+    def _fresh_stats(self, window: str, window_s: float) -> str:
+        """The Steps page's fragments as JSON, recomputed at most once per stats_poll_s per window."""
+        now = time.monotonic()
+        cached = self._stats.get(window)
+        if cached is not None and now - cached[0] < self.stats_poll_s * 0.9:
+            return cached[1]
+        data = orjson.dumps(steps_fragments(self.source.steps(window, window_s))).decode()
+        self._stats = {w: c for w, c in self._stats.items() if now - c[0] < self.stats_poll_s} | {window: (now, data)}
+        return data
+
+    async def steps(self, request: Request) -> Response:
+        window = request.query_params.get("window", DEFAULT_WINDOW).strip() or DEFAULT_WINDOW
+        try:
+            window_s = parse_window(window)
+        except ValueError as exc:
+            return HTMLResponse(error_page("Bad window", f"window {window!r}: {exc}"), status_code=400)
+        view: StepsView = await asyncio.to_thread(self.source.steps, window, window_s)
+        return HTMLResponse(steps_page(view))
+
+    async def live_steps(self, request: Request) -> Response:
+        window = request.query_params.get("window", DEFAULT_WINDOW).strip() or DEFAULT_WINDOW
+        try:
+            window_s = parse_window(window)
+        except ValueError as exc:
+            return HTMLResponse(error_page("Bad window", f"window {window!r}: {exc}"), status_code=400)
+        return _stream(lambda: self._fresh_stats(window, window_s), self.stats_poll_s, self.stopping,
+                       in_thread=True)
 
     async def workflows(self, request: Request) -> Response:
         filters = _filters(request)
@@ -107,7 +143,8 @@ class _Views:
             rows = await self.source.agents()
         except Exception as exc:
             return HTMLResponse(error_page("Agents unavailable", _one_line(exc)), status_code=502)
-        return HTMLResponse(agents_page(rows))
+        steps = await asyncio.to_thread(self.source.steps, DEFAULT_WINDOW, parse_window(DEFAULT_WINDOW))
+        return HTMLResponse(agents_page(rows, None if steps.problem else steps))
 
     async def dead_letters(self, request: Request) -> Response:
         try:
@@ -132,7 +169,8 @@ class _Views:
         return _stream(row, self.poll_s, self.stopping)
 
 
-def make_app(source: Source, *, poll_s: float = POLL_S, stopping: Callable[[], bool] = lambda: False) -> Starlette:
+def make_app(source: Source, *, poll_s: float = POLL_S, stopping: Callable[[], bool] = lambda: False,
+             stats_poll_s: float = STATS_POLL_S) -> Starlette:
     """The web view's ASGI app over `source`.
 
     Args:
@@ -140,25 +178,31 @@ def make_app(source: Source, *, poll_s: float = POLL_S, stopping: Callable[[], b
         poll_s: How often the live streams look for changes.
         stopping: Whether the server is shutting down: the live streams then end (within STOP_CHECK_S),
             so the server's graceful shutdown does not wait on them.
+        stats_poll_s: How often the Steps page's stream recomputes the statistics.
 
     Returns:
         The app, to serve with uvicorn (see serve) or any ASGI server.
     """
-    views = _Views(source, poll_s, stopping)
+    views = _Views(source, poll_s, stopping, stats_poll_s)
     return Starlette(routes=[
         Route("/", views.workflows),
         Route("/workflow/{workflow_id:path}/cancel", views.cancel, methods=["POST"]),
         Route("/workflow/{workflow_id:path}", views.workflow),
+        Route("/steps", views.steps),
         Route("/agents", views.agents),
         Route("/dead-letters", views.dead_letters),
         Route("/live/workflows", views.live_workflows),
         Route("/live/workflow/{workflow_id:path}", views.live_workflow),
+        Route("/live/steps", views.live_steps),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ])
 
 
-def _stream(read: Callable[[], str | None], poll_s: float, stopping: Callable[[], bool]) -> StreamingResponse:
+def _stream(read: Callable[[], str | None], poll_s: float, stopping: Callable[[], bool], *,
+            in_thread: bool = False) -> StreamingResponse:
     """Server-sent events: an `update` with `read()`'s text whenever it changes (None: nothing to send).
+
+    `in_thread`: read in a worker thread, for a read that costs enough CPU to stall the other requests.
 
     The stream ends when the server is stopping (the browser's EventSource would reconnect, to nothing).
     """
@@ -167,7 +211,7 @@ def _stream(read: Callable[[], str | None], poll_s: float, stopping: Callable[[]
         last: str | None = None
         quiet = 0.0
         while not stopping():
-            data = read()
+            data = await asyncio.to_thread(read) if in_thread else read()
             if data is not None and data != last:
                 last, quiet = data, 0.0
                 yield f"event: update\ndata: {data}\n\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ChoreographError, WorkflowFinished
 from ..index._query import Listing, list_workflows, status_counts, workflow_row
+from ..index._stats import StepStats, step_stats
 from ..index._store import index_path
 from ..index._summary import IndexedEvent, Summary, fold
 from ..runtime._client import Client
@@ -78,6 +79,25 @@ class Overview:
     index: Path
     listing: Listing | None
     counts: dict[str, int] = field(default_factory=dict)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class StepsView:
+    """The Steps page's data: each step's runs that ended in the window (index.step_stats).
+
+    Attributes:
+        index: The index file read.
+        window: The window as asked for (`5m`).
+        stats: One entry per workflow, step and compensation with a run in the window.
+        updated_ms: When the indexer last wrote the file (Unix ms); None if never.
+        problem: Why nothing could be read (no index, not an index of this version), if so.
+    """
+
+    index: Path
+    window: str
+    stats: list[StepStats] = field(default_factory=list)
+    updated_ms: int | None = None
     problem: str | None = None
 
 
@@ -171,6 +191,22 @@ class Source:
         except sqlite3.Error as exc:
             return Overview(self.index, None, problem=f"{self.index}: not a workflow index ({exc})")
         return Overview(self.index, listing, counts)
+
+    def steps(self, window: str, window_s: float, now_ms: int | None = None) -> StepsView:
+        """Each step's runs, failures and p50/p95 duration over the last `window_s` (as `choreo stats`).
+
+        Took 110 ms of CPU, 232-246 ms wall, over 35,000 runs in the window (index._stats): callers run it
+        in a thread and no more often than every few seconds.
+        """
+        if not self.index.exists():
+            return StepsView(self.index, window, problem=f"No workflow index here ({self.index}): `choreo up` runs "
+                                                         "one (or `choreo index run`).")
+        try:
+            stats = step_stats(self.index, window_s, now_ms)
+            updated = list_workflows(self.index, limit=0).updated_ms
+        except sqlite3.Error as exc:
+            return StepsView(self.index, window, problem=f"{self.index}: not a workflow index of this version ({exc})")
+        return StepsView(self.index, window, stats, updated)
 
     def index_row(self, workflow_id: str) -> dict[str, Any] | None:
         """The workflow's row of the index (status, events), or None (no index, no row)."""

@@ -1,4 +1,4 @@
-"""The pages, as HTML strings built from templates (see _html): workflows, one workflow, agents, dead letters.
+"""The pages, as HTML strings built from templates (see _html): workflows, one workflow, steps, agents, dead letters.
 
 Pure: each function takes what the page shows and returns its HTML; the app (_app) fetches the data.
 """
@@ -13,15 +13,16 @@ import orjson
 
 from ..index._summary import COMPENSATING, RUNNING, iso
 from ..saga._entries import HistoryEntry
-from ._data import Agents, Filters, Overview, WorkflowView
+from ._data import Agents, Filters, Overview, StepsView, WorkflowView
 from ._graph import dag_svg, duration_text, gantt_svg, graph_svg
 from ._html import Markup, join, render
+from ._steps import steps_body
 
 # What the status filter offers (a status the index holds that is not here is listed all the same).
 STATUSES = ("running", "compensating", "completed", "compensated", "failed", "timed_out", "cancelled")
 # The dead letters page shows the newest this many (a page of thousands of rows helps nobody).
 MAX_LETTERS = 500
-_PAGES = (("/", "Workflows"), ("/agents", "Agents"), ("/dead-letters", "Dead letters"))
+_PAGES = (("/", "Workflows"), ("/steps", "Steps"), ("/agents", "Agents"), ("/dead-letters", "Dead letters"))
 
 
 def page(title: str, body: Markup, *, active: str = "", live: str = "") -> Markup:
@@ -193,6 +194,11 @@ def workflow_page(view: WorkflowView, now_ms: int, notice: str = "", notice_ok: 
     return page(view.workflow_id, body, live=f"/live/workflow/{quote(view.workflow_id, safe='')}")
 
 
+def steps_page(view: StepsView) -> Markup:
+    """Each step's runs, failures and p50/p95 duration over the window, kept up to date by server-sent events."""
+    return page("Steps", steps_body(view), active="/steps", live="/live/steps?" + urlencode({"window": view.window}))
+
+
 # Agents and dead letters -------------------------------------------------------------------------
 
 
@@ -210,8 +216,22 @@ def _liveness(row: dict[str, Any]) -> str:
     return "no-agent" if row["no_live_agent"] else "live"
 
 
-def agents_page(agents: Agents) -> Markup:
-    """Announced step contracts per workflow (their graph, inputs and output), live instances, consumer lag."""
+def _recent(steps: StepsView | None, workflow: str, step: str) -> Markup:
+    """The step's runs, failure rate and p95 over the Steps page's default window, from `steps`."""
+    found = None if steps is None else next((s for s in steps.stats if (s.workflow, s.step, s.compensation)
+                                             == (workflow, step, False)), None)
+    if found is None:
+        return Markup('<span class="muted">-</span>')
+    return render('<span class="{cls}">{n} runs, {rate} failed, p95 {p95}</span>', n=found.count,
+                  rate=f"{found.failure_rate:.1%}", cls="problem" if found.failed else "",
+                  p95="-" if found.p95_ms is None else duration_text(found.p95_ms))
+
+
+def agents_page(agents: Agents, steps: StepsView | None = None) -> Markup:
+    """Announced step contracts per workflow: graph, inputs and output, live instances, consumer lag, recent runs.
+
+    `steps`: each step's runs over the Steps page's default window, shown per row (None: not shown).
+    """
     rows = agents.rows
     if not rows:
         body = Markup('<h1>Agents</h1><p class="muted">No step is announced.</p>')
@@ -225,8 +245,9 @@ def agents_page(agents: Agents) -> Markup:
             trs.append(render(
                 '<tr data-step="{step}" class="{flag}"><td>{step}</td><td>{agent}</td><td class="types">{consumes}'
                 '</td><td class="types">{completes}</td><td>{live}</td><td>{inst}</td><td>{group}</td><td>{lag}</td>'
-                '<td>{breaker}</td><td>{timeout}</td><td>{note}</td></tr>',
-                step=r["step"], agent=r["agent"] or "-", consumes=", ".join(t.rsplit(".", 1)[-1] for t in consumes),
+                '<td>{breaker}</td><td>{timeout}</td><td class="recent">{recent}</td><td>{note}</td></tr>',
+                recent=_recent(steps, workflow, r["step"]), step=r["step"], agent=r["agent"] or "-",
+                consumes=", ".join(t.rsplit(".", 1)[-1] for t in consumes),
                 completes=completes.rsplit(".", 1)[-1], live="?" if r["live"] is None else r["live"],
                 inst=_instances(r), group=r["group"], lag="n/a" if r["lag"] is None else r["lag"],
                 breaker=r["breaker"] or "-", flag="no-agent" if r["no_live_agent"] else "",
@@ -238,8 +259,9 @@ def agents_page(agents: Agents) -> Markup:
         sections.append(render(
             '<section data-workflow="{workflow}"><h2>{workflow}</h2>{graph}<table class="agents"><thead><tr>'
             '<th>step</th><th>agent</th><th>consumes</th><th>completes with</th><th>live</th><th>instances</th>'
-            '<th>consumer group</th><th>lag</th><th>breaker</th><th>timeout</th><th></th></tr></thead>'
-            '<tbody>{rows}</tbody></table></section>', workflow=workflow, graph=drawn, rows=join(trs)))
+            '<th>consumer group</th><th>lag</th><th>breaker</th><th>timeout</th><th>{recent}</th><th></th></tr>'
+            '</thead><tbody>{rows}</tbody></table></section>', workflow=workflow, graph=drawn, rows=join(trs),
+            recent=render('<a href="/steps?window={w}">runs, last {w}</a>', w=steps.window) if steps else ""))
     lagless = any(r["lag"] is None for r in rows)
     note = Markup('<p class="muted">lag n/a: this broker does not report the consumer group\'s committed '
                   'offsets or ends.</p>') if lagless else ""

@@ -1,5 +1,5 @@
 // choreo ui: live updates over server-sent events (no library; served from the package).
-// The workflows page swaps in the fragments the server renders (and escapes); a workflow's page
+// The workflows and steps pages swap in the fragments the server renders (and escapes); a workflow's page
 // reloads itself when the index holds more of its events than it shows.
 (function () {
   "use strict";
@@ -8,7 +8,7 @@
     return;
   }
   var source = new EventSource(live);
-  if (live.indexOf("/live/workflows") === 0) {
+  if (live.indexOf("/live/workflows") === 0 || live.indexOf("/live/steps") === 0) {
     source.addEventListener("update", function (event) {
       var parts = JSON.parse(event.data);
       Object.keys(parts).forEach(function (id) {
