@@ -184,7 +184,7 @@ async def test_the_web_view_shows_workflows_steps_agents_and_cancels_a_running_s
         for step in ("research", "analyze"):
             await expect(page.locator(f'svg.dag g[data-step="{step}"]')).to_have_attribute("data-state",
                                                                                            "compensated")
-        await expect(page.locator('svg.dag g[data-step="review"]')).to_have_attribute("data-state", "pending")
+        await expect(page.locator('svg.dag g[data-step="review"]')).to_have_attribute("data-state", "skipped")
         await expect(page.locator('svg.gantt g[data-step="research"][data-compensation="true"]')).to_have_count(1)
         await expect(page.locator("#facts .status")).to_have_text("compensated")
         trace = await page.locator("#trace").inner_text()

@@ -440,6 +440,8 @@ def test_a_step_is_drawn_in_its_column_by_dependency_depth() -> None:
     x = {step: int(at) for step, at in re.findall(r'data-step="(\w+)".*?<rect x="(\d+)"', svg)}
     assert x["research"] < x["analyze"] == x["draft"] < x["chart"] < x["review"]
     assert [step_state(summary, s) for s in ("research", "draft", "analyze")] == ["completed", "running", "pending"]
+    summary.status = "compensated"  # ended: a step that never got its inputs was skipped, not pending
+    assert [step_state(summary, s) for s in ("analyze", "review")] == ["skipped", "skipped"]
 
 
 def test_the_dead_letters_page_shows_the_newest_500() -> None:

@@ -12,7 +12,7 @@ from ..index._summary import StepRun, Summary
 from ._html import Markup, join, render
 
 # The states a step is drawn in (the CSS colours each: static/ui.css).
-STATES = ("pending", "running", "completed", "failed", "compensating", "compensated", "abandoned")
+STATES = ("pending", "running", "completed", "failed", "compensating", "compensated", "abandoned", "skipped")
 
 _NODE_W, _NODE_H, _GAP_X, _GAP_Y, _PAD = 150, 44, 60, 18, 10
 _BAR_LABEL_W, _BAR_W, _BAR_H, _BAR_GAP = 170, 560, 18, 8
@@ -24,7 +24,8 @@ def step_state(summary: Summary, step: str) -> str:
     Its compensation, once requested, says more than its run: `compensating` until it is done
     (`compensated`), `failed` if the compensation failed. A run whose inputs are all in is
     `running` (an agent has it, or will as soon as one is up) until it completes or fails;
-    `abandoned` if the workflow ended first.
+    `abandoned` if the workflow ended first. A step whose inputs never all came in is `pending`
+    while the workflow runs and `skipped` once it ended (a failure before it, or a cancel).
     """
     undo = summary.runs.get((step, True))
     if undo is not None:
@@ -32,7 +33,7 @@ def step_state(summary: Summary, step: str) -> str:
                 "compensation_failed": "failed"}.get(undo.status, "abandoned")
     run = summary.runs.get((step, False))
     if run is None:
-        return "pending"
+        return "skipped" if summary.finished else "pending"
     return {"pending": "running", "completed": "completed", "failed": "failed"}.get(run.status, "abandoned")
 
 
