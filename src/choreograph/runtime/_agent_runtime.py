@@ -5,7 +5,7 @@ tracking records: each carries the workflow id, so on (re)assignment the runtime
 outputs back and a redelivered or duplicated input is a no-op. Offsets are committed only up to the
 oldest record whose work is still pending (in flight or waiting for the rest of a join); a failed
 attempt's record releases its inputs, and its retry waits on a timer (see _attempts). Partition
-set-up, revocation and commits follow the group-member rule (transport/_member.py).
+set-up (_takeover), revocation and commits follow the group-member rule (transport/_member.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..transport._kafka import Kafka
 from ..transport._lifecycle import ServiceBase
 from ..transport._member import GroupMember
 from ..transport._offsets import PartitionProgress
-from ..transport._port import Consumer, Record, TopicPartition, Transport
+from ..transport._port import Record, TopicPartition, Transport
 from ..transport._registry import announce, framework_store
 from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
@@ -44,10 +44,10 @@ from ._gate import Gate
 from ._handlers import Runner
 from ._health import Health
 from ._joins import Input, Joins
-from ._lookback import LookBack
 from ._presence import Presence
 from ._provenance import COMPLETED, GOAL, Provenance
 from ._results import Results
+from ._takeover import Takeover
 from ._tracking import COMPENSATION, Done
 
 log = logging.getLogger("choreograph.agent")
@@ -108,14 +108,14 @@ class AgentRuntime(ServiceBase):
         self._joins = Joins(len(self._consumed))
         self._done = Done(dedupe_capacity)  # tracking keys of results in the log
         self._ended = Done(dedupe_capacity)  # workflows with an outcome: a late input opens no join
-        self._recovered: dict[TopicPartition, list[Attempt]] = {}  # found by set-up, armed once installed
         self._max_concurrency = max_concurrency
         self._presence_ms = round(presence_interval_s * 1000)
         self._fatal: BaseException | None = None
         self._stopping = asyncio.Event()
         self._member = GroupMember[PartitionProgress](
             self._kafka, settings.agent_group(agent.workflow, agent.step), [settings.events_topic],
-            set_up=self._set_up, progress=lambda p: p, release=self._release, on_ready=self._on_ready,
+            set_up=lambda consumer, assigned: self._takeover.set_up(consumer, assigned), progress=lambda p: p,
+            release=self._release, on_ready=lambda parts: self._takeover.on_ready(parts),
             commit_interval_s=commit_interval_s, auto_offset_reset="latest")
         self._health = Health(agent.name, CircuitBreaker(agent.breaker) if agent.breaker is not None else None,
                               self._member, self._clock)
@@ -132,6 +132,7 @@ class AgentRuntime(ServiceBase):
         self._results: Results
         self._runner: Runner
         self._attempts: Attempts
+        self._takeover: Takeover
         self._presence: Presence
         self._provenance: Provenance
         self.instance = ""
@@ -167,6 +168,10 @@ class AgentRuntime(ServiceBase):
         self._attempts = Attempts(self.agent.name, self.agent.step, self._runner, self._clock, self._done,
                                   self._ended, self._owned, self._store)
         self._running = self._attempts.running
+        self._takeover = Takeover(
+            self.agent, self._kafka, self._topic, self._lookback, completes=self._completes, consumed=self._consumed,
+            store=self._store, done=self._done, ended=self._ended, believed=self._gate.believed,
+            provenance=self._provenance, decoding=self._decoding, attempts=self._attempts)
         self._presence = health.presence = Presence(self._producer, self.settings.status_topic, self.agent,
                                                     self._clock, self._presence_ms, health.snapshot)
         self.instance = self._presence.instance
@@ -361,47 +366,7 @@ class AgentRuntime(ServiceBase):
     def _owned(self, partition: int) -> bool:
         return TopicPartition(self._topic, partition) in self._member.partitions
 
-    # partitions ------------------------------------------------------------------------------
-
-    async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
-            TopicPartition, tuple[int, PartitionProgress]]:
-        """Set up newly assigned partitions before any of their records is handled.
-
-        Each one's position is its committed offset, or the true end for a new agent; the agent's
-        past results, pending retries and the workflows' outcomes are read back from the log.
-        """
-        states: dict[TopicPartition, tuple[int, PartitionProgress]] = {}
-        start: dict[TopicPartition, int] = {}
-        ends = await self._kafka.end_offsets(assigned)
-        for tp in assigned:
-            committed = await consumer.committed(tp)
-            if committed is None:
-                # A new agent starts from now. The true end, not auto_offset_reset=latest, which
-                # lands inside the last batch on Tansu. Committed at once so a restart resumes here.
-                position = ends[tp]
-                await consumer.commit({tp: position})
-            else:
-                position = committed
-            states[tp] = (position, PartitionProgress(position, tp.partition))
-            start[tp] = max(0, position - self._lookback)
-            self._recovered.pop(tp, None)
-        await self._provenance.catch_up()  # after `ends`: it knows the producers of every record before them
-        look = LookBack(self._source, self._step, self._completes, self._consumed, self._store, self._done,
-                        self._ended, compensable=self.agent.compensation_fn is not None, believed=self._gate.believed,
-                        admits=self._provenance.admits)
-        # To the end, not the position: what the agent did after its last commit counts too.
-        self._recovered.update(await look.recover(self._kafka, self._topic, start, ends,
-                                                  {tp: s[1] for tp, s in states.items()}, self._decoding.learn_schemas))
-        return states
-
-    async def _on_ready(self, parts: dict[TopicPartition, PartitionProgress]) -> None:
-        """Partitions installed: arm the retries their set-up found."""
-        for tp in parts:
-            for attempt in self._recovered.pop(tp, ()):
-                if attempt.key not in self._running and attempt.key not in self._done:
-                    log.info("%s: attempt %d of %s due at %d (from the log)", self.agent.name, attempt.number,
-                             attempt.workflow_id, attempt.due)
-                    self._attempts.arm(attempt)
+    # partitions (set up and made ready by runtime._takeover) -----------------------------------
 
     async def _release(self, gone: dict[TopicPartition, PartitionProgress]) -> None:
         """Before revoked partitions are committed: let their running steps finish, drop their timers."""

@@ -2,7 +2,8 @@
 
 Decisions are the graph fixed at start, timeouts, compensation requests and the outcome. It never
 calls an agent, and never tells one to do forward work: retries are the agents' (their failed
-attempts are in the log), deadlines the coordinator's (StepTimedOut).
+attempts are in the log), deadlines the coordinator's (StepTimedOut). What it writes, decisions and
+dead letters, goes out through runtime._coordinator_outbox.
 
 Its state is the log. The commit position of a partition never passes the goal of a saga that is
 still open, so after kill -9 a new instance re-reads every open saga from its goal. While it re-reads
@@ -23,12 +24,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..errors import DecodeError
 from ..events._envelope import (
     COORDINATOR_SOURCE,
-    GOAL_ID_HEADER,
     RESTORE_SOURCE,
     Envelope,
     Kind,
@@ -39,7 +38,7 @@ from ..saga._timers import expire, timed
 from ..security._identity import COORDINATOR, Identity
 from ..security._verify import Rejected
 from ..telemetry._metrics import CoordinatorMetrics, service_meter
-from ..telemetry._tracing import Tracing, now_ns, span_name, tracing
+from ..telemetry._tracing import Tracing, now_ns, tracing
 from ..transport._clock import SYSTEM_CLOCK, Clock
 from ..transport._deadletter import DeadLetters
 from ..transport._kafka import Kafka
@@ -53,6 +52,7 @@ from ..transport._restore import MARKER_TYPES, on_marker
 from ..transport._settings import Settings
 from ..transport._trust import Trust
 from ._admission import read_fact, refusal_of
+from ._coordinator_outbox import Outbox
 from ._coordinator_state import Partition, look_back, note_goal
 from ._gate import Gate
 from ._tracking import Done
@@ -104,12 +104,11 @@ class Coordinator(ServiceBase):
         self._registry = Registry(self._kafka)
         # Clients belong to the running loop, so they are made in start().
         self._producer: Producer
-        self._dead: DeadLetters
+        self._outbox: Outbox
         self._finished = Done(finished_capacity)  # workflow id -> its goal's event id
         self._lookback = finished_lookback
         self._ended_capacity = ended_capacity
         self.ignored: Counter[str] = Counter()
-        self._pending: list[asyncio.Future[Any]] = []
         self._ready_file = ready_file
         self._observe = observe
         self._registry_current = False  # caught up with the registry since this batch was fetched
@@ -138,8 +137,10 @@ class Coordinator(ServiceBase):
         self._gate = Gate(trust.verifier, "coordinator")
         self._registry.verifier = trust.verifier
         self._tracing = tracing()
-        self._dead = DeadLetters(raw, self.settings.deadletter_topic, self.settings.coordinator_group,
-                                 self.settings.max_event_bytes)  # unsigned: a dead letter keeps its record's signature
+        dead = DeadLetters(raw, self.settings.deadletter_topic, self.settings.coordinator_group,
+                           self.settings.max_event_bytes)  # unsigned: a dead letter keeps its record's signature
+        self._outbox = Outbox(self._producer, dead, self.settings.events_topic, self.settings.coordinator_group,
+                              self._tracing, self._metrics)
         await self._producer.start()
         await self._registry.start()
         await self._registry.catch_up()
@@ -191,7 +192,7 @@ class Coordinator(ServiceBase):
         """
         why = self._registry.apply(record.value, keep_existing=history, key=record.key, announcer=signer)
         if why is not None and not history:
-            await self._dead_letter(record, why, "contract")
+            await self._outbox.dead_letter(record, why, "contract")
 
     async def _on_record(self, part: Partition, record: Record) -> None:
         progress = part.progress
@@ -201,7 +202,7 @@ class Coordinator(ServiceBase):
             envelope = Envelope.from_record(record.key, record.headers)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
-                await self._dead_letter(record, str(exc), "unreadable")
+                await self._outbox.dead_letter(record, str(exc), "unreadable")
             return
         # Whatever is logged while the record is handled names its workflow (reset after: the
         # loop's next record, its timers and its commits are not this workflow's).
@@ -216,7 +217,7 @@ class Coordinator(ServiceBase):
         try:
             if isinstance(signer := self._gate.check(record, envelope), Rejected):
                 if not history:  # forged, unsigned or by a party not allowed to say it: never folded
-                    await self._dead_letter(record, signer, "untrusted")
+                    await self._outbox.dead_letter(record, signer, "untrusted")
                 return
             if envelope.type == _CONTRACT_TYPE:
                 return await self._on_contract(record, history, signer)
@@ -227,7 +228,7 @@ class Coordinator(ServiceBase):
             fact = await read_fact(envelope, record, self._registry, signer)
         except DecodeError as exc:
             if not history:  # restored: dead-lettered when it was first read, and restored with the rest
-                await self._dead_letter(record, str(exc), "unreadable")
+                await self._outbox.dead_letter(record, str(exc), "unreadable")
             return
         if history and envelope.workflow_id in self._finished:
             return  # restored history of a workflow that finished here since
@@ -235,7 +236,7 @@ class Coordinator(ServiceBase):
         if not history:
             refusal = refusal_of(part, self._finished, self.ignored, state, envelope, fact)
             if refusal:
-                await self._dead_letter(record, refusal, "refused")
+                await self._outbox.dead_letter(record, refusal, "refused")
             if refusal is not None:
                 return
         await self._fold(part, state or SagaState(envelope.workflow_id), envelope, fact, record, history)
@@ -271,34 +272,12 @@ class Coordinator(ServiceBase):
                 self._metrics.folded(fact)
         note_goal(part, envelope, fact.kind, record.offset, history)
         if decisions:
-            await self._decide(part, state, envelope, record, decisions, started_ns)
+            await self._outbox.decide(part, state, envelope, record, decisions, started_ns)
         if not history:
             part.timers.note(state, envelope)
         self._keep(part, state)
         if self._observe is not None:
             self._observe(record.partition, record.offset, state)
-
-    async def _decide(self, part: Partition, state: SagaState, envelope: Envelope, record: Record,
-                      decisions: list[Decision], started_ns: int) -> None:
-        """Publish what an event decided; when tracing, under a CONSUMER span of that event."""
-        if (tracing := self._tracing) is None:
-            for decision in decisions:
-                await self._publish(part, state, decision, envelope)
-            return
-        span = tracing.received(span_name("coordinate", envelope), envelope, record.topic, record.partition,
-                                record.offset, self.settings.coordinator_group, start_ns=started_ns)
-        try:
-            for decision in decisions:
-                await self._publish(part, state, decision, envelope, tracing.inside(span))
-        finally:
-            span.end()
-
-    async def _dead_letter(self, record: Record, reason: str, kind: str) -> None:
-        """Dead-letter `record`; `kind` classes the reason for metrics: unreadable, untrusted, contract, refused."""
-        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        self._pending.append(await self._dead.send(record, reason))
-        if self._metrics is not None:
-            self._metrics.dead_letter(kind)
 
     async def _settle_all(self, part: Partition) -> None:
         """After the silent replay: publish what each open saga, and each ended one, is still owed."""
@@ -307,13 +286,13 @@ class Coordinator(ServiceBase):
         owed, part.owed = part.owed, {}
         for workflow_id, decision in owed.values():
             if (state := part.sagas.get(workflow_id)) is not None and workflow_id not in part.dormant:
-                await self._publish(part, state, decision, None)
+                await self._outbox.publish(part, state, decision, None)
         for state in [*part.sagas.values(), *(part.ended[w] for w in sorted(part.touched) if w in part.ended)]:
             if state.workflow_id in part.dormant:
                 continue
             state, decisions = settle(state, self._registry.catalog)
             for decision in decisions:
-                await self._publish(part, state, decision, None)
+                await self._outbox.publish(part, state, decision, None)
             self._keep(part, state)
         part.touched.clear()
 
@@ -342,7 +321,7 @@ class Coordinator(ServiceBase):
                 state, decisions = tick(state, when, self._registry.catalog)
                 cause = part.timers.last.get(workflow_id)
                 for decision in decisions:
-                    await self._publish(part, state, decision, cause)
+                    await self._outbox.publish(part, state, decision, cause)
                 self._keep(part, state)
 
     async def _catch_up_registry(self) -> None:
@@ -371,41 +350,8 @@ class Coordinator(ServiceBase):
         if state.outcome is not OutcomeStatus.COMPLETED:
             part.ended.keep(state)
 
-    async def _publish(self, part: Partition, state: SagaState, decision: Decision, cause: Envelope | None,
-                       parent: Any = None) -> None:
-        event_id = decision_id(state.workflow_id, decision)
-        envelope = Envelope.new(
-            type=decision.event.type_name(), source=COORDINATOR_SOURCE, workflow=state.workflow,
-            workflow_id=state.workflow_id, kind=decision.kind, step=decision.step, cause=cause,
-        ).with_id(event_id)
-        if (tracing := self._tracing) is not None:
-            # A decision's PRODUCER span: under its event's CONSUMER span, or (a timer's, a settling's)
-            # under its cause's context. Started before the envelope is signed: it is the traceparent.
-            if parent is None and cause is not None:
-                parent = tracing.remote(cause.traceparent)
-            span, envelope = tracing.send(envelope, self.settings.events_topic, part.progress.partition, parent)
-            try:
-                return await self._send(part, state, envelope, decision)
-            finally:
-                span.end()
-        await self._send(part, state, envelope, decision)
-
-    async def _send(self, part: Partition, state: SagaState, envelope: Envelope, decision: Decision) -> None:
-        headers = envelope.headers()
-        if (goal_id := part.goal_ids.get(state.workflow_id)) is not None:
-            # Which goal the workflow runs for: a client that published a second goal with this id
-            # (dead-lettered) must not take this workflow's outcome for its own.
-            headers.append((GOAL_ID_HEADER, goal_id.encode()))
-        future = await self._producer.send(self.settings.events_topic, value=decision.encoded(),
-                                           key=envelope.key, headers=headers)
-        self._pending.append(future)
-        if self._metrics is not None:
-            self._metrics.decided(state.workflow, decision)
-
     async def _commit(self) -> None:
-        while self._pending:
-            pending, self._pending = self._pending, []
-            await asyncio.gather(*pending)
+        await self._outbox.flush()
         await self._member.commit()
 
     async def _set_up(self, consumer: Consumer, assigned: set[TopicPartition]) -> dict[
