@@ -95,12 +95,7 @@ def show(
         from ..transport._registry import Registry
 
         letter = _find(await _letters(), letter_id)
-        registry = Registry(Kafka(cli_settings()), verifier=service_verifier())
-        await registry.start()
-        try:
-            await registry.catch_up()
-        finally:
-            await registry.stop()
+        registry = await Registry.read(Kafka(cli_settings()), verifier=service_verifier())
         store, value = registry.store, letter.value or b""
         secret = payload_has_sensitive(store, value)  # then its raw bytes are not shown either
         try:

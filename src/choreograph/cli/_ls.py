@@ -41,6 +41,17 @@ def index_run() -> None:
             server.close()
 
 
+def index_file() -> Path:
+    """This namespace's workflow index file (CHOREO_HOME, CHOREO_NAMESPACE); a clear error if there is none."""
+    from ..index._store import index_path
+
+    check_env()
+    path = index_path(run_dir(), _env_namespace())
+    if not path.exists():
+        raise fail(f"no workflow index here ({path}); `choreo up` runs one (or `choreo index run`)")
+    return path
+
+
 def ls(
     workflow: Annotated[str | None, typer.Option(help="only workflows of this NAME")] = None,
     status: Annotated[str | None, typer.Option(help="only workflows with this status: " + ", ".join(KNOWN_STATUSES))
@@ -58,13 +69,8 @@ def ls(
     import sqlite3  # deferred, as every command's own imports: `choreo --help` stays fast
 
     from ..index._query import list_workflows
-    from ..index._store import index_path
 
-    check_env()
-    namespace = _env_namespace()
-    path = index_path(run_dir(), namespace)
-    if not path.exists():
-        raise fail(f"no workflow index here ({path}); `choreo up` runs one (or `choreo index run`)")
+    path = index_file()
     try:
         listing = list_workflows(path, status=status, workflow=workflow,
                                  since_ms=None if since is None else since_ms(since), limit=limit)
@@ -77,7 +83,7 @@ def ls(
             print(orjson.dumps(row).decode())
     else:
         _print_table(listing.rows)
-    if not _indexer_alive(namespace, listing.updated_ms):
+    if not _indexer_alive(_env_namespace(), listing.updated_ms):
         updated = listing.updated_ms
         ago = "never" if updated is None else f"{_short((time.time_ns() // 1_000_000 - updated) / 1000)} ago"
         err(f"the indexer is not running (last update {ago}): the index may be behind the log; `choreo up` runs it",

@@ -7,9 +7,9 @@ from typing import Annotated
 import orjson
 import typer
 
-from ..transport._settings import _env_namespace, check_env, run_dir
+from ..transport._settings import _env_namespace
 from ._input import USAGE, err, fail
-from ._ls import _indexer_alive
+from ._ls import _indexer_alive, index_file
 
 
 def stats(
@@ -28,17 +28,12 @@ def stats(
 
     from ..index._query import list_workflows
     from ..index._stats import parse_window, step_stats
-    from ..index._store import index_path
 
     try:  # the web view's Steps page reads its window with the same parser
         window_s = parse_window(window)
     except ValueError as exc:
         raise fail(f"--window {window!r}: {exc}", USAGE) from None
-    check_env()
-    namespace = _env_namespace()
-    path = index_path(run_dir(), namespace)
-    if not path.exists():
-        raise fail(f"no workflow index here ({path}); `choreo up` runs one (or `choreo index run`)")
+    path = index_file()
     try:
         found = step_stats(path, window_s, workflow=workflow)
         updated = list_workflows(path, limit=0).updated_ms
@@ -56,7 +51,7 @@ def stats(
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
         for line in lines:
             print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    if not _indexer_alive(namespace, updated):
+    if not _indexer_alive(_env_namespace(), updated):
         err("the indexer is not running: the figures may be behind the log; `choreo up` runs it", "warning",
             "yellow")
 

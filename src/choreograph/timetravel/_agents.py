@@ -28,13 +28,7 @@ RETIRE_SOURCE = "choreo://cli/retire"
 
 async def _contracts(transport: Transport, verifier: Verifier | None) -> Registry:
     """A registry reader caught up to the registry's end (stopped again), believing what `verifier` admits."""
-    registry = Registry(transport, verifier=verifier)
-    await registry.start()
-    try:
-        await registry.catch_up()
-    finally:
-        await registry.stop()
-    return registry
+    return await Registry.read(transport, verifier=verifier)
 
 
 def _order(registry: Registry, workflow: str) -> list[str]:

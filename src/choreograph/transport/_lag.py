@@ -28,12 +28,7 @@ async def _groups(kafka: KafkaTransport, agents: Mapping[str, str | None],
     wanted = {service: agent for service, agent in agents.items() if service not in groups}
     if not wanted:
         return groups
-    registry = Registry(kafka, verifier=service_verifier())
-    await registry.start()
-    try:
-        await registry.catch_up()
-    finally:
-        await registry.stop()
+    registry = await Registry.read(kafka, verifier=service_verifier())
     by_agent = {c.agent: kafka.settings.agent_group(c.workflow, c.step) for c in registry.contracts.values()}
     return {**groups, **{service: by_agent.get(agent or "") for service, agent in wanted.items()}}
 

@@ -243,6 +243,22 @@ class Registry(Contracts):
         self._consumer: Consumer  # made in start(), inside the running loop
         self._progress = PartitionProgress(0)  # only its restore bracket is used
 
+    @classmethod
+    async def read(cls, kafka: Transport, verifier: Verifier | None = None) -> Registry:
+        """A registry caught up to the topic's end once, its consumer stopped again (for one look).
+
+        Args:
+            kafka: The client of the broker to read.
+            verifier: See the class's arguments.
+        """
+        registry = cls(kafka, verifier=verifier)
+        await registry.start()
+        try:
+            await registry.catch_up()
+        finally:
+            await registry.stop()
+        return registry
+
     async def start(self) -> None:
         """Start the consumer, at the beginning of the topic (paused until catch_up)."""
         self._consumer = self._kafka.consumer(group_id=None)

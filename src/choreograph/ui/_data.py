@@ -233,12 +233,7 @@ class Source:
         The graph is the one the coordinator assembles from the contracts the services believe.
         """
         kafka = Kafka(self.settings)
-        registry = Registry(kafka, verifier=service_verifier())
-        await registry.start()
-        try:
-            await registry.catch_up()
-        finally:
-            await registry.stop()
+        registry = await Registry.read(kafka, verifier=service_verifier())
         graphs = {w: {name: list(node.depends_on) for name in g.order if (node := g.nodes.get(name)) is not None}
                   for w, g in registry.catalog.items() if g.refused is None}
         io = {(c.workflow, c.step): ([t.name for t in c.consumes], c.completes_with.name)
