@@ -27,6 +27,7 @@ from ..events._envelope import Kind
 from ..events._models import WorkflowOutcome, WorkflowStarted
 from ..saga._facts import Decision, Fact
 from ..transport._port import Producer, RecordMetadata, TopicPartition
+from ..transport._wrapped import WrappedProducer
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
@@ -334,7 +335,7 @@ def on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T], default: T) 
         return default
 
 
-class CountingProducer:
+class CountingProducer(WrappedProducer):
     """Wraps a Producer: every record sent through it is counted (one dict lookup and one add per send).
 
     Args:
@@ -343,20 +344,8 @@ class CountingProducer:
     """
 
     def __init__(self, producer: Producer, metrics: ServiceMetrics) -> None:
-        self.producer = producer
+        super().__init__(producer)
         self.metrics = metrics
-
-    async def start(self) -> None:
-        """Start the wrapped producer."""
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        """Stop the wrapped producer."""
-        await self.producer.stop()
-
-    async def flush(self) -> None:
-        """Flush the wrapped producer."""
-        await self.producer.flush()
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
                    partition: int | None = None, headers: Sequence[tuple[str, bytes]] | None = None,
@@ -370,14 +359,3 @@ class CountingProducer:
             raise
         self.metrics.sent(topic)
         return future
-
-    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
-                            partition: int | None = None, headers: Sequence[tuple[str, bytes]] | None = None,
-                            timestamp_ms: int | None = None) -> RecordMetadata:
-        """Send, count, wait for the acknowledgement. See `Producer.send_and_wait`."""
-        return await (await self.send(topic, value, key, partition=partition, headers=headers,
-                                      timestamp_ms=timestamp_ms))
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        """The wrapped producer's answer."""
-        return await self.producer.partitions_for(topic)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from ..security._signing import Signer
 from ._port import Producer, RecordMetadata
+from ._wrapped import WrappedProducer
 
 
-class SigningProducer:
+class SigningProducer(WrappedProducer):
     """Wraps a Producer: what it sends carries the signer's `ce_keyid` and `ce_signature`.
 
     Records without a CloudEvents id (tombstones of the registry, plain records) are signed too:
@@ -25,20 +26,8 @@ class SigningProducer:
     """
 
     def __init__(self, producer: Producer, signer: Signer) -> None:
-        self.producer = producer
+        super().__init__(producer)
         self.signer = signer
-
-    async def start(self) -> None:
-        """Start the wrapped producer."""
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        """Stop the wrapped producer."""
-        await self.producer.stop()
-
-    async def flush(self) -> None:
-        """Flush the wrapped producer."""
-        await self.producer.flush()
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
                    partition: int | None = None, headers: Sequence[tuple[str, bytes]] | None = None,
@@ -47,14 +36,3 @@ class SigningProducer:
         signed = self.signer.sign(key, value, list(headers or ()))
         return await self.producer.send(topic, value, key, partition=partition, headers=signed,
                                         timestamp_ms=timestamp_ms)
-
-    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
-                            partition: int | None = None, headers: Sequence[tuple[str, bytes]] | None = None,
-                            timestamp_ms: int | None = None) -> RecordMetadata:
-        """Sign, send, wait for the acknowledgement. See `Producer.send_and_wait`."""
-        return await (await self.send(topic, value, key, partition=partition, headers=headers,
-                                      timestamp_ms=timestamp_ms))
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        """The wrapped producer's answer."""
-        return await self.producer.partitions_for(topic)
